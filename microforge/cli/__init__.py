@@ -1,0 +1,1 @@
+"""The ``microforge`` command line."""

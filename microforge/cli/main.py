@@ -1,0 +1,22 @@
+"""Entry point of the ``microforge`` command.
+
+Each group of commands lives in its own module; heavy imports (torch) happen inside the
+commands that need them, so ``microforge --help`` and the service commands stay light.
+"""
+
+from __future__ import annotations
+
+import click
+
+from microforge import __version__
+from microforge.cli.engine_commands import generate_command, train_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="microforge")
+def cli() -> None:
+    """MicroForge: train SliceGAN on 2D micrographs and generate 3D microstructures."""
+
+
+cli.add_command(train_command)
+cli.add_command(generate_command)

@@ -1,0 +1,71 @@
+"""One settings object for every process, read from ``MICROFORGE_*`` environment variables.
+
+Why one object: the API, the worker and the CLI must agree on where the database, the
+broker and the blobs live; reading them in one place keeps them from drifting apart.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Every field can be set as ``MICROFORGE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MICROFORGE_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("./microforge-data"),
+        description="Root for the SQLite file and the local blob store.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default is a SQLite file in data_dir.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Celery broker/result URL; unset = an embedded Valkey server (local mode).",
+    )
+    blob_dir: Path | None = Field(
+        default=None, description="Local blob store directory; default data_dir/blobs."
+    )
+    max_upload_bytes: int = Field(
+        default=512 * 1024 * 1024, description="Largest accepted upload, in bytes (413 past it)."
+    )
+    max_image_pixels: int = Field(
+        default=2_000_000_000,
+        description="Largest accepted image, in pixels/voxels, checked from the header.",
+    )
+    max_generate_voxels: int = Field(
+        default=20_000_000_000, description="Largest volume a generate job may ask for."
+    )
+    train_segment_seconds: float = Field(
+        default=300.0, description="Wall time of one training segment before it re-enqueues."
+    )
+    lease_seconds: float = Field(
+        default=900.0, description="How long a worker's lease on a job lasts without renewal."
+    )
+    visibility_timeout_seconds: int = Field(
+        default=3600, description="Redis visibility timeout (must exceed a segment's length)."
+    )
+    device: str = Field(default="auto", description="Worker device: auto, cpu or cuda[:N].")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'microforge.sqlite3').resolve()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return (self.blob_dir or self.data_dir / "blobs").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests clear the cache after changing the environment."""
+    return Settings()
