@@ -1,0 +1,51 @@
+"""The Celery application, shared by the API (to enqueue by name) and the workers.
+
+Importing this module must stay cheap and torch-free: the API process imports it to send
+tasks. The task bodies live in ``microforge.worker.tasks``, imported only by workers.
+
+Celery delivers at least once; the settings below make a lost worker's task come back
+(``acks_late`` + ``reject_on_worker_lost``) and keep one task per process at a time
+(``prefetch_multiplier=1``). Redis re-delivers a task that is not acknowledged within the
+visibility timeout, so it is set in the three places Celery reads it and must exceed one
+training segment by a wide margin.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from microforge.settings import Settings, get_settings
+
+TRAIN_QUEUE = "train"
+GENERATE_QUEUE = "generate"
+TRAIN_SEGMENT_TASK = "microforge.train_segment"
+GENERATE_VOLUME_TASK = "microforge.generate_volume"
+
+
+def make_celery_app(settings: Settings | None = None, broker_url: str | None = None) -> Celery:
+    settings = settings or get_settings()
+    url = broker_url or settings.redis_url
+    if not url:
+        raise RuntimeError(
+            "no broker: set MICROFORGE_REDIS_URL, or start the local stack with `microforge up`"
+        )
+    app = Celery("microforge", broker=url, backend=None)
+    transport_options = {"visibility_timeout": settings.visibility_timeout_seconds}
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=False,
+        task_ignore_result=True,
+        broker_transport_options=transport_options,
+        result_backend_transport_options=transport_options,
+        visibility_timeout=settings.visibility_timeout_seconds,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=TRAIN_QUEUE,
+        task_routes={
+            TRAIN_SEGMENT_TASK: {"queue": TRAIN_QUEUE},
+            GENERATE_VOLUME_TASK: {"queue": GENERATE_QUEUE},
+        },
+        worker_hijack_root_logger=False,
+    )
+    return app
