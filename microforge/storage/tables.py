@@ -54,6 +54,7 @@ class ApiKey(Base):
 
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_owner_created", "owner_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ds"))
     owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
@@ -105,6 +106,8 @@ class Job(Base):
     checkpoint_blob: Mapped[str | None] = mapped_column(String(300), nullable=True)
     preview_blob: Mapped[str | None] = mapped_column(String(300), nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # SHA-256 of the creating request, so a reused Idempotency-Key with another body is caught.
+    idempotency_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     result_generator_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     result_volume_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -130,6 +133,7 @@ class JobMetric(Base):
 
 class Generator(Base):
     __tablename__ = "generators"
+    __table_args__ = (Index("ix_generators_owner_created", "owner_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("gen"))
     owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
@@ -144,6 +148,7 @@ class Generator(Base):
 
 class Volume(Base):
     __tablename__ = "volumes"
+    __table_args__ = (Index("ix_volumes_owner_created", "owner_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("vol"))
     owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)

@@ -1,0 +1,172 @@
+"""The blob store: where large things (images, checkpoints, generators, volumes) live.
+
+Why a small interface in front of the disk: rows hold only keys, and every key is made
+by the server (``new_key``), so no client-supplied name ever becomes a path. Every write
+is atomic (written to a temporary file inside the store, fsynced, then renamed), so a
+reader never sees half a file and a crash leaves no partial blob at a real key. Keeping
+the surface small leaves room for an object-store backend later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from microforge.settings import Settings
+
+#: The kinds of blob the service stores; a key starts with one of them.
+BLOB_KINDS = ("datasets", "checkpoints", "generators", "volumes", "previews", "reports")
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_SUFFIX = re.compile(r"^(\.[A-Za-z0-9]{1,10}){0,2}$")
+_TEMP_DIR = ".tmp"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable; not possible (nor needed) on every platform."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class LocalBlobStore:
+    """Blobs as files under ``root``; keys are relative POSIX paths such as ``volumes/<id>.tif``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._temp_root = self.root / _TEMP_DIR
+        self._temp_root.mkdir(exist_ok=True)
+
+    # -- keys --------------------------------------------------------------------------
+    def new_key(self, kind: str, suffix: str = "") -> str:
+        """A fresh, unguessable key of a known kind, e.g. ``new_key("volumes", ".tif")``."""
+        if kind not in BLOB_KINDS:
+            raise ValueError(f"unknown blob kind {kind!r}: use one of {', '.join(BLOB_KINDS)}")
+        if suffix and not suffix.startswith("."):
+            suffix = "." + suffix
+        if not _SUFFIX.match(suffix):
+            raise ValueError(f"bad blob suffix {suffix!r}: use letters and digits, like '.tif'")
+        return f"{kind}/{uuid.uuid4().hex}{suffix.lower()}"
+
+    def path(self, key: str) -> Path:
+        """The local file for ``key`` (it may not exist yet). Rejects keys that could escape."""
+        if not isinstance(key, str) or not key:
+            raise ValueError("blob key must be a non-empty string")
+        if key.startswith("/") or "\\" in key:
+            raise ValueError(f"bad blob key {key!r}: keys are relative paths with '/' separators")
+        segments = key.split("/")
+        if len(segments) < 2 or segments[0] not in BLOB_KINDS:
+            raise ValueError(
+                f"bad blob key {key!r}: a key starts with one of {', '.join(BLOB_KINDS)}/"
+            )
+        for segment in segments:
+            if segment in (".", "..") or not _SEGMENT.match(segment):
+                raise ValueError(
+                    f"bad blob key {key!r}: segment {segment!r} is not allowed "
+                    "(letters, digits, '.', '_' and '-' only, no '..')"
+                )
+        resolved = self.root.joinpath(*segments)
+        if not resolved.resolve().is_relative_to(self.root):
+            raise ValueError(f"bad blob key {key!r}: it resolves outside the store")
+        return resolved
+
+    # -- writing -----------------------------------------------------------------------
+    def _temp_path(self, suffix: str = "") -> Path:
+        return self._temp_root / f"{uuid.uuid4().hex}{suffix}"
+
+    def _publish(self, temp: Path, key: str) -> int:
+        destination = self.path(key)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_file(temp)
+        size = temp.stat().st_size
+        os.replace(temp, destination)
+        _fsync_dir(destination.parent)
+        return size
+
+    @contextlib.contextmanager
+    def writing(self, key: str) -> Iterator[Path]:
+        """Yield a temporary path to write; it appears at ``key`` only on a clean exit.
+
+        The temporary file keeps the key's suffix, so writers that choose a format from the
+        file name (tifffile, Pillow) behave. On an exception it is removed and nothing is
+        published.
+        """
+        self.path(key)  # validate before any work is done
+        temp = self._temp_path("".join(Path(key).suffixes))
+        try:
+            yield temp
+            if not temp.exists():
+                raise FileNotFoundError(
+                    f"nothing was written to the temporary file for blob {key!r}"
+                )
+            self._publish(temp, key)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def put_file(self, key: str, source: Path) -> int:
+        """Store ``source`` at ``key`` and return its size; ``source`` is consumed.
+
+        A rename when ``source`` is on the store's filesystem (no copy of a large upload),
+        otherwise a copy into the store followed by a rename; either way atomic.
+        """
+        self.path(key)
+        source = Path(source)
+        temp = self._temp_path()
+        try:
+            try:
+                os.replace(source, temp)
+            except OSError:
+                shutil.copyfile(source, temp)
+                source.unlink(missing_ok=True)
+            return self._publish(temp, key)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def put_bytes(self, key: str, data: bytes) -> int:
+        """Store ``data`` at ``key`` atomically and return its size."""
+        with self.writing(key) as temp:
+            temp.write_bytes(data)
+        return len(data)
+
+    # -- reading -----------------------------------------------------------------------
+    def open(self, key: str) -> BinaryIO:
+        """Open a blob for binary reading; ``FileNotFoundError`` when it does not exist."""
+        return open(self.path(key), "rb")  # noqa: SIM115 - the caller closes it
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        """Remove a blob; a missing one is fine, so deletes can be retried safely."""
+        self.path(key).unlink(missing_ok=True)
+
+    def new_temp_file(self, suffix: str = "") -> Path:
+        """A path for scratch data on the store's filesystem (so ``put_file`` is a rename).
+
+        The caller removes it, or hands it to ``put_file``, which consumes it.
+        """
+        if suffix and not _SUFFIX.match(suffix):
+            raise ValueError(f"bad suffix {suffix!r}")
+        return self._temp_path(suffix)
+
+
+def get_blob_store(settings: Settings) -> LocalBlobStore:
+    """The blob store the settings point at (``MICROFORGE_BLOB_DIR`` or ``data_dir/blobs``)."""
+    return LocalBlobStore(settings.resolved_blob_dir)
