@@ -1,0 +1,340 @@
+"""The worker's side of a job's life: leases, fencing tokens and conditional writes.
+
+Why: Celery delivers at least once, and with Redis a message that outlives the visibility
+timeout comes back, possibly to a second worker while the first still runs. Every write a
+worker makes to a job therefore goes through this module and is conditional on the
+*fencing token* it got when it claimed the job: a claim bumps the token, so a duplicated
+or late task (one whose lease was taken over) finds its writes rejected (``LeaseLost``)
+instead of overwriting a newer worker's progress, checkpoint or result.
+
+Clocks: lease expiry uses the worker's UTC clock; run workers with NTP like any cluster.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from microforge.storage.tables import Job, JobMetric
+
+ACTIVE_STATES = ("queued", "running")
+TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+
+SessionFactory = Callable[[], Session] | sessionmaker[Session]
+
+
+class LeaseLost(RuntimeError):
+    """This worker no longer holds the job: another claim bumped the token, or it ended.
+
+    The right reaction is to stop quietly and write nothing more; the newer holder owns it.
+    """
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof of ownership of one job, valid while ``token`` is the job's fencing token."""
+
+    job_id: str
+    owner: str
+    token: int
+
+
+class ClaimStatus(enum.Enum):
+    CLAIMED = "claimed"
+    MISSING = "missing"  # no such job
+    FINISHED = "finished"  # succeeded, failed or cancelled: nothing to do
+    HELD = "held"  # another worker holds a live lease
+
+
+@dataclass(frozen=True)
+class Claim:
+    status: ClaimStatus
+    lease: Lease | None = None
+    #: The job's fencing token after the attempt.
+    token: int = 0
+    #: Seconds until the current holder's lease runs out (HELD only).
+    lease_remaining_seconds: float = 0.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; they were written in UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _holds(lease: Lease):  # noqa: ANN202 - a SQLAlchemy clause
+    return and_(
+        Job.id == lease.job_id,
+        Job.fencing_token == lease.token,
+        Job.lease_owner == lease.owner,
+        Job.state == "running",
+    )
+
+
+def claim_job(
+    session_factory: SessionFactory, job_id: str, owner: str, lease_seconds: float
+) -> Claim:
+    """Take the job's lease if it is free or expired and the job is still active.
+
+    A message that finds the lease live is a duplicate: the live holder sends the next
+    message itself when its segment ends, and if it dies its own unacknowledged message
+    comes back after the visibility timeout, by which time its lease has expired (the
+    worker checks that ``lease_seconds + train_segment_seconds`` < visibility timeout).
+    So duplicates collapse to one chain of segments and none is lost.
+    """
+    now = utcnow()
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return Claim(ClaimStatus.MISSING)
+        token = job.fencing_token
+        if job.state in TERMINAL_STATES:
+            return Claim(ClaimStatus.FINISHED, token=token)
+        expires = _aware(job.lease_expires_at)
+        if job.lease_owner is not None and expires is not None and expires > now:
+            remaining = (expires - now).total_seconds()
+            return Claim(ClaimStatus.HELD, token=token, lease_remaining_seconds=remaining)
+        result = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.fencing_token == token,
+                Job.state.in_(ACTIVE_STATES),
+                or_(Job.lease_owner.is_(None), Job.lease_expires_at <= now),
+            )
+            .values(
+                fencing_token=token + 1,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                state="running",
+                started_at=job.started_at or now,
+                attempts=Job.attempts + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        if result.rowcount != 1:
+            # Someone else won the race between our read and our write.
+            return Claim(ClaimStatus.HELD, token=token + 1, lease_remaining_seconds=lease_seconds)
+        return Claim(ClaimStatus.CLAIMED, Lease(job_id, owner, token + 1), token=token + 1)
+
+
+def _conditional_update(
+    session_factory: SessionFactory, lease: Lease, values: dict[str, Any]
+) -> None:
+    with session_factory() as session:
+        result = session.execute(
+            update(Job)
+            .where(_holds(lease))
+            .values(**values, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+    if result.rowcount != 1:
+        raise LeaseLost(f"job {lease.job_id}: lease with token {lease.token} is no longer held")
+
+
+def renew_lease(session_factory: SessionFactory, lease: Lease, lease_seconds: float) -> None:
+    """Push the lease's expiry forward; raises ``LeaseLost`` if it was taken over."""
+    _conditional_update(
+        session_factory, lease, {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)}
+    )
+
+
+def record_progress(
+    session_factory: SessionFactory,
+    lease: Lease,
+    progress: dict[str, Any],
+    *,
+    metrics: dict[str, Any] | None = None,
+    iteration: int | None = None,
+    lease_seconds: float | None = None,
+) -> None:
+    """Store progress (and the latest metrics, plus a history row) and renew the lease.
+
+    Progress never moves backwards: after a takeover the new holder resumes from the last
+    checkpoint, which may be behind what the dead holder reported; until it catches up the
+    job keeps showing the furthest point reached. History rows are idempotent per
+    iteration (the first writer wins; a resumed run recomputes the same values anyway).
+    """
+    now = utcnow()
+    with session_factory() as session:
+        job = session.execute(select(Job).where(_holds(lease))).scalar_one_or_none()
+        if job is None:
+            raise LeaseLost(f"job {lease.job_id}: lease with token {lease.token} is no longer held")
+        values: dict[str, Any] = {"updated_at": now}
+        previous = job.progress or {}
+        new_position = progress.get("iteration", progress.get("done", 0)) or 0
+        old_position = previous.get("iteration", previous.get("done", 0)) or 0
+        if new_position >= old_position:
+            values["progress"] = progress
+        if metrics is not None:
+            values["metrics"] = metrics
+        if lease_seconds is not None:
+            values["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
+        result = session.execute(
+            update(Job)
+            .where(_holds(lease))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            session.rollback()
+            raise LeaseLost(f"job {lease.job_id}: lease with token {lease.token} is no longer held")
+        if metrics is not None and iteration is not None:
+            exists = session.execute(
+                select(JobMetric.id).where(
+                    JobMetric.job_id == lease.job_id, JobMetric.iteration == iteration
+                )
+            ).first()
+            if exists is None:
+                session.add(JobMetric(job_id=lease.job_id, iteration=iteration, data=metrics))
+        try:
+            session.commit()
+        except IntegrityError:
+            # A concurrent writer added the same iteration's row; the progress is retried.
+            session.rollback()
+            session.execute(
+                update(Job)
+                .where(_holds(lease))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+
+
+def set_preview(session_factory: SessionFactory, lease: Lease, blob_key: str) -> str | None:
+    """Point the job at a new preview image; returns the previous key for the caller to delete."""
+    with session_factory() as session:
+        previous = session.execute(select(Job.preview_blob).where(_holds(lease))).scalar()
+    _conditional_update(session_factory, lease, {"preview_blob": blob_key})
+    return previous if previous != blob_key else None
+
+
+def record_checkpoint(
+    session_factory: SessionFactory, lease: Lease, iteration: int, blob_key: str
+) -> str | None:
+    """Point the job at a newer checkpoint; returns the replaced key (to delete) or None.
+
+    Only moves forward: a checkpoint at or behind the recorded iteration is refused with
+    ``ValueError`` so the caller deletes its own blob instead of the newer one.
+    """
+    with session_factory() as session:
+        row = session.execute(
+            select(Job.checkpoint_iteration, Job.checkpoint_blob).where(_holds(lease))
+        ).first()
+        if row is None:
+            raise LeaseLost(f"job {lease.job_id}: lease with token {lease.token} is no longer held")
+        old_iteration, old_blob = row
+        if iteration <= (old_iteration or 0) and old_blob is not None:
+            raise ValueError(
+                f"checkpoint at iteration {iteration} is not newer than {old_iteration}"
+            )
+        result = session.execute(
+            update(Job)
+            .where(_holds(lease), Job.checkpoint_iteration == old_iteration)
+            .values(checkpoint_iteration=iteration, checkpoint_blob=blob_key, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+    if result.rowcount != 1:
+        raise LeaseLost(f"job {lease.job_id}: lease with token {lease.token} is no longer held")
+    return old_blob if old_blob != blob_key else None
+
+
+def finish_job(
+    session_factory: SessionFactory,
+    lease: Lease,
+    state: str,
+    *,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    result_generator_id: str | None = None,
+    result_volume_id: str | None = None,
+    progress: dict[str, Any] | None = None,
+) -> bool:
+    """Move the job to a terminal state and drop the lease; True if this call did it.
+
+    Idempotent: finishing again with the same token and state (a retried task after a
+    crash between commit and ack) returns False instead of failing.
+    """
+    if state not in TERMINAL_STATES:
+        raise ValueError(f"{state!r} is not a terminal state: use one of {TERMINAL_STATES}")
+    now = utcnow()
+    values: dict[str, Any] = {
+        "state": state,
+        "finished_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "error_code": error_code,
+        "error_message": error_message,
+    }
+    if result_generator_id is not None:
+        values["result_generator_id"] = result_generator_id
+    if result_volume_id is not None:
+        values["result_volume_id"] = result_volume_id
+    if progress is not None:
+        values["progress"] = progress
+    try:
+        _conditional_update(session_factory, lease, values)
+        return True
+    except LeaseLost:
+        with session_factory() as session:
+            row = session.execute(
+                select(Job.state, Job.fencing_token).where(Job.id == lease.job_id)
+            ).first()
+        if row is not None and row[0] == state and row[1] == lease.token:
+            return False
+        raise
+
+
+def release_lease(session_factory: SessionFactory, lease: Lease) -> None:
+    """Give the lease back (the job stays running) so the next segment can claim it at once."""
+    _conditional_update(session_factory, lease, {"lease_owner": None, "lease_expires_at": None})
+
+
+def is_cancel_requested(session_factory: SessionFactory, job_id: str) -> bool:
+    with session_factory() as session:
+        flag = session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar()
+    return bool(flag)
+
+
+def load_job(session_factory: SessionFactory, job_id: str) -> Job | None:
+    """A detached snapshot of the job row (sessions are made with expire_on_commit=False)."""
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        if job is not None:
+            session.expunge(job)
+        return job
+
+
+def jobs_needing_delivery(session_factory: SessionFactory, kind: str) -> list[tuple[str, int]]:
+    """Active jobs of ``kind`` that nobody holds (or whose holder's lease expired).
+
+    A restarted local broker may have lost their messages; sending one more message for
+    each is harmless (claims are fenced, duplicates collapse) and keeps them from waiting
+    forever.
+    """
+    now = utcnow()
+    with session_factory() as session:
+        rows = session.execute(
+            select(Job.id, Job.fencing_token).where(
+                Job.kind == kind,
+                Job.state.in_(ACTIVE_STATES),
+                or_(Job.lease_owner.is_(None), Job.lease_expires_at <= now),
+            )
+        ).all()
+    return [(row[0], row[1]) for row in rows]

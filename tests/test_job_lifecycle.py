@@ -1,0 +1,145 @@
+"""Leases and fencing tokens on a real database (SQLite; PostgreSQL when configured)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from microforge.storage.job_lifecycle import (
+    ClaimStatus,
+    LeaseLost,
+    claim_job,
+    finish_job,
+    is_cancel_requested,
+    jobs_needing_delivery,
+    load_job,
+    record_checkpoint,
+    record_progress,
+    release_lease,
+    renew_lease,
+    set_preview,
+)
+from microforge.storage.tables import ApiKey, Job, JobMetric
+
+
+@pytest.fixture()
+def job_id(session_factory) -> str:
+    with session_factory() as session:
+        key = ApiKey(name="t", key_hash="h" * 64, prefix="mf_x")
+        session.add(key)
+        session.flush()
+        job = Job(owner_id=key.id, kind="train", spec={"config": {}})
+        session.add(job)
+        session.commit()
+        return job.id
+
+
+def test_second_claim_gets_nothing_while_the_lease_is_live(session_factory, job_id):
+    first = claim_job(session_factory, job_id, "worker-a", lease_seconds=60)
+    second = claim_job(session_factory, job_id, "worker-b", lease_seconds=60)
+
+    assert first.status is ClaimStatus.CLAIMED
+    assert first.lease is not None and first.lease.token == 1
+    assert second.status is ClaimStatus.HELD and second.lease is None
+    assert 0 < second.lease_remaining_seconds <= 60
+    job = load_job(session_factory, job_id)
+    assert (job.state, job.attempts, job.lease_owner) == ("running", 1, "worker-a")
+    assert job.started_at is not None
+
+
+def test_expired_lease_is_taken_over_and_the_old_token_is_fenced_off(session_factory, job_id):
+    old = claim_job(session_factory, job_id, "worker-a", lease_seconds=0.2).lease
+    record_checkpoint(session_factory, old, 10, "checkpoints/a10.pt")
+    time.sleep(0.3)
+    new = claim_job(session_factory, job_id, "worker-b", lease_seconds=60).lease
+
+    assert new is not None and new.token == old.token + 1
+    with pytest.raises(LeaseLost):
+        record_progress(session_factory, old, {"iteration": 99, "total": 100})
+    with pytest.raises(LeaseLost):
+        record_checkpoint(session_factory, old, 20, "checkpoints/a20.pt")
+    with pytest.raises(LeaseLost):
+        renew_lease(session_factory, old, 60)
+    with pytest.raises(LeaseLost):
+        finish_job(session_factory, old, "succeeded", result_generator_id="gen_x")
+    with pytest.raises(LeaseLost):
+        release_lease(session_factory, old)
+    job = load_job(session_factory, job_id)
+    assert job.state == "running" and job.lease_owner == "worker-b"
+    assert (job.checkpoint_iteration, job.checkpoint_blob) == (10, "checkpoints/a10.pt")
+    assert job.attempts == 2 and job.result_generator_id is None
+
+
+def test_released_lease_is_claimed_at_once_by_the_next_segment(session_factory, job_id):
+    first = claim_job(session_factory, job_id, "worker-a", lease_seconds=60).lease
+    release_lease(session_factory, first)
+    nxt = claim_job(session_factory, job_id, "worker-a", lease_seconds=60)
+    assert nxt.status is ClaimStatus.CLAIMED and nxt.lease.token == first.token + 1
+    assert jobs_needing_delivery(session_factory, "train") == []
+    release_lease(session_factory, nxt.lease)
+    assert jobs_needing_delivery(session_factory, "train") == [(job_id, nxt.lease.token)]
+
+
+def test_progress_is_monotone_and_metric_history_idempotent(session_factory, job_id):
+    lease = claim_job(session_factory, job_id, "w", lease_seconds=60).lease
+    record_progress(
+        session_factory, lease, {"iteration": 20, "total": 40}, metrics={"g": 1.0}, iteration=20
+    )
+    record_progress(
+        session_factory, lease, {"iteration": 10, "total": 40}, metrics={"g": 2.0}, iteration=10
+    )
+    record_progress(
+        session_factory, lease, {"iteration": 20, "total": 40}, metrics={"g": 3.0}, iteration=20
+    )
+    job = load_job(session_factory, job_id)
+    assert job.progress == {"iteration": 20, "total": 40}
+    with session_factory() as session:
+        rows = session.execute(
+            select(JobMetric.iteration, JobMetric.data)
+            .where(JobMetric.job_id == job_id)
+            .order_by(JobMetric.iteration)
+        ).all()
+    assert [(r[0], r[1]) for r in rows] == [(10, {"g": 2.0}), (20, {"g": 1.0})]
+
+
+def test_checkpoints_only_move_forward(session_factory, job_id):
+    lease = claim_job(session_factory, job_id, "w", lease_seconds=60).lease
+    assert record_checkpoint(session_factory, lease, 10, "checkpoints/10.pt") is None
+    assert record_checkpoint(session_factory, lease, 20, "checkpoints/20.pt") == "checkpoints/10.pt"
+    with pytest.raises(ValueError, match="not newer"):
+        record_checkpoint(session_factory, lease, 15, "checkpoints/15.pt")
+    assert load_job(session_factory, job_id).checkpoint_blob == "checkpoints/20.pt"
+
+
+def test_preview_returns_the_replaced_key(session_factory, job_id):
+    lease = claim_job(session_factory, job_id, "w", lease_seconds=60).lease
+    assert set_preview(session_factory, lease, "previews/1.png") is None
+    assert set_preview(session_factory, lease, "previews/2.png") == "previews/1.png"
+
+
+def test_finish_is_idempotent_and_final(session_factory, job_id):
+    lease = claim_job(session_factory, job_id, "w", lease_seconds=60).lease
+    assert finish_job(session_factory, lease, "succeeded", result_generator_id="gen_1") is True
+    assert finish_job(session_factory, lease, "succeeded", result_generator_id="gen_1") is False
+    with pytest.raises(LeaseLost):
+        finish_job(session_factory, lease, "failed", error_code="x", error_message="y")
+    job = load_job(session_factory, job_id)
+    assert (job.state, job.result_generator_id, job.lease_owner) == ("succeeded", "gen_1", None)
+    assert job.finished_at is not None
+    again = claim_job(session_factory, job_id, "w2", lease_seconds=60)
+    assert again.status is ClaimStatus.FINISHED
+    with pytest.raises(ValueError, match="terminal"):
+        finish_job(session_factory, lease, "running")
+
+
+def test_cancel_flag_and_missing_job(session_factory, job_id):
+    assert is_cancel_requested(session_factory, job_id) is False
+    with session_factory() as session:
+        session.get(Job, job_id).cancel_requested = True
+        session.commit()
+    assert is_cancel_requested(session_factory, job_id) is True
+    assert claim_job(session_factory, "job_missing", "w", 60).status is ClaimStatus.MISSING
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 1
