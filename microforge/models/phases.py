@@ -86,7 +86,9 @@ def analyse_images(images: Sequence[np.ndarray], image_type: str | None = None) 
     if not images:
         raise DataError("no image given: give one 2D image, three 2D images or one 3D stack")
     if image_type is not None and image_type not in IMAGE_TYPES:
-        raise DataError(f"image type {image_type!r} is unknown: use one of {', '.join(IMAGE_TYPES)}")
+        raise DataError(
+            f"image type {image_type!r} is unknown: use one of {', '.join(IMAGE_TYPES)}"
+        )
     for image in images:
         if image.size == 0:
             raise DataError("an image is empty (0 pixels): check the file")

@@ -1,0 +1,218 @@
+"""Network and training configuration: presets of one configurable SliceGAN network.
+
+Torch-free on purpose: the API validates training configs and imported generator files
+with these models without importing torch. The rules checked here are the paper's rules
+for transposed convolutions (uniform information density: s < k, k mod s = 0, p >= k - s)
+and the size bookkeeping that makes the generator's output match the critic's crop.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Arch = Literal["paper", "reference", "tiny"]
+LastLayer = Literal["transpose", "resize_conv"]
+Precision = Literal["fp32", "tf32", "bf16"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot train; the message says what to change."""
+
+
+class NetworkConfig(BaseModel):
+    """Layer-by-layer description of generator and critic.
+
+    ``generator_filters`` are the output channels of the hidden generator layers; the last
+    layer outputs the image channels (phases, 1 grey or 3 colour), known only from the data.
+    With ``last_layer="resize_conv"`` the last entry of kernels/strides/paddings is unused:
+    the last block is a trilinear upsample to 2(n-1) voxels per axis and a 3x3x3 convolution.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latent_channels: int = Field(ge=1, le=1024)
+    latent_size: int = Field(ge=1, le=64, description="Latent edge during training.")
+    generator_filters: list[int]
+    generator_kernels: list[int]
+    generator_strides: list[int]
+    generator_paddings: list[int]
+    last_layer: LastLayer = "transpose"
+    critic_filters: list[int]
+    critic_kernels: list[int]
+    critic_strides: list[int]
+    critic_paddings: list[int]
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> NetworkConfig:
+        layers = len(self.generator_kernels)
+        if not (len(self.generator_strides) == len(self.generator_paddings) == layers):
+            raise ValueError("generator kernels, strides and paddings must have the same length")
+        if len(self.generator_filters) != layers - 1:
+            raise ValueError(
+                f"generator_filters must list {layers - 1} hidden layers for {layers} layers"
+            )
+        transposed = layers - 1 if self.last_layer == "resize_conv" else layers
+        for index in range(transposed):
+            k = self.generator_kernels[index]
+            s = self.generator_strides[index]
+            p = self.generator_paddings[index]
+            problems = []
+            if not s < k:
+                problems.append(f"stride {s} must be smaller than kernel {k}")
+            if k % s:
+                problems.append(f"kernel {k} must be a multiple of stride {s}")
+            if p < k - s:
+                problems.append(f"padding {p} must be at least kernel - stride = {k - s}")
+            if problems:
+                raise ValueError(
+                    f"generator layer {index + 1} (k={k}, s={s}, p={p}) breaks the uniform "
+                    f"information density rules: {'; '.join(problems)}"
+                )
+        critic_layers = len(self.critic_kernels)
+        if not (len(self.critic_strides) == len(self.critic_paddings) == critic_layers):
+            raise ValueError("critic kernels, strides and paddings must have the same length")
+        if len(self.critic_filters) != critic_layers - 1:
+            raise ValueError(
+                f"critic_filters must list {critic_layers - 1} hidden layers for "
+                f"{critic_layers} layers"
+            )
+        crop = self.crop_size
+        if crop < 1:
+            raise ValueError(f"the generator's output would be {crop} voxels: change its layers")
+        out = self.critic_output_size(crop)
+        if out != 1:
+            raise ValueError(
+                f"the generator makes {crop}-voxel volumes, so the critics see {crop}-pixel "
+                f"crops, which the critic layers reduce to {out}x{out} instead of 1x1: change "
+                "the critic layers (or the generator's) so that their sizes match"
+            )
+        return self
+
+    def generator_output_size(self, latent: int) -> int:
+        """Voxels along one axis for a latent edge, the bookkeeping the critic must match."""
+        n = latent
+        layers = len(self.generator_kernels)
+        for index in range(layers):
+            if index == layers - 1 and self.last_layer == "resize_conv":
+                n = 2 * (n - 1) - 2
+            else:
+                k = self.generator_kernels[index]
+                n = (n - 1) * self.generator_strides[index] - 2 * self.generator_paddings[index] + k
+        return n
+
+    def critic_output_size(self, size: int) -> int:
+        n = size
+        for k, s, p in zip(self.critic_kernels, self.critic_strides, self.critic_paddings):
+            n = (n + 2 * p - k) // s + 1
+        return n
+
+    @property
+    def crop_size(self) -> int:
+        """The 2D crop edge the critics see: the generator's output edge in training."""
+        return self.generator_output_size(self.latent_size)
+
+    @property
+    def period(self) -> int:
+        """Output voxels per latent voxel on a periodic axis (the product of the strides)."""
+        factor = 1
+        layers = len(self.generator_kernels)
+        for index in range(layers):
+            if index == layers - 1 and self.last_layer == "resize_conv":
+                factor *= 2
+            else:
+                factor *= self.generator_strides[index]
+        return factor
+
+
+PRESETS: dict[str, NetworkConfig] = {
+    # Table 1 of Kench & Cooper (2021).
+    "paper": NetworkConfig(
+        latent_channels=64,
+        latent_size=4,
+        generator_filters=[512, 256, 128, 64],
+        generator_kernels=[4, 4, 4, 4, 4],
+        generator_strides=[2, 2, 2, 2, 2],
+        generator_paddings=[2, 2, 2, 2, 3],
+        critic_filters=[64, 128, 256, 512],
+        critic_kernels=[4, 4, 4, 4, 4],
+        critic_strides=[2, 2, 2, 2, 2],
+        critic_paddings=[1, 1, 1, 1, 0],
+    ),
+    # The public SliceGAN code's defaults: resize-convolution last layer.
+    "reference": NetworkConfig(
+        latent_channels=32,
+        latent_size=4,
+        generator_filters=[1024, 512, 128, 32],
+        generator_kernels=[4, 4, 4, 4, 4],
+        generator_strides=[2, 2, 2, 2, 2],
+        generator_paddings=[2, 2, 2, 2, 3],
+        last_layer="resize_conv",
+        critic_filters=[64, 128, 256, 512],
+        critic_kernels=[4, 4, 4, 4, 4],
+        critic_strides=[2, 2, 2, 2, 2],
+        critic_paddings=[1, 1, 1, 1, 0],
+    ),
+    # Small and fast: 32-voxel crops, for tests and smoke runs.
+    "tiny": NetworkConfig(
+        latent_channels=8,
+        latent_size=4,
+        generator_filters=[32, 16, 8],
+        generator_kernels=[4, 4, 4, 4],
+        generator_strides=[2, 2, 2, 2],
+        generator_paddings=[2, 2, 2, 3],
+        critic_filters=[8, 16, 32],
+        critic_kernels=[4, 4, 4, 4],
+        critic_strides=[2, 2, 2, 2],
+        critic_paddings=[1, 1, 1, 0],
+    ),
+}
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs besides the images. All fields have defaults.
+
+    The names are those of the ``microforge train`` options, so that the CLI, the API and
+    the checkpoint speak the same language. Defaults follow the paper and the public code.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: Arch = "paper"
+    network: NetworkConfig | None = Field(
+        default=None, description="A custom network; overrides the arch preset."
+    )
+    iterations: int = Field(default=10_000, ge=1, le=10_000_000)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    critic_batch: int = Field(default=8, ge=1, le=512)
+    generator_batch: int | None = Field(
+        default=None, ge=1, le=1024, description="Default: 2 x critic_batch."
+    )
+    lr_generator: float = Field(default=1e-4, gt=0, le=1.0)
+    lr_critic: float = Field(default=1e-4, gt=0, le=1.0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.99, ge=0, lt=1)
+    gp_lambda: float = Field(default=10.0, ge=0)
+    critic_steps: int = Field(default=5, ge=1, le=100)
+    scale_factor: float = Field(default=1.0, gt=0.01, le=16)
+    image_type: Literal["nphase", "grayscale", "colour"] | None = None
+    checkpoint_every: int = Field(default=500, ge=1)
+    progress_every: int = Field(default=25, ge=1)
+    preview_every: int = Field(default=250, ge=1)
+    quality_every: int = Field(
+        default=500, ge=0, description="Fidelity check interval in iterations; 0 = off."
+    )
+    early_stop_checks: int = Field(
+        default=0, ge=0, description="Stop after this many fidelity checks without improvement."
+    )
+    precision: Precision = Field(
+        default="tf32", description="fp32, tf32 (CUDA matmuls in TF32) or bf16 autocast."
+    )
+
+    def network_config(self) -> NetworkConfig:
+        return self.network or PRESETS[self.arch]
+
+    @property
+    def resolved_generator_batch(self) -> int:
+        return self.generator_batch or 2 * self.critic_batch

@@ -1,0 +1,118 @@
+"""Saving and loading the exported generator: weights + config + phases in one file."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from microforge.models.config import NetworkConfig
+from microforge.models.data import TrainingData
+from microforge.models.devices import resolve_device
+from microforge.models.generator_file import (
+    METADATA_KEY,
+    GeneratorFileError,
+    GeneratorFileInfo,
+    inspect_generator_file,
+)
+from microforge.models.networks import Generator
+
+
+def output_dtype_for(data: TrainingData) -> str:
+    """Labels keep 8 bits unless a phase value needs more; grey keeps 16 bits if it had them."""
+    if data.image_type == "nphase":
+        values = data.phases
+        fits = all(float(v).is_integer() and 0 <= v <= 255 for v in values)
+        return "uint8" if fits else "uint16"
+    if data.image_type == "grayscale" and np.dtype(data.source_dtype).itemsize >= 2:
+        return "uint16"
+    return "uint8"
+
+
+def save_generator(
+    path: str | Path,
+    weights: dict[str, torch.Tensor],
+    *,
+    data: TrainingData,
+    network: NetworkConfig,
+    arch: str | None,
+    iteration: int,
+) -> Path:
+    info = GeneratorFileInfo(
+        image_type=data.image_type,
+        phases=list(data.phases),
+        channels=data.channels,
+        network=network,
+        output_dtype=output_dtype_for(data),
+        value_range=data.value_range,
+        arch=arch,
+        iteration=iteration,
+    )
+    tensors = {name: t.detach().cpu().contiguous() for name, t in weights.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(temporary), metadata={METADATA_KEY: json.dumps(info.metadata())})
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator ready to run, with what is needed to turn its output into a volume."""
+
+    net: Generator
+    info: GeneratorFileInfo
+    device: torch.device
+
+    @property
+    def image_type(self) -> str:
+        return self.info.image_type
+
+    @property
+    def phases(self) -> list[int | float]:
+        return self.info.phases
+
+    @property
+    def channels(self) -> int:
+        return self.info.channels
+
+    @property
+    def network(self) -> NetworkConfig:
+        return self.info.network
+
+    @property
+    def config(self) -> dict:
+        return self.info.metadata()
+
+    @property
+    def output_dtype(self) -> np.dtype:
+        return np.dtype(self.info.output_dtype)
+
+
+def load_generator(path: str | Path, device: str | torch.device = "auto") -> LoadedGenerator:
+    """Load on CPU or GPU whatever it was trained on; eval mode (running batch-norm stats)."""
+    info = inspect_generator_file(path)
+    target = resolve_device(device)
+    activation = "softmax" if info.image_type == "nphase" else "sigmoid"
+    net = Generator(info.network, info.channels, activation)
+    try:
+        net.load_state_dict(load_file(str(path), device="cpu"))
+    except (RuntimeError, ValueError, OSError) as error:
+        raise GeneratorFileError(f"the generator's weights cannot be loaded: {error}") from error
+    net.to(target).eval()
+    return LoadedGenerator(net=net, info=info, device=target)
+
+
+def generator_from_trainer(generator: Generator, info: GeneratorFileInfo) -> LoadedGenerator:
+    """Wrap an in-memory generator (tests, previews) like a loaded one."""
+    device = next(generator.parameters()).device
+    return LoadedGenerator(net=generator.eval(), info=info, device=device)
