@@ -1,0 +1,421 @@
+"""Streaming generated volumes to TIFF stacks that Fiji/ImageJ and napari open as Z stacks.
+
+Why streaming: a generated volume can be far larger than memory (tens of GB). The
+generator hands over consecutive z-slabs; each is written page by page and released
+before the next one is produced, so peak memory is one slab, whatever the volume size.
+
+Why a thread: tifffile writes a series from an *iterator* of pages (the only way it
+can compress a series, and the way it writes ImageJ hyperstacks in one go), which
+pulls data; the generator pushes slabs. A background thread runs tifffile's write
+and pulls pages from slabs handed over one at a time; ``write`` returns only once
+tifffile has finished with the slab, so no more than one slab is ever held.
+
+Why a temp file: readers (the download endpoint, a user's Fiji) must never see half a
+volume. Data goes to a hidden file in the target directory, which is fsynced and
+renamed over ``path`` only after every slice has been written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import tifffile
+
+#: dtypes a volume may be written as: labels/grey (uint8, uint16), probabilities (float32).
+SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+#: Classic TIFF addresses 4 GiB; past this (data plus per-page IFDs) switch to BigTIFF.
+#: The 32 MiB margin is the one tifffile uses for descriptions and tags.
+_CLASSIC_TIFF_LIMIT = 2**32 - 2**25
+#: Bytes of IFD and tags per page, generously: only used to decide on BigTIFF.
+_BYTES_PER_PAGE_OVERHEAD = 1024
+#: Worst-case growth of incompressible data under deflate (stored blocks), plus slack.
+_COMPRESSION_GROWTH = 1.01
+#: User-facing names of lossless codecs and the TIFF compression they map to.
+_COMPRESSION_NAMES = {
+    "zlib": tifffile.COMPRESSION.ADOBE_DEFLATE,
+    "deflate": tifffile.COMPRESSION.ADOBE_DEFLATE,
+    "lzw": tifffile.COMPRESSION.LZW,
+}
+#: Length units whose size in centimetres is known, so TIFF resolution tags can carry them.
+_UNIT_IN_CM = {"nm": 1e-7, "um": 1e-4, "micron": 1e-4, "mm": 1e-1, "cm": 1.0, "m": 100.0}
+
+
+class VolumeTiffError(ValueError):
+    """A volume or slab that cannot be written as asked; the message says what to change."""
+
+
+class _Abort(Exception):
+    """Raised inside the page iterator to make tifffile stop writing."""
+
+
+class VolumeTiffWriter:
+    """Write a (Z, Y, X) or (Z, Y, X, 3) volume slab by slab; the file appears on success.
+
+    Usage::
+
+        with VolumeTiffWriter(path, (z, y, x), np.uint8, voxel_size=0.5) as writer:
+            for slab in slabs:  # (k, y, x), any k >= 1, in order
+                writer.write(slab)
+
+    Uncompressed classic TIFFs are ImageJ hyperstacks (Fiji reads the voxel size and
+    unit); compressed or BigTIFF files carry tifffile's shaped metadata (axes ZYX or ZYXS)
+    and resolution tags instead, because ImageJ hyperstacks allow neither.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        shape: tuple[int, int, int],
+        dtype: Any,
+        *,
+        rgb: bool = False,
+        voxel_size: float | None = None,
+        unit: str = "um",
+        compression: str | None = None,
+        bigtiff: bool | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.shape = _check_shape(shape)
+        self.dtype = _check_dtype(dtype, rgb)
+        self.rgb = rgb
+        self.voxel_size = _check_voxel_size(voxel_size)
+        self.unit = _check_unit(unit)
+        self.compression = _check_compression(compression)
+        self.bigtiff = _needs_bigtiff(self.page_shape, self.shape[0], self.dtype, self.compression)
+        if bigtiff is not None:
+            self.bigtiff = bool(bigtiff)
+        self.imagej = self.compression is None and not self.bigtiff
+        self.slices_written = 0
+        self._temp_path: Path | None = None
+        self._tiff: tifffile.TiffWriter | None = None
+        self._thread: threading.Thread | None = None
+        self._inbox: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=1)
+        self._slab_released = threading.Event()
+        self._finished = threading.Event()
+        self._failure: BaseException | None = None
+
+    @property
+    def page_shape(self) -> tuple[int, ...]:
+        """Shape of one z-slice: (Y, X) or (Y, X, 3)."""
+        return (*self.shape[1:], 3) if self.rgb else tuple(self.shape[1:])
+
+    # --- context manager ---------------------------------------------------------------
+
+    def __enter__(self) -> VolumeTiffWriter:
+        if self._tiff is not None:
+            raise RuntimeError("this VolumeTiffWriter is already open")
+        if not self.path.parent.is_dir():
+            raise VolumeTiffError(f"cannot write {self.path}: folder {self.path.parent} is missing")
+        # Not mkstemp: its 0600 mode would survive the rename; this honours the umask.
+        temp_path = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.partial")
+        os.close(os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        self._temp_path = temp_path
+        try:
+            self._tiff = tifffile.TiffWriter(
+                self._temp_path, bigtiff=self.bigtiff, imagej=self.imagej
+            )
+            self._thread = threading.Thread(
+                target=self._write_series, name=f"tiff-writer:{self.path.name}", daemon=True
+            )
+            self._thread.start()
+        except BaseException:
+            self._discard()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self._discard()
+            return
+        if self.slices_written != self.shape[0]:
+            self._discard()
+            raise VolumeTiffError(
+                f"only {self.slices_written} of {self.shape[0]} z-slices were written to "
+                f"{self.path.name}; nothing was saved (write every slice before closing)"
+            )
+        try:
+            self._finish()
+        except BaseException:
+            self._discard()
+            raise
+
+    # --- writing -------------------------------------------------------------------------
+
+    def write(self, slab: np.ndarray) -> None:
+        """Append ``slab`` = (k, Y, X) or (k, Y, X, 3) next z-slices; returns once written."""
+        if self._tiff is None or self._thread is None:
+            raise RuntimeError("use VolumeTiffWriter as a context manager: `with ... as writer:`")
+        slab = self._check_slab(slab)
+        self._slab_released.clear()
+        if self._finished.is_set():
+            raise self._writer_failed()
+        self._inbox.put(slab)
+        self._slab_released.wait()
+        self.slices_written += slab.shape[0]
+        if self._failure is not None:
+            raise self._writer_failed()
+
+    def _check_slab(self, slab: np.ndarray) -> np.ndarray:
+        if not isinstance(slab, np.ndarray):
+            raise VolumeTiffError(
+                f"a slab must be a NumPy array, not {type(slab).__name__} "
+                "(for a torch tensor, pass tensor.cpu().numpy())"
+            )
+        if slab.dtype != self.dtype:
+            raise VolumeTiffError(
+                f"slab dtype {slab.dtype} does not match the volume's {self.dtype}; convert it "
+                f"(e.g. slab.astype(np.{self.dtype.name})) after checking its values fit"
+            )
+        if slab.ndim != len(self.page_shape) + 1 or slab.shape[1:] != self.page_shape:
+            raise VolumeTiffError(
+                f"slab shape {slab.shape} does not fit the volume: expected (k, "
+                f"{', '.join(str(n) for n in self.page_shape)}) with k >= 1"
+            )
+        if slab.shape[0] < 1:
+            raise VolumeTiffError("empty slab (0 z-slices): write at least one slice")
+        if self.slices_written + slab.shape[0] > self.shape[0]:
+            raise VolumeTiffError(
+                f"slab of {slab.shape[0]} slices after {self.slices_written} would exceed the "
+                f"volume's {self.shape[0]} z-slices"
+            )
+        return slab
+
+    def _write_series(self) -> None:
+        """Thread body: one tifffile write of the whole series, pulling pages from slabs."""
+        assert self._tiff is not None
+        try:
+            self._tiff.write(
+                data=self._pages(),
+                shape=(self.shape[0], *self.page_shape),
+                dtype=self.dtype,
+                photometric="rgb" if self.rgb else "minisblack",
+                compression=self.compression,
+                maxworkers=1,  # encode page by page: bounded memory
+                **_metadata_kwargs(self),
+            )
+        except BaseException as exc:
+            self._failure = exc
+        finally:
+            self._finished.set()
+            self._slab_released.set()
+
+    def _pages(self) -> Iterator[np.ndarray]:
+        remaining = self.shape[0]
+        while remaining > 0:
+            slab = self._inbox.get()
+            if slab is None:
+                raise _Abort
+            for page in slab:
+                # A copy, so that tifffile's last reference is to one page, not the slab.
+                yield np.array(page)
+            remaining -= slab.shape[0]
+            del slab, page
+            self._slab_released.set()
+
+    def _writer_failed(self) -> VolumeTiffError:
+        failure = self._failure or RuntimeError("the writer stopped early")
+        error = VolumeTiffError(f"writing {self.path.name} failed: {failure}")
+        error.__cause__ = failure
+        return error
+
+    def _finish(self) -> None:
+        assert self._thread is not None and self._tiff is not None and self._temp_path
+        self._thread.join()
+        if self._failure is not None:
+            raise self._writer_failed()
+        self._tiff.close()
+        self._tiff = None
+        with self._temp_path.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self._temp_path, self.path)
+        self._temp_path = None
+        _fsync_directory(self.path.parent)
+
+    def _discard(self) -> None:
+        """Stop the writer thread and delete the temp file; ``path`` is left untouched."""
+        if self._thread is not None and self._thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._inbox.put_nowait(None)
+            self._thread.join()
+        if self._tiff is not None:
+            with contextlib.suppress(Exception):
+                self._tiff.close()
+            self._tiff = None
+        if self._temp_path is not None:
+            self._temp_path.unlink(missing_ok=True)
+            self._temp_path = None
+
+
+def write_volume_tiff(path: str | os.PathLike[str], volume: np.ndarray, **kwargs: Any) -> None:
+    """Write an in-memory (Z, Y, X) or (Z, Y, X, 3) volume; options as for VolumeTiffWriter."""
+    volume = np.asarray(volume)
+    rgb = kwargs.pop("rgb", volume.ndim == 4)
+    if volume.ndim != (4 if rgb else 3):
+        raise VolumeTiffError(
+            f"volume of shape {volume.shape} is not (Z, Y, X) or (Z, Y, X, 3) colour; "
+            "for a 2D image pass image[np.newaxis]"
+        )
+    with VolumeTiffWriter(path, volume.shape[:3], volume.dtype, rgb=rgb, **kwargs) as writer:
+        writer.write(volume)
+
+
+def read_volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Shape, dtype, axes, voxel size (z, y, x) or None, unit, BigTIFF, compression, size."""
+    path = Path(path)
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        page = series.keyframe
+        ij = tif.imagej_metadata or {}
+        shaped = (tif.shaped_metadata or ({},))[0]
+        voxel_size, unit = _voxel_size_of(page, ij, shaped)
+        return {
+            "shape": tuple(int(n) for n in series.shape),
+            "dtype": str(series.dtype),
+            "axes": series.axes,
+            "voxel_size": voxel_size,
+            "unit": unit,
+            "bigtiff": tif.is_bigtiff,
+            "imagej": tif.is_imagej,
+            "compression": None if page.compression == 1 else page.compression.name.lower(),
+            "bytes": path.stat().st_size,
+        }
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _check_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    if len(shape) != 3 or any(int(n) != n or n < 1 for n in shape):
+        raise VolumeTiffError(f"volume shape {tuple(shape)} must be three positive ints (Z, Y, X)")
+    return (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+def _check_dtype(dtype: Any, rgb: bool) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if rgb and dtype != np.uint8:
+        raise VolumeTiffError(f"colour volumes are written as uint8, not {dtype}")
+    if dtype not in SUPPORTED_DTYPES:
+        names = ", ".join(d.name for d in SUPPORTED_DTYPES)
+        raise VolumeTiffError(f"cannot write {dtype} volumes: use one of {names}")
+    return dtype
+
+
+def _check_voxel_size(voxel_size: float | None) -> float | None:
+    if voxel_size is None:
+        return None
+    if not np.isfinite(voxel_size) or voxel_size <= 0:
+        raise VolumeTiffError(f"voxel size must be a positive number, not {voxel_size!r}")
+    return float(voxel_size)
+
+
+def _check_unit(unit: str) -> str:
+    if not unit or not unit.isascii() or not unit.isprintable() or "\n" in unit:
+        raise VolumeTiffError(f"unit {unit!r} must be short printable ASCII, e.g. 'um' or 'nm'")
+    return unit
+
+
+def _check_compression(compression: str | None) -> tifffile.COMPRESSION | None:
+    if compression is None or compression.lower() == "none":
+        return None
+    codec = _COMPRESSION_NAMES.get(compression.lower())
+    if codec is None:
+        raise VolumeTiffError(
+            f"compression {compression!r} is not offered: use None, 'zlib' or 'deflate' (lossless)"
+        )
+    if codec not in tifffile.TIFF.COMPRESSORS:
+        raise VolumeTiffError(
+            f"compression {compression!r} needs the imagecodecs package, which is not "
+            "installed: use 'zlib' instead"
+        )
+    return codec
+
+
+def _needs_bigtiff(
+    page_shape: tuple[int, ...], pages: int, dtype: np.dtype, compression: object
+) -> bool:
+    data_bytes = int(np.prod(page_shape)) * dtype.itemsize * pages
+    if compression is not None:
+        data_bytes = int(data_bytes * _COMPRESSION_GROWTH)
+    return data_bytes + pages * _BYTES_PER_PAGE_OVERHEAD > _CLASSIC_TIFF_LIMIT
+
+
+def _metadata_kwargs(writer: VolumeTiffWriter) -> dict[str, Any]:
+    """Resolution tags and description metadata that Fiji, napari and tifffile agree on."""
+    axes = "ZYXS" if writer.rgb else "ZYX"
+    size, unit = writer.voxel_size, writer.unit
+    if writer.imagej:
+        metadata: dict[str, Any] = {"axes": axes}
+        if size is None:
+            return {"metadata": metadata}
+        metadata.update(spacing=size, unit=unit)
+        # ImageJ reads pixels per `unit` from the resolution tags, the unit from metadata.
+        return {"metadata": metadata, "resolution": (1 / size, 1 / size)}
+    metadata = {"axes": axes}
+    if size is None:
+        return {"metadata": metadata}
+    metadata.update(spacing=size, unit=unit, voxel_size=[size, size, size])
+    if unit in _UNIT_IN_CM:
+        # Bio-Formats (Fiji) and other readers understand resolution in pixels per cm.
+        per_cm = 1 / (size * _UNIT_IN_CM[unit])
+        return {
+            "metadata": metadata,
+            "resolution": (per_cm, per_cm),
+            "resolutionunit": tifffile.RESUNIT.CENTIMETER,
+        }
+    return {"metadata": metadata, "resolution": (1 / size, 1 / size)}
+
+
+def _voxel_size_of(
+    page: tifffile.TiffPage, imagej: dict[str, Any], shaped: dict[str, Any]
+) -> tuple[tuple[float, float, float] | None, str | None]:
+    if "voxel_size" in shaped:
+        z, y, x = (float(v) for v in shaped["voxel_size"])
+        return (z, y, x), shaped.get("unit")
+    tags = page.tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None, None
+    x_per_unit = _rational(tags["XResolution"].value)
+    y_per_unit = _rational(tags["YResolution"].value)
+    if not x_per_unit or not y_per_unit:
+        return None, None
+    if imagej.get("unit") is not None or "spacing" in imagej:
+        x, y = 1 / x_per_unit, 1 / y_per_unit
+        z = float(imagej.get("spacing", x))
+        return (z, y, x), imagej.get("unit")
+    if page.resolutionunit == tifffile.RESUNIT.CENTIMETER:
+        x, y = 1e4 / x_per_unit, 1e4 / y_per_unit  # micrometres
+        return (float(shaped.get("spacing", x)), y, x), "um"
+    return None, None
+
+
+def _rational(value: tuple[int, int]) -> float:
+    numerator, denominator = value
+    return numerator / denominator if denominator else 0.0
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable; some platforms cannot open directories, which is fine."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
