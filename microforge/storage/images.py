@@ -273,7 +273,7 @@ def _inspect_tiff(path: Path) -> ImageInfo:
             series = all_series[0]
             shape, axes, dtype = tuple(int(n) for n in series.shape), series.axes, series.dtype
             _check_tiff_compression(path, series.keyframe)
-            _check_tiff_complete(path, tif.pages[pages - 1])
+            _check_tiff_complete(path, series, pages)
     except ImageError:
         raise
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
@@ -334,14 +334,23 @@ def _check_tiff_compression(path: Path, page: tifffile.TiffPage) -> None:
         )
 
 
-def _check_tiff_complete(path: Path, last_page: tifffile.TiffPage) -> None:
-    """The last page's data must lie inside the file: cut-off uploads fail here, cheaply."""
+def _check_tiff_complete(path: Path, series: tifffile.TiffPageSeries, pages: int) -> None:
+    """The image data must lie inside the file: cut-off uploads fail here, cheaply.
+
+    A contiguous series (tifffile, ImageJ) is one block whose extent the header gives;
+    otherwise the last page is checked, as a cut-off file loses its end first.
+    """
     size = path.stat().st_size
-    ends = [
-        offset + count
-        for offset, count in zip(last_page.dataoffsets, last_page.databytecounts, strict=False)
-    ]
-    if ends and max(ends) > size:
+    if series.dataoffset is not None:
+        end = series.dataoffset + series.nbytes
+    else:
+        last_page = series.parent.pages[pages - 1]
+        ends = [
+            offset + count
+            for offset, count in zip(last_page.dataoffsets, last_page.databytecounts, strict=False)
+        ]
+        end = max(ends, default=0)
+    if end > size:
         raise ImageError(
             f"{path.name}: truncated TIFF (image data runs past the end of the file); "
             "upload the complete file"
