@@ -53,6 +53,9 @@ class Settings(BaseSettings):
         default=3600, description="Redis visibility timeout (must exceed a segment's length)."
     )
     device: str = Field(default="auto", description="Worker device: auto, cpu or cuda[:N].")
+    health_timeout_seconds: float = Field(
+        default=1.0, description="How long GET /v1/health waits for the broker and workers."
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -151,3 +151,48 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# -- the REST API ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def api_settings(settings: Settings, broker_url: str, broker) -> Settings:
+    """``settings`` with the session broker (flushed), for apps that enqueue jobs."""
+    return settings.model_copy(update={"redis_url": broker_url})
+
+
+@pytest.fixture
+def api_app(api_settings: Settings):
+    from microforge.api.app import create_app
+
+    return create_app(api_settings)
+
+
+@pytest.fixture
+def client(api_app) -> Iterator:
+    """A TestClient on ``api_app``; it sends no key unless a test passes headers."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(api_app) as test_client:
+        yield test_client
+
+
+def _make_key(api_app, name: str) -> dict[str, str]:
+    from microforge.storage.api_keys import create_api_key
+
+    with api_app.state.service.session_factory() as session:
+        _row, plaintext = create_api_key(session, name)
+    return {"Authorization": f"Bearer {plaintext}"}
+
+
+@pytest.fixture
+def auth(api_app) -> dict[str, str]:
+    """Headers with a fresh API key ("alice")."""
+    return _make_key(api_app, "alice")
+
+
+@pytest.fixture
+def other_auth(api_app) -> dict[str, str]:
+    """Headers with a second, unrelated API key ("bob"), to check isolation."""
+    return _make_key(api_app, "bob")

@@ -10,6 +10,7 @@ import click
 
 from microforge import __version__
 from microforge.cli.engine_commands import generate_command, train_command
+from microforge.cli.keys_commands import keys_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,3 +21,4 @@ def cli() -> None:
 
 cli.add_command(train_command)
 cli.add_command(generate_command)
+cli.add_command(keys_group)

@@ -1,0 +1,143 @@
+"""Turning uploaded files into a stored dataset: check headers, decode, analyse, store.
+
+Why this order: headers are checked (dimensions, pixel and page counts) before a single
+pixel is decoded, so a small file claiming a giant image cannot exhaust memory; blobs are
+written before the row and removed again if the row cannot be written, so a failure
+leaves neither a row nor a blob behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from microforge.api.problems import ProblemError
+from microforge.api.rendering import render_dataset_preview
+from microforge.api.state import ServiceState
+from microforge.api.uploads import ParsedForm, UploadedFile
+from microforge.models.phases import IMAGE_TYPES, DataError, analyse_images
+from microforge.storage.images import ImageError, inspect_image, read_image
+from microforge.storage.tables import Dataset
+
+FILES_FIELD = "files"
+_FORMAT_SUFFIX = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}
+
+
+def _image_problem(upload: UploadedFile, exc: Exception, code: str) -> ProblemError:
+    message = str(exc).replace(upload.path.name, upload.filename)
+    return ProblemError(422, code, f"{upload.filename}: {message}")
+
+
+def check_form_image_type(form: ParsedForm) -> str | None:
+    image_type = (form.fields.get("image_type") or "").strip() or None
+    if image_type is not None and image_type not in IMAGE_TYPES:
+        raise ProblemError(
+            422,
+            "invalid_image_type",
+            f"image_type {image_type!r} is unknown: use one of {', '.join(IMAGE_TYPES)} "
+            "or leave it out to detect it",
+        )
+    return image_type
+
+
+def ingest_dataset(
+    state: ServiceState, session: Session, owner_id: str, form: ParsedForm
+) -> Dataset:
+    """Validate the uploaded images and store them as a dataset row plus blobs.
+
+    The caller owns ``form`` and must call ``form.cleanup()`` afterwards; files stored in
+    the blob store are moved out of it, so cleanup only removes what was not kept.
+    """
+    uploads = [upload for upload in form.files if upload.field == FILES_FIELD]
+    if len(uploads) not in (1, 3):
+        raise ProblemError(
+            422,
+            "wrong_number_of_files",
+            f"got {len(uploads)} file(s) in form field 'files': send one 2D image (isotropic), "
+            "three 2D images perpendicular to x, y and z (anisotropic), or one 3D TIFF stack",
+        )
+    image_type = check_form_image_type(form)
+    settings = state.settings
+    infos = []
+    for upload in uploads:
+        if upload.size == 0:
+            raise ProblemError(
+                422, "empty_file", f"{upload.filename} is empty (0 bytes); upload it again"
+            )
+        try:
+            infos.append(inspect_image(upload.path, max_pixels=settings.max_image_pixels))
+        except ImageError as exc:
+            raise _image_problem(upload, exc, "invalid_image") from exc
+    if len(uploads) == 3 and any(info.is_volume for info in infos):
+        raise ProblemError(
+            422,
+            "wrong_number_of_files",
+            "three files must be three 2D images (x, y, z); a 3D stack is uploaded alone",
+        )
+    total_pixels = sum(info.pixels for info in infos)
+    if total_pixels > settings.max_image_pixels:
+        raise ProblemError(
+            422,
+            "image_too_large",
+            f"the images hold {total_pixels} pixels together; the limit is "
+            f"{settings.max_image_pixels} (MICROFORGE_MAX_IMAGE_PIXELS)",
+        )
+    arrays = []
+    for upload in uploads:
+        try:
+            arrays.append(read_image(upload.path, max_pixels=settings.max_image_pixels))
+        except ImageError as exc:
+            raise _image_problem(upload, exc, "invalid_image") from exc
+    try:
+        analysis = analyse_images(arrays, image_type)
+    except DataError as exc:
+        raise ProblemError(422, "invalid_training_data", str(exc)) from exc
+    preview = render_dataset_preview(arrays, analysis.image_type, analysis.phases)
+    del arrays
+
+    name = (form.fields.get("name") or "").strip() or Path(uploads[0].filename).stem or "dataset"
+    stored: list[str] = []
+    try:
+        size = 0
+        for upload, info in zip(uploads, infos):
+            key = state.blobs.new_key("datasets", _FORMAT_SUFFIX.get(info.format, ""))
+            size += state.blobs.put_file(key, upload.path)
+            stored.append(key)
+        preview_key = state.blobs.new_key("previews", ".png")
+        state.blobs.put_bytes(preview_key, preview)
+        stored.append(preview_key)
+        dataset = Dataset(
+            owner_id=owner_id,
+            name=name[:200],
+            image_type=analysis.image_type,
+            layout=analysis.layout,
+            phases=list(analysis.phases),
+            fractions=list(analysis.fractions),
+            shapes=[list(shape) for shape in analysis.shapes],
+            blob_keys=stored[:-1],
+            preview_blob=preview_key,
+            stats={
+                "detected": analysis.detected,
+                "channels": analysis.channels,
+                "description": analysis.describe(),
+                "formats": [info.format for info in infos],
+                "file_names": [upload.filename for upload in uploads],
+                "sha256": [upload.sha256 for upload in uploads],
+            },
+            size_bytes=size,
+        )
+        session.add(dataset)
+        session.flush()
+    except BaseException:
+        session.rollback()
+        for key in stored:
+            state.blobs.delete(key)
+        raise
+    return dataset
+
+
+def delete_dataset_blobs(state: ServiceState, dataset: Dataset) -> None:
+    for key in [*(dataset.blob_keys or []), dataset.preview_blob]:
+        if key:
+            state.blobs.delete(key)

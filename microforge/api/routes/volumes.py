@@ -1,0 +1,119 @@
+"""/v1/volumes: generated volumes, their TIFF files and PNG slices."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from microforge.api.downloads import FILE_RESPONSES, file_download
+from microforge.api.problems import FieldError, ProblemError, problem_responses
+from microforge.api.rendering import AXES, encode_png, read_volume_slice, to_uint8
+from microforge.api.routes.common import (
+    PNG_RESPONSE,
+    CursorQuery,
+    LimitQuery,
+    bad_cursor,
+    not_found,
+)
+from microforge.api.schemas import Page, VolumeOut, volume_out
+from microforge.api.state import OwnerDep, SessionDep, StateDep
+from microforge.storage.queries import InvalidCursorError, get_owned, list_owned
+from microforge.storage.tables import Volume
+
+router = APIRouter(prefix="/v1/volumes", tags=["volumes"])
+
+
+@router.get(
+    "",
+    response_model=Page[VolumeOut],
+    summary="List volumes",
+    responses=problem_responses(401, 422),
+)
+def list_volumes(
+    session: SessionDep, owner: OwnerDep, limit: LimitQuery = 20, cursor: CursorQuery = None
+) -> Page[VolumeOut]:
+    try:
+        rows, next_cursor = list_owned(session, Volume, owner.id, limit=limit, cursor=cursor)
+    except InvalidCursorError as exc:
+        raise bad_cursor(exc) from exc
+    return Page[VolumeOut](items=[volume_out(row) for row in rows], next_cursor=next_cursor)
+
+
+def _owned(session, owner_id: str, volume_id: str) -> Volume:
+    row = get_owned(session, Volume, owner_id, volume_id)
+    if row is None:
+        raise not_found("volume", volume_id)
+    return row
+
+
+@router.get(
+    "/{volume_id}",
+    response_model=VolumeOut,
+    summary="Get a volume",
+    responses=problem_responses(401, 404),
+)
+def get_volume(volume_id: str, session: SessionDep, owner: OwnerDep) -> VolumeOut:
+    return volume_out(_owned(session, owner.id, volume_id))
+
+
+@router.get(
+    "/{volume_id}/file",
+    response_class=Response,
+    summary="Download the volume as a TIFF stack (Range, ETag)",
+    responses={**FILE_RESPONSES, **problem_responses(401, 404, 416)},
+)
+def volume_file(
+    volume_id: str, request: Request, session: SessionDep, owner: OwnerDep, state: StateDep
+) -> Response:
+    row = _owned(session, owner.id, volume_id)
+    if not state.blobs.exists(row.blob_key):
+        raise ProblemError(404, "file_missing", f"the file of volume {row.id} is missing")
+    return file_download(
+        request,
+        state.blobs.path(row.blob_key),
+        etag=row.etag or f"{row.id}-{row.size_bytes}",
+        media_type="image/tiff",
+        filename=f"{row.id}.tif",
+    )
+
+
+@router.get(
+    "/{volume_id}/slice.png",
+    response_class=Response,
+    summary="One slice of the volume as PNG",
+    responses={**PNG_RESPONSE, **problem_responses(401, 404, 422)},
+)
+async def volume_slice(
+    volume_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    state: StateDep,
+    axis: Annotated[Literal["z", "y", "x"], Query(description="Axis normal to the slice.")] = "z",
+    index: Annotated[int, Query(description="Slice index along the axis (0-based).")] = 0,
+) -> Response:
+    """Reads only what the slice needs (memory-mapped when the TIFF is uncompressed)."""
+    row = _owned(session, owner.id, volume_id)
+    size = int(row.shape[AXES.index(axis)])
+    if not 0 <= index < size:
+        raise ProblemError(
+            422,
+            "slice_out_of_range",
+            f"index {index} is outside axis {axis}, which has slices 0..{size - 1}",
+            errors=[
+                FieldError(
+                    field="query.index",
+                    message=f"must be between 0 and {size - 1} for axis {axis}",
+                    type="out_of_range",
+                )
+            ],
+        )
+    if not state.blobs.exists(row.blob_key):
+        raise ProblemError(404, "file_missing", f"the file of volume {row.id} is missing")
+    path = state.blobs.path(row.blob_key)
+    image = await run_in_threadpool(read_volume_slice, path, axis, index)
+    png = await run_in_threadpool(
+        lambda: encode_png(to_uint8(image, row.image_type, list(row.phases or [])))
+    )
+    return Response(png, media_type="image/png")

@@ -1,0 +1,244 @@
+"""Response models of the REST API and the conversions from table rows.
+
+Why explicit models rather than returning rows: they are the documented contract in
+OpenAPI, and they keep internal columns (leases, blob keys, hashes) out of responses.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+from microforge.storage.queries import as_utc
+from microforge.storage.tables import Dataset, Generator, Job, Volume
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobKind = Literal["train", "generate"]
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else as_utc(moment)
+
+
+class Phase(BaseModel):
+    value: int | float = Field(description="The label value as stored in the image.")
+    fraction: float = Field(description="Share of pixels with this label, 0..1.")
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    image_type: Literal["nphase", "grayscale", "colour"]
+    detected: bool = Field(description="True when the type was detected, not given.")
+    layout: Literal["isotropic", "anisotropic", "volume"]
+    phases: list[Phase]
+    shapes: list[list[int]]
+    size_bytes: int
+    created_at: datetime
+    links: dict[str, str]
+
+
+class JobProgress(BaseModel):
+    fraction: float = 0.0
+    iteration: int | None = None
+    total: int | None = None
+    eta_seconds: float | None = None
+    chunks_done: int | None = None
+    chunks_total: int | None = None
+
+
+class JobErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+class JobResult(BaseModel):
+    generator_id: str | None = None
+    volume_id: str | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: JobKind
+    state: JobState
+    cancel_requested: bool
+    spec: dict[str, Any] = Field(description="The validated request that made the job.")
+    progress: JobProgress
+    metrics: dict[str, Any] | None = Field(description="The latest training metrics.")
+    error: JobErrorOut | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: JobResult
+    links: dict[str, str]
+
+
+class JobMetricPoint(BaseModel):
+    iteration: int
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class JobMetricsOut(BaseModel):
+    job_id: str
+    points: list[JobMetricPoint]
+
+
+class GeneratorOut(BaseModel):
+    id: str
+    image_type: str
+    phases: list[int | float]
+    config: dict[str, Any]
+    size_bytes: int
+    source_job_id: str | None
+    created_at: datetime
+    links: dict[str, str]
+
+
+class VolumeOut(BaseModel):
+    id: str
+    shape: list[int] = Field(description="[z, y, x] (plus channels for colour).")
+    dtype: str
+    image_type: str
+    phases: list[int | float]
+    size_bytes: int
+    seed: int | None
+    seconds: float | None
+    job_id: str | None
+    generator_id: str | None
+    report: dict[str, Any] | None
+    created_at: datetime
+    links: dict[str, str]
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+class HealthComponent(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"]
+    database: HealthComponent
+    broker: HealthComponent
+    workers: HealthComponent
+    worker_names: list[str]
+
+
+def dataset_out(row: Dataset) -> DatasetOut:
+    base = f"/v1/datasets/{row.id}"
+    fractions = list(row.fractions or [])
+    phases = [
+        Phase(value=value, fraction=fractions[index] if index < len(fractions) else 0.0)
+        for index, value in enumerate(row.phases or [])
+    ]
+    return DatasetOut(
+        id=row.id,
+        name=row.name,
+        image_type=row.image_type,
+        detected=bool((row.stats or {}).get("detected", False)),
+        layout=row.layout,
+        phases=phases,
+        shapes=[list(shape) for shape in row.shapes or []],
+        size_bytes=row.size_bytes,
+        created_at=as_utc(row.created_at),
+        links={"self": base, "preview": f"{base}/preview.png"},
+    )
+
+
+def job_out(row: Job) -> JobOut:
+    base = f"/v1/jobs/{row.id}"
+    links = {"self": base, "cancel": f"{base}/cancel"}
+    if row.kind == "train":
+        links.update(metrics=f"{base}/metrics", preview=f"{base}/preview.png")
+        dataset_id = (row.spec or {}).get("dataset_id")
+        if dataset_id:
+            links["dataset"] = f"/v1/datasets/{dataset_id}"
+    generator_source = row.generator_id if row.kind == "generate" else None
+    if generator_source:
+        links["generator"] = f"/v1/generators/{generator_source}"
+    if row.result_generator_id:
+        links["result_generator"] = f"/v1/generators/{row.result_generator_id}"
+        links["result_generator_file"] = f"/v1/generators/{row.result_generator_id}/file"
+    if row.result_volume_id:
+        links["result_volume"] = f"/v1/volumes/{row.result_volume_id}"
+        links["result_volume_file"] = f"/v1/volumes/{row.result_volume_id}/file"
+    progress = {key: value for key, value in (row.progress or {}).items() if value is not None}
+    error = None
+    if row.error_code or row.error_message:
+        error = JobErrorOut(code=row.error_code or "error", message=row.error_message or "")
+    return JobOut(
+        id=row.id,
+        kind=row.kind,
+        state=row.state,
+        cancel_requested=row.cancel_requested,
+        spec=row.spec or {},
+        progress=JobProgress.model_validate(
+            {k: v for k, v in progress.items() if k in JobProgress.model_fields}
+        ),
+        metrics=row.metrics,
+        error=error,
+        attempts=row.attempts,
+        created_at=as_utc(row.created_at),
+        started_at=_utc(row.started_at),
+        finished_at=_utc(row.finished_at),
+        result=JobResult(generator_id=row.result_generator_id, volume_id=row.result_volume_id),
+        links=links,
+    )
+
+
+def generator_out(row: Generator) -> GeneratorOut:
+    base = f"/v1/generators/{row.id}"
+    links = {"self": base, "file": f"{base}/file"}
+    if row.source_job_id:
+        links["source_job"] = f"/v1/jobs/{row.source_job_id}"
+    return GeneratorOut(
+        id=row.id,
+        image_type=row.image_type,
+        phases=list(row.phases or []),
+        config=row.config or {},
+        size_bytes=row.size_bytes,
+        source_job_id=row.source_job_id,
+        created_at=as_utc(row.created_at),
+        links=links,
+    )
+
+
+def volume_out(row: Volume) -> VolumeOut:
+    base = f"/v1/volumes/{row.id}"
+    links = {
+        "self": base,
+        "file": f"{base}/file",
+        "slice": f"{base}/slice.png?axis=z&index=0",
+    }
+    if row.job_id:
+        links["job"] = f"/v1/jobs/{row.job_id}"
+    if row.generator_id:
+        links["generator"] = f"/v1/generators/{row.generator_id}"
+    return VolumeOut(
+        id=row.id,
+        shape=list(row.shape or []),
+        dtype=row.dtype,
+        image_type=row.image_type,
+        phases=list(row.phases or []),
+        size_bytes=row.size_bytes,
+        seed=row.seed,
+        seconds=row.seconds,
+        job_id=row.job_id,
+        generator_id=row.generator_id,
+        report=row.report,
+        created_at=as_utc(row.created_at),
+        links=links,
+    )
