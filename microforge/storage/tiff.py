@@ -101,6 +101,7 @@ class VolumeTiffWriter:
         self._inbox: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=1)
         self._slab_released = threading.Event()
         self._finished = threading.Event()
+        self._aborted = threading.Event()
         self._failure: BaseException | None = None
 
     @property
@@ -220,6 +221,8 @@ class VolumeTiffWriter:
             if slab is None:
                 raise _Abort
             for page in slab:
+                if self._aborted.is_set():
+                    raise _Abort
                 # A copy, so that tifffile's last reference is to one page, not the slab.
                 yield np.array(page)
             remaining -= slab.shape[0]
@@ -248,8 +251,10 @@ class VolumeTiffWriter:
     def _discard(self) -> None:
         """Stop the writer thread and delete the temp file; ``path`` is left untouched."""
         if self._thread is not None and self._thread.is_alive():
-            with contextlib.suppress(queue.Full):
-                self._inbox.put_nowait(None)
+            self._aborted.set()  # stops the writer between pages
+            with contextlib.suppress(queue.Empty):
+                self._inbox.get_nowait()  # a slab it never took (interrupted hand-over)
+            self._inbox.put_nowait(None)  # wakes it if it waits for the next slab
             self._thread.join()
         if self._tiff is not None:
             with contextlib.suppress(Exception):
