@@ -19,10 +19,11 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tifffile
-from PIL import Image, JpegImagePlugin, PngImagePlugin
+from PIL import ImageFile, JpegImagePlugin, PngImagePlugin
 
 SUPPORTED = "PNG, JPEG or TIFF"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -180,7 +181,9 @@ def _inspect_jpeg(path: Path) -> ImageInfo:
     return _pil_info("jpeg", mode, (height, width), 8)
 
 
-def _open_with_pillow(path: Path, handle, plugin, name: str) -> Image.Image:
+def _open_with_pillow(
+    path: Path, handle: BinaryIO, plugin: type[ImageFile.ImageFile], name: str
+) -> ImageFile.ImageFile:
     """Parse headers with Pillow's format plugin directly.
 
     Why not ``Image.open``: it applies Pillow's process-wide decompression-bomb limit,
