@@ -11,6 +11,7 @@ import click
 from microforge import __version__
 from microforge.cli.engine_commands import generate_command, train_command
 from microforge.cli.keys_commands import keys_group
+from microforge.cli.server_commands import up_command, worker_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,3 +23,5 @@ def cli() -> None:
 cli.add_command(train_command)
 cli.add_command(generate_command)
 cli.add_command(keys_group)
+cli.add_command(up_command)
+cli.add_command(worker_command)

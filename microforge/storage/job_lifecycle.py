@@ -13,7 +13,7 @@ Clocks: lease expiry uses the worker's UTC clock; run workers with NTP like any 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from microforge.storage.tables import Job, JobMetric
+from microforge.storage.tables import Base, Job, JobMetric
 
 ACTIVE_STATES = ("queued", "running")
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
@@ -133,8 +133,12 @@ def claim_job(
 
 
 def _conditional_update(
-    session_factory: SessionFactory, lease: Lease, values: dict[str, Any]
+    session_factory: SessionFactory,
+    lease: Lease,
+    values: dict[str, Any],
+    add_rows: Sequence[Base] = (),
 ) -> None:
+    """Apply ``values`` (and insert ``add_rows``) in one transaction, only under the lease."""
     with session_factory() as session:
         result = session.execute(
             update(Job)
@@ -142,7 +146,11 @@ def _conditional_update(
             .values(**values, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-        session.commit()
+        if result.rowcount == 1:
+            session.add_all(list(add_rows))
+            session.commit()
+        else:
+            session.rollback()
     if result.rowcount != 1:
         raise LeaseLost(f"job {lease.job_id}: lease with token {lease.token} is no longer held")
 
@@ -265,11 +273,13 @@ def finish_job(
     result_generator_id: str | None = None,
     result_volume_id: str | None = None,
     progress: dict[str, Any] | None = None,
+    add_rows: Sequence[Base] = (),
 ) -> bool:
     """Move the job to a terminal state and drop the lease; True if this call did it.
 
-    Idempotent: finishing again with the same token and state (a retried task after a
-    crash between commit and ack) returns False instead of failing.
+    ``add_rows`` (the Generator or Volume row the job made) are inserted in the same
+    transaction, so a fenced-off worker leaves no orphan rows behind. Idempotent:
+    finishing again with the same token and state returns False instead of failing.
     """
     if state not in TERMINAL_STATES:
         raise ValueError(f"{state!r} is not a terminal state: use one of {TERMINAL_STATES}")
@@ -289,7 +299,7 @@ def finish_job(
     if progress is not None:
         values["progress"] = progress
     try:
-        _conditional_update(session_factory, lease, values)
+        _conditional_update(session_factory, lease, values, add_rows)
         return True
     except LeaseLost:
         with session_factory() as session:

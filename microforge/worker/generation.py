@@ -1,0 +1,252 @@
+"""A generation job: stream a volume of any size from a trained generator into a TIFF blob.
+
+Why streamed: a volume may be far larger than memory. The engine produces z-slabs chunk
+by chunk, the TIFF writer writes them page by page into a temporary file inside the blob
+store, and the file is published at its key only when complete, so a crash or a cancel
+never leaves a half volume behind a Volume row. The Volume row and the job's success are
+committed together and only under the lease.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from microforge.storage.job_lifecycle import (
+    ClaimStatus,
+    Lease,
+    LeaseLost,
+    claim_job,
+    finish_job,
+    load_job,
+    record_progress,
+    release_lease,
+)
+from microforge.storage.tables import Generator, Job, Volume, new_id
+from microforge.worker.dispatch import send_job_message
+from microforge.worker.failures import describe_failure
+from microforge.worker.guard import JobGuard
+from microforge.worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+#: Record progress at most this often: chunks can take milliseconds each.
+PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+class _Stopped(Exception):
+    """Raised inside the writers' context so that both discard their partial files."""
+
+
+def run_generate_job(runtime: WorkerRuntime, job_id: str) -> str:
+    """Run a generation job to the end; returns what happened (for logs and tests)."""
+    claim = claim_job(
+        runtime.session_factory, job_id, runtime.owner, runtime.settings.lease_seconds
+    )
+    if claim.status is not ClaimStatus.CLAIMED:
+        log.info("generate job %s skipped: %s", job_id, claim.status.value)
+        return claim.status.value
+    assert claim.lease is not None
+    try:
+        return _generate_under_lease(runtime, claim.lease)
+    except LeaseLost:
+        log.warning("job %s was taken over by another worker; this task stops", job_id)
+        return "lease_lost"
+    except Exception as error:  # noqa: BLE001 - every failure must end the job with a reason
+        failure = describe_failure(error)
+        log.exception("generation job %s failed: %s", job_id, failure.code)
+        try:
+            finish_job(
+                runtime.session_factory,
+                claim.lease,
+                "failed",
+                error_code=failure.code,
+                error_message=failure.message,
+            )
+        except LeaseLost:
+            return "lease_lost"
+        return "failed"
+
+
+def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
+    from microforge.models.export import load_generator
+    from microforge.models.generation import GenerationCancelled, generate_volume
+    from microforge.storage.tiff import VolumeTiffWriter
+
+    settings = runtime.settings
+    job = load_job(runtime.session_factory, lease.job_id)
+    assert job is not None
+    if job.cancel_requested:
+        finish_job(runtime.session_factory, lease, "cancelled")
+        return "cancelled"
+    spec = job.spec or {}
+    generator_row = _load_generator_row(runtime, job, spec)
+    shape = tuple(int(n) for n in spec["shape"])
+    seed = spec.get("seed")
+    if seed is None:
+        seed = random.SystemRandom().getrandbits(31)
+    periodic = _periodic(spec.get("periodic", False))
+    loaded = load_generator(runtime.blobs.path(generator_row.blob_key), device=settings.device)
+    guard = JobGuard(runtime.session_factory, lease, settings.lease_seconds)
+    on_chunk = _ChunkProgress(runtime, guard)
+    key = runtime.blobs.new_key("volumes", ".tif")
+    started = time.monotonic()
+    try:
+        with (
+            runtime.blobs.writing(key) as temporary,
+            VolumeTiffWriter(
+                temporary, shape, loaded.output_dtype, rgb=loaded.image_type == "colour"
+            ) as writer,
+        ):
+            try:
+                generate_volume(
+                    loaded,
+                    shape,
+                    seed=seed,
+                    chunk=spec.get("chunk"),
+                    periodic=periodic,
+                    write_slab=writer.write,
+                    on_chunk=on_chunk,
+                    should_stop=guard.should_stop,
+                )
+            except GenerationCancelled as stop:
+                raise _Stopped() from stop
+    except _Stopped:
+        return _after_stop(runtime, lease, guard)
+    seconds = time.monotonic() - started
+    size = runtime.blobs.size(key)
+    volume = Volume(
+        id=new_id("vol"),
+        owner_id=job.owner_id,
+        job_id=job.id,
+        generator_id=generator_row.id,
+        blob_key=key,
+        shape=list(shape),
+        dtype=str(loaded.output_dtype),
+        image_type=loaded.image_type,
+        phases=[p.item() if hasattr(p, "item") else p for p in loaded.phases],
+        size_bytes=size,
+        etag=file_etag(runtime.blobs.path(key)),
+        seed=seed,
+        seconds=round(seconds, 3),
+        report=_volume_report(runtime.blobs.path(key), loaded),
+    )
+    progress = {
+        "fraction": 1.0,
+        "done": on_chunk.total,
+        "total": on_chunk.total,
+        "eta_seconds": 0.0,
+        "unit": "chunks",
+        "updated": time.time(),
+    }
+    try:
+        finish_job(
+            runtime.session_factory,
+            lease,
+            "succeeded",
+            result_volume_id=volume.id,
+            progress=progress,
+            add_rows=[volume],
+        )
+    except LeaseLost:
+        runtime.blobs.delete(key)
+        raise
+    log.info("job %s succeeded: volume %s (%d bytes, %.1f s)", job.id, volume.id, size, seconds)
+    return "succeeded"
+
+
+def _after_stop(runtime: WorkerRuntime, lease: Lease, guard: JobGuard) -> str:
+    if guard.lease_lost:
+        return "lease_lost"
+    if guard.cancel_requested:
+        finish_job(runtime.session_factory, lease, "cancelled")
+        return "cancelled"
+    # The worker is shutting down: give the job back and queue it again from the start.
+    release_lease(runtime.session_factory, lease)
+    send_job_message(runtime.celery, "generate", lease.job_id)
+    return "interrupted"
+
+
+def _load_generator_row(runtime: WorkerRuntime, job: Job, spec: dict[str, Any]) -> Generator:
+    generator_id = job.generator_id or spec.get("generator_id")
+    with runtime.session_factory() as session:
+        row = session.get(Generator, generator_id) if generator_id else None
+        if row is None or row.owner_id != job.owner_id:
+            raise FileNotFoundError(
+                f"the generator {generator_id!r} of this job no longer exists; train or "
+                "import it again"
+            )
+        session.expunge(row)
+        return row
+
+
+def _periodic(value: Any) -> tuple[bool, bool, bool]:
+    if isinstance(value, bool):
+        return (value, value, value)
+    flags = tuple(bool(v) for v in value)
+    if len(flags) != 3:
+        raise ValueError("periodic must be true/false or three flags for z, y and x")
+    return flags  # type: ignore[return-value]
+
+
+def file_etag(path: Path) -> str:
+    """A strong validator for HTTP caching and resumable downloads: the file's SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(8 * 1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _volume_report(path: Path, loaded: Any) -> dict[str, Any] | None:
+    """Microstructure statistics of the volume when the stats module is installed."""
+    if importlib.util.find_spec("microforge.report") is None:
+        return None
+    try:
+        from microforge.report import volume_report  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    try:
+        return volume_report(path, image_type=loaded.image_type, phases=loaded.phases)
+    except Exception:  # noqa: BLE001 - a report is a bonus; the volume itself is done
+        log.exception("volume report failed for %s", path)
+        return None
+
+
+class _ChunkProgress:
+    """``on_chunk``: records chunks done and an ETA from the pace so far, at most once a second."""
+
+    def __init__(self, runtime: WorkerRuntime, guard: JobGuard) -> None:
+        self._runtime = runtime
+        self._guard = guard
+        self._started = time.monotonic()
+        self._last = -float("inf")
+        self.total = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.total = total
+        now = time.monotonic()
+        if done < total and now - self._last < PROGRESS_INTERVAL_SECONDS:
+            return
+        self._last = now
+        elapsed = now - self._started
+        eta = elapsed / done * (total - done) if done else None
+        progress = {
+            "fraction": round(done / total, 6) if total else 0.0,
+            "done": done,
+            "total": total,
+            "eta_seconds": None if eta is None else round(eta, 1),
+            "unit": "chunks",
+            "updated": time.time(),
+        }
+        record_progress(
+            self._runtime.session_factory,
+            self._guard.lease,
+            progress,
+            lease_seconds=self._runtime.settings.lease_seconds,
+        )
+        self._guard.lease_renewed()

@@ -1,0 +1,115 @@
+"""Starting a worker process: check the settings, recover stranded jobs, run Celery.
+
+Why a sweep on start: the local stack's embedded broker, or a crash between releasing a
+lease and sending the next message, can leave an active job without a message. Sending
+one more message per unheld active job is harmless (claims are fenced and duplicates
+collapse) and means a restart is all it takes to get every job moving again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from microforge.settings import Settings
+from microforge.storage.db import create_db_engine, make_session_factory, upgrade_database
+from microforge.storage.job_lifecycle import jobs_needing_delivery
+from microforge.worker.celery_app import GENERATE_QUEUE, TRAIN_QUEUE
+from microforge.worker.dispatch import send_job_message
+
+log = logging.getLogger(__name__)
+QUEUE_KINDS = {TRAIN_QUEUE: "train", GENERATE_QUEUE: "generate"}
+
+
+class WorkerSettingsError(ValueError):
+    """Settings under which leases and redelivery would fight each other."""
+
+
+def check_worker_settings(settings: Settings) -> None:
+    """A dead worker's message must come back only after its lease has run out.
+
+    Otherwise the redelivered message finds the lease still live, is taken for a
+    duplicate and dropped, and the job waits for the next worker restart.
+    """
+    if not settings.redis_url:
+        raise WorkerSettingsError(
+            "no broker: set MICROFORGE_REDIS_URL (e.g. redis://localhost:6379/0), "
+            "or run `microforge up`, which starts one"
+        )
+    needed = settings.lease_seconds + settings.train_segment_seconds
+    if settings.visibility_timeout_seconds <= needed:
+        raise WorkerSettingsError(
+            f"MICROFORGE_VISIBILITY_TIMEOUT_SECONDS ({settings.visibility_timeout_seconds}) must "
+            f"exceed MICROFORGE_LEASE_SECONDS + MICROFORGE_TRAIN_SEGMENT_SECONDS ({needed:g}); "
+            "raise the timeout or shorten the lease or the segment"
+        )
+
+
+def recover_undelivered_jobs(settings: Settings, celery, queues: list[str]) -> int:  # noqa: ANN001
+    """Send a message for every active job of these queues that no live worker holds."""
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        factory = make_session_factory(engine)
+        sent = 0
+        for queue in queues:
+            kind = QUEUE_KINDS.get(queue)
+            if kind is None:
+                continue
+            for job_id, _token in jobs_needing_delivery(factory, kind):
+                if send_job_message(celery, kind, job_id):
+                    sent += 1
+        return sent
+    finally:
+        engine.dispose()
+
+
+def default_worker_name() -> str:
+    return f"microforge-{os.getpid()}@{socket.gethostname()}"
+
+
+def run_worker(
+    settings: Settings,
+    queues: list[str],
+    *,
+    name: str | None = None,
+    loglevel: str = "INFO",
+    migrate: bool = True,
+) -> None:
+    """Run one Celery worker (solo pool: one job at a time, in this very process) until stopped.
+
+    Solo pool because a worker owns one GPU: the task runs in the process that received
+    it, CUDA is initialised there on the first task and never in a forked parent, and a
+    shutdown signal reaches the running segment so it checkpoints and hands the job on.
+    """
+    check_worker_settings(settings)
+    logging.basicConfig(
+        level=loglevel.upper(), format="[%(asctime)s %(levelname)s %(name)s] %(message)s"
+    )
+    unknown = [q for q in queues if q not in QUEUE_KINDS]
+    if unknown:
+        raise WorkerSettingsError(
+            f"unknown queue(s) {', '.join(unknown)}: use {TRAIN_QUEUE} and/or {GENERATE_QUEUE}"
+        )
+    if migrate:
+        upgrade_database(settings.resolved_database_url)
+    from microforge.worker.tasks import app
+
+    recovered = recover_undelivered_jobs(settings, app, queues)
+    if recovered:
+        log.warning("re-sent messages for %d active job(s) that no worker held", recovered)
+    app.worker_main(
+        argv=[
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            f"--queues={','.join(queues)}",
+            f"--hostname={name or default_worker_name()}",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-O",
+            "fair",
+        ]
+    )

@@ -1,0 +1,222 @@
+"""``microforge up``: the whole service on one machine, as child processes of one command.
+
+Why child processes: the API must never import torch and a worker must own its device, so
+they are separate programs even locally; ``up`` starts them with the same settings (passed
+as ``MICROFORGE_*`` environment variables), watches them, and on Ctrl-C or SIGTERM stops
+them in order: the API first (no new jobs), then the worker (its segment checkpoints and
+hands the job on), then the broker. Children run in their own process groups, so the
+terminal's Ctrl-C reaches only ``up``, and on Linux they are told to exit if ``up`` dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from microforge.settings import Settings
+from microforge.storage.db import upgrade_database
+
+#: How long the worker gets to checkpoint and hand its job on before it is forced.
+WORKER_STOP_SECONDS = 60.0
+API_STOP_SECONDS = 15.0
+STARTUP_SECONDS = 120.0
+
+
+class StackError(RuntimeError):
+    """The local stack could not start; the message says which part and why."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _exit_with_parent() -> None:
+    """In the child before exec: get SIGTERM when ``up`` dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float, first: int = signal.SIGTERM) -> int | None:
+        """Signal, wait, and kill if it does not go; returns the exit code."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(first)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+@dataclass
+class LocalStack:
+    settings: Settings
+    host: str = "127.0.0.1"
+    port: int = 8000
+    children: list[Child] = field(default_factory=list)
+    broker_url: str | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def url(self) -> str:
+        shown = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{shown}:{self.port}"
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        data_dir = self.settings.data_dir.resolve()
+        env.update(
+            MICROFORGE_DATA_DIR=str(data_dir),
+            MICROFORGE_DATABASE_URL=self.settings.resolved_database_url,
+            MICROFORGE_BLOB_DIR=str(self.settings.resolved_blob_dir),
+            MICROFORGE_REDIS_URL=self.broker_url or "",
+        )
+        return env
+
+    def _spawn(self, name: str, argv: list[str]) -> Child:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
+            argv,
+            env=self.child_env(),
+            process_group=0,
+            preexec_fn=_exit_with_parent,  # noqa: PLW1509 - only prctl, before exec
+        )
+        child = Child(name, process)
+        self.children.append(child)
+        return child
+
+    def start(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade_database(self.settings.resolved_database_url)
+        self.broker_url = self.settings.redis_url or self._start_broker()
+        self._spawn("worker", [sys.executable, "-m", "microforge.worker"])
+        self._spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "microforge.api.app:create_app",
+                "--factory",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+        )
+        self._wait_for_api()
+
+    def _start_broker(self) -> str:
+        port = free_port()
+        broker_dir = self.settings.data_dir.resolve() / "broker"
+        broker_dir.mkdir(parents=True, exist_ok=True)
+        child = self._spawn(
+            "broker",
+            [
+                sys.executable,
+                "-m",
+                "microforge.worker.embedded_broker",
+                "--data-dir",
+                str(broker_dir),
+                "--port",
+                str(port),
+            ],
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not child.alive():
+                raise StackError(
+                    f"the embedded broker exited (code {child.process.returncode}); "
+                    f"see {broker_dir / 'valkey.log'}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return f"redis://127.0.0.1:{port}/0"
+            time.sleep(0.1)
+        raise StackError(f"the embedded broker did not start within 30 s; see {broker_dir}")
+
+    def _wait_for_api(self) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline and not self._stop.is_set():
+            self.check_children()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code < 500:
+                    return
+            time.sleep(0.2)
+        if not self._stop.is_set():
+            raise StackError(f"the API did not answer on {self.url} within {STARTUP_SECONDS} s")
+
+    def check_children(self) -> None:
+        for child in self.children:
+            if not child.alive():
+                raise StackError(
+                    f"the {child.name} process exited with code {child.process.returncode}; "
+                    "its messages are above"
+                )
+
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def wait(self) -> None:
+        """Block until asked to stop or a child dies (then raise ``StackError``)."""
+        while not self._stop.wait(0.5):
+            self.check_children()
+
+    def stop(self) -> None:
+        by_name = {child.name: child for child in self.children}
+        if "api" in by_name:
+            by_name["api"].stop(API_STOP_SECONDS)
+        if "worker" in by_name:
+            by_name["worker"].stop(WORKER_STOP_SECONDS)
+        if "broker" in by_name:
+            by_name["broker"].stop(15)
+        self.children.clear()
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self.request_stop)
+
+
+def ensure_first_key(settings: Settings) -> str | None:
+    """On a brand-new data dir, create a key named 'local' and return it (shown once)."""
+    from microforge.storage.api_keys import create_api_key, list_api_keys
+    from microforge.storage.db import create_db_engine, make_session_factory
+
+    engine = create_db_engine(settings.resolved_database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            if list_api_keys(session):
+                return None
+            _row, plaintext = create_api_key(session, "local")
+            return plaintext
+    finally:
+        engine.dispose()
+
+
+def data_dir_hint(settings: Settings) -> str:
+    return f"MICROFORGE_DATA_DIR={Path(settings.data_dir).resolve()}"

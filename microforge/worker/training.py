@@ -1,0 +1,211 @@
+"""One training segment: claim, resume from the latest checkpoint, train, hand on or finish.
+
+Why segments: Celery delivers at least once and a message unacknowledged past the
+visibility timeout is delivered again, so no task may run for hours. A segment trains for
+``train_segment_seconds``, writes a checkpoint as a NEW blob keyed by iteration and token
+(never overwriting the one the job row points at), moves the row to it only while holding
+the lease, deletes the old blob, releases the lease and enqueues the next segment. A
+killed worker therefore costs at most one segment, and a duplicate can overwrite nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from microforge.storage.job_lifecycle import (
+    ClaimStatus,
+    Lease,
+    LeaseLost,
+    claim_job,
+    finish_job,
+    load_job,
+    record_checkpoint,
+    release_lease,
+)
+from microforge.storage.tables import Dataset, Generator, Job, new_id
+from microforge.worker.dispatch import send_job_message
+from microforge.worker.failures import describe_failure
+from microforge.worker.guard import JobGuard
+from microforge.worker.progress import TrainingReporter, json_safe
+from microforge.worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+def run_train_segment(runtime: WorkerRuntime, job_id: str) -> str:
+    """Run one segment of a training job; returns what happened (for logs and tests)."""
+    settings = runtime.settings
+    claim = claim_job(runtime.session_factory, job_id, runtime.owner, settings.lease_seconds)
+    if claim.status is not ClaimStatus.CLAIMED:
+        log.info("train segment for %s skipped: %s", job_id, claim.status.value)
+        return claim.status.value
+    assert claim.lease is not None
+    try:
+        return _train_under_lease(runtime, claim.lease)
+    except LeaseLost:
+        log.warning("job %s was taken over by another worker; this segment stops", job_id)
+        return "lease_lost"
+    except Exception as error:  # noqa: BLE001 - every failure must end the job with a reason
+        failure = describe_failure(error)
+        log.exception("training job %s failed: %s", job_id, failure.code)
+        try:
+            finish_job(
+                runtime.session_factory,
+                claim.lease,
+                "failed",
+                error_code=failure.code,
+                error_message=failure.message,
+            )
+        except LeaseLost:
+            return "lease_lost"
+        return "failed"
+
+
+def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
+    from microforge.models.config import TrainConfig
+    from microforge.models.data import prepare_training_data
+    from microforge.models.trainer import Trainer
+    from microforge.storage.images import read_image
+
+    started = time.monotonic()
+    settings = runtime.settings
+    job = load_job(runtime.session_factory, lease.job_id)
+    assert job is not None
+    if job.cancel_requested:
+        finish_job(runtime.session_factory, lease, "cancelled")
+        return "cancelled"
+    dataset = _load_dataset(runtime, job)
+    config = TrainConfig(**((job.spec or {}).get("config") or {}))
+    images = [
+        read_image(runtime.blobs.path(key), max_pixels=settings.max_image_pixels)
+        for key in dataset.blob_keys
+    ]
+    data = prepare_training_data(
+        images,
+        image_type=config.image_type or dataset.image_type,
+        scale_factor=config.scale_factor,
+    )
+    del images
+    trainer = Trainer(data, config, device=settings.device)
+    if job.checkpoint_blob:
+        trainer.load_checkpoint(runtime.blobs.path(job.checkpoint_blob))
+        log.info("job %s: resuming from checkpoint at iteration %d", job.id, trainer.iteration)
+    resumed_at = trainer.iteration
+    guard = JobGuard(runtime.session_factory, lease, settings.lease_seconds)
+    reporter = TrainingReporter(
+        runtime,
+        guard,
+        preview_every=config.preview_every,
+        overhead_seconds=time.monotonic() - started,
+    )
+    deadline = time.monotonic() + settings.train_segment_seconds
+    reached = trainer.run(deadline=deadline, should_stop=guard.should_stop, on_progress=reporter)
+    if guard.lease_lost:
+        return "lease_lost"
+    if guard.cancel_requested:
+        finish_job(runtime.session_factory, lease, "cancelled")
+        log.info("job %s cancelled at iteration %d", lease.job_id, reached)
+        return "cancelled"
+    stopped_early = guard.shutting_down or time.monotonic() > deadline
+    if reached >= config.iterations or not stopped_early:
+        # Done, or the trainer stopped on its own (early stopping on fidelity).
+        return _finish_training(runtime, lease, job, trainer, config, reporter.last_progress)
+    if reached > resumed_at or not job.checkpoint_blob:
+        _write_checkpoint(runtime, lease, job, trainer)
+    release_lease(runtime.session_factory, lease)
+    send_job_message(runtime.celery, "train", lease.job_id)
+    log.info(
+        "job %s: segment ended at iteration %d of %d", lease.job_id, reached, config.iterations
+    )
+    return "continued"
+
+
+def _load_dataset(runtime: WorkerRuntime, job: Job) -> Dataset:
+    with runtime.session_factory() as session:
+        dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
+        if dataset is None:
+            raise FileNotFoundError(
+                f"the dataset {job.dataset_id!r} of this job no longer exists; upload it again"
+            )
+        session.expunge(dataset)
+        return dataset
+
+
+def checkpoint_key(job_id: str, iteration: int, token: int) -> str:
+    """Keyed by iteration and fencing token, so two writers can never share a file."""
+    return f"checkpoints/{job_id}-it{iteration:09d}-t{token}.pt"
+
+
+def _write_checkpoint(runtime: WorkerRuntime, lease: Lease, job: Job, trainer: Any) -> None:
+    key = checkpoint_key(job.id, trainer.iteration, lease.token)
+    with runtime.blobs.writing(key) as temporary:
+        trainer.save_checkpoint(temporary)
+    try:
+        replaced = record_checkpoint(runtime.session_factory, lease, trainer.iteration, key)
+    except (LeaseLost, ValueError):
+        runtime.blobs.delete(key)
+        raise
+    if replaced:
+        runtime.blobs.delete(replaced)
+
+
+def _finish_training(
+    runtime: WorkerRuntime,
+    lease: Lease,
+    job: Job,
+    trainer: Any,
+    config: Any,
+    last_progress: dict[str, Any] | None,
+) -> str:
+    blobs = runtime.blobs
+    key = blobs.new_key("generators", ".safetensors")
+    which = "best" if config.early_stop_checks else "latest"
+    with blobs.writing(key) as temporary:
+        trainer.export_generator(temporary, which=which)
+    data = trainer.data
+    generator = Generator(
+        id=new_id("gen"),
+        owner_id=job.owner_id,
+        source_job_id=job.id,
+        blob_key=key,
+        image_type=data.image_type,
+        phases=[_plain(p) for p in data.phases],
+        config=json_safe(
+            {
+                "train": config.model_dump(mode="json"),
+                "network": trainer.network.model_dump(mode="json"),
+                "layout": data.layout,
+                "channels": data.channels,
+                "iteration": trainer.iteration,
+            }
+        ),
+        size_bytes=blobs.size(key),
+    )
+    progress = dict(last_progress or {})
+    progress.update(
+        fraction=1.0,
+        iteration=trainer.iteration,
+        total=config.iterations,
+        eta_seconds=0.0,
+        updated=time.time(),
+    )
+    try:
+        finish_job(
+            runtime.session_factory,
+            lease,
+            "succeeded",
+            result_generator_id=generator.id,
+            progress=progress,
+            add_rows=[generator],
+        )
+    except LeaseLost:
+        blobs.delete(key)
+        raise
+    log.info("job %s succeeded: generator %s", job.id, generator.id)
+    return "succeeded"
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
