@@ -101,6 +101,7 @@ def create_and_enqueue(
     except Exception as exc:  # noqa: BLE001 - any broker failure means the job cannot run
         logger.warning("could not enqueue job %s: %s", job.id, exc)
         session.delete(job)
+        session.flush()  # the job points at the dataset: it must go first
         for row in cleanup_on_failure or []:
             session.delete(row)
         session.commit()

@@ -118,12 +118,16 @@ class _FormCollector:
         filename = options[b"filename"].decode("utf-8", "replace")
         filename = Path(filename.replace("\\", "/")).name[:200] or "upload"
         content_type = self._headers.get(b"content-type")
-        suffix = "".join(c for c in Path(filename).suffix.lower() if c.isalnum() or c == ".")
+        # Only the extension survives, reduced to ASCII letters and digits (readers such as
+        # tifffile look at it); the rest of the client's name never reaches the disk.
+        extension = Path(filename).suffix.lower()[1:]
+        extension = "".join(c for c in extension if c.isascii() and c.isalnum())[:16]
+        suffix = f".{extension}" if extension else ""
         upload = UploadedFile(
             field=self._field_name,
             filename=filename,
             content_type=content_type.decode("latin-1") if content_type else None,
-            path=self._new_temp_path(suffix[:11]),
+            path=self._new_temp_path(suffix),
         )
         self.form.files.append(upload)  # registered first, so cleanup always finds it
         self._handle = open(upload.path, "wb")  # noqa: SIM115 - closed in on_part_end/close

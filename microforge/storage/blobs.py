@@ -23,7 +23,7 @@ from microforge.settings import Settings
 #: The kinds of blob the service stores; a key starts with one of them.
 BLOB_KINDS = ("datasets", "checkpoints", "generators", "volumes", "previews", "reports")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-_SUFFIX = re.compile(r"^(\.[A-Za-z0-9]{1,10}){0,2}$")
+_SUFFIX = re.compile(r"^(\.[A-Za-z0-9]{1,16}){0,2}$")
 _TEMP_DIR = ".tmp"
 
 

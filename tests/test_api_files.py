@@ -1,0 +1,194 @@
+"""Volumes and generators: downloads with Range/ETag, slices, importing generator files."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from microforge.models.config import TrainConfig
+from microforge.models.generator_file import FORMAT, METADATA_KEY, VERSION, expected_tensor_shapes
+from microforge.storage.api_keys import authenticate
+from microforge.storage.tables import Generator, Volume
+
+
+def owner_id(api_app, headers: dict[str, str]) -> str:
+    with api_app.state.service.session_factory() as session:
+        return authenticate(session, headers["Authorization"].removeprefix("Bearer ")).id
+
+
+def add_volume(api_app, owner: str, array: np.ndarray, *, compress: bool = False) -> str:
+    """A volume as the worker would leave it: a TIFF blob plus its row."""
+    state = api_app.state.service
+    key = state.blobs.new_key("volumes", ".tif")
+    with state.blobs.writing(key) as temp:
+        tifffile.imwrite(temp, array, compression="zlib" if compress else None)
+    with state.session_factory() as session:
+        row = Volume(
+            owner_id=owner,
+            blob_key=key,
+            shape=list(array.shape),
+            dtype=str(array.dtype),
+            image_type="nphase",
+            phases=[0, 1, 2],
+            size_bytes=state.blobs.size(key),
+            etag="v1-etag",
+            seed=3,
+        )
+        session.add(row)
+        session.commit()
+        return row.id
+
+
+def generator_file_bytes(channels: int = 2) -> bytes:
+    """A valid generator file written without torch: safetensors header + zero weights."""
+    network = TrainConfig(arch="tiny").network_config()
+    header: dict = {}
+    offset = 0
+    for name, shape in expected_tensor_shapes(network, channels).items():
+        dtype, size = ("I64", 8) if name.endswith("num_batches_tracked") else ("F32", 4)
+        length = size * int(np.prod(shape)) if shape else size
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + length]}
+        offset += length
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "image_type": "nphase",
+        "phases": [0, 255][:channels],
+        "channels": channels,
+        "network": network.model_dump(),
+        "output_dtype": "uint8",
+        "value_range": [0.0, 1.0],
+        "arch": "tiny",
+        "iteration": 10,
+    }
+    header["__metadata__"] = {METADATA_KEY: json.dumps(meta)}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + bytes(offset)
+
+
+@pytest.fixture
+def volume(api_app, auth) -> tuple[str, np.ndarray]:
+    array = np.random.default_rng(0).integers(0, 3, size=(6, 10, 12), dtype=np.uint8)
+    return add_volume(api_app, owner_id(api_app, auth), array), array
+
+
+def test_volume_metadata_and_full_download(client, auth, volume) -> None:
+    volume_id, array = volume
+    body = client.get(f"/v1/volumes/{volume_id}", headers=auth).json()
+    assert body["shape"] == [6, 10, 12] and body["dtype"] == "uint8"
+    response = client.get(body["links"]["file"], headers=auth)
+    assert response.status_code == 200
+    assert response.headers["etag"] == '"v1-etag"'
+    assert response.headers["accept-ranges"] == "bytes"
+    np.testing.assert_array_equal(tifffile.imread(io.BytesIO(response.content)), array)
+    listed = client.get("/v1/volumes", headers=auth).json()["items"]
+    assert [item["id"] for item in listed] == [volume_id]
+
+
+def test_volume_range_requests(client, auth, volume) -> None:
+    volume_id, _ = volume
+    url = f"/v1/volumes/{volume_id}/file"
+    whole = client.get(url, headers=auth).content
+    size = len(whole)
+    part = client.get(url, headers=auth | {"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == whole[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{size}"
+    tail = client.get(url, headers=auth | {"Range": "bytes=-5"})
+    assert tail.status_code == 206 and tail.content == whole[-5:]
+    open_ended = client.get(url, headers=auth | {"Range": f"bytes={size - 3}-"})
+    assert open_ended.content == whole[-3:]
+    outside = client.get(url, headers=auth | {"Range": f"bytes={size}-"})
+    assert outside.status_code == 416 and outside.headers["content-range"] == f"bytes */{size}"
+    multi = client.get(url, headers=auth | {"Range": "bytes=0-1,5-6"})
+    assert multi.status_code == 200 and multi.content == whole
+    stale = client.get(url, headers=auth | {"Range": "bytes=0-1", "If-Range": '"old"'})
+    assert stale.status_code == 200
+
+
+def test_volume_etag_not_modified(client, auth, volume) -> None:
+    volume_id, _ = volume
+    url = f"/v1/volumes/{volume_id}/file"
+    assert client.get(url, headers=auth | {"If-None-Match": '"v1-etag"'}).status_code == 304
+    assert client.get(url, headers=auth | {"If-None-Match": '"other"'}).status_code == 200
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize(("axis", "index"), [("z", 5), ("y", 0), ("x", 11)])
+def test_volume_slices(client, auth, api_app, axis, index, compress) -> None:
+    array = np.random.default_rng(1).integers(0, 3, size=(6, 10, 12), dtype=np.uint8)
+    volume_id = add_volume(api_app, owner_id(api_app, auth), array, compress=compress)
+    response = client.get(
+        f"/v1/volumes/{volume_id}/slice.png", headers=auth, params={"axis": axis, "index": index}
+    )
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    image = np.asarray(Image.open(io.BytesIO(response.content)))
+    expected = np.take(array, index, axis="zyx".index(axis))
+    np.testing.assert_array_equal(image, np.array([0, 128, 255], dtype=np.uint8)[expected])
+
+
+def test_bad_slice_requests_say_the_valid_range(client, auth, volume) -> None:
+    volume_id, _ = volume
+    url = f"/v1/volumes/{volume_id}/slice.png"
+    response = client.get(url, headers=auth, params={"axis": "y", "index": 10})
+    assert response.status_code == 422 and response.json()["code"] == "slice_out_of_range"
+    assert "0..9" in response.json()["detail"]
+    response = client.get(url, headers=auth, params={"axis": "w", "index": 0})
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "query.axis"
+
+
+def test_import_generator_and_download_it(client, auth, broker) -> None:
+    payload = generator_file_bytes()
+    response = client.post(
+        "/v1/generators", headers=auth, files={"file": ("mine.safetensors", payload)}
+    )
+    assert response.status_code == 201, response.text
+    generator = response.json()
+    assert generator["image_type"] == "nphase" and generator["phases"] == [0, 255]
+    download = client.get(generator["links"]["file"], headers=auth)
+    assert download.content == payload
+    part = client.get(generator["links"]["file"], headers=auth | {"Range": "bytes=0-7"})
+    assert part.status_code == 206 and part.content == payload[:8]
+    listed = client.get("/v1/generators", headers=auth).json()["items"]
+    assert [item["id"] for item in listed] == [generator["id"]]
+
+    job = client.post(
+        "/v1/jobs",
+        headers=auth,
+        json={"kind": "generate", "generator_id": generator["id"], "shape": [8, 16, 16]},
+    )
+    assert job.status_code == 202, job.text
+    assert isinstance(job.json()["spec"]["seed"], int)
+    assert broker.llen("generate") == 1 and broker.llen("train") == 0
+    huge = client.post(
+        "/v1/jobs",
+        headers=auth,
+        json={"kind": "generate", "generator_id": generator["id"], "shape": [10**5] * 3},
+    )
+    assert huge.status_code == 422 and huge.json()["code"] == "volume_too_large"
+    bad_shape = client.post(
+        "/v1/jobs",
+        headers=auth,
+        json={"kind": "generate", "generator_id": generator["id"], "shape": [0, 4, 4]},
+    )
+    assert bad_shape.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "payload", [b"", b"not a safetensors file at all", generator_file_bytes()[:-10]]
+)
+def test_bad_generator_files_are_refused(client, auth, api_app, payload) -> None:
+    response = client.post("/v1/generators", headers=auth, files={"file": ("g.bin", payload)})
+    assert response.status_code == 422
+    assert response.json()["code"] in {"empty_file", "invalid_generator_file"}
+    root: Path = api_app.state.service.blobs.root
+    assert [path for path in root.rglob("*") if path.is_file()] == []
+    with api_app.state.service.session_factory() as session:
+        assert session.query(Generator).count() == 0
