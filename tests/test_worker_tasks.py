@@ -1,0 +1,153 @@
+"""Celery tasks run by a real worker process on a real broker and database.
+
+Training is the tiny network for a handful of iterations with 2-second segments, so one
+job spans several segments (and several claims of the lease) in well under a minute.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import tifffile
+from sqlalchemy import select
+from worker_helpers import (
+    TINY_CONFIG,
+    create_dataset,
+    create_job,
+    create_owner,
+    finished_job,
+    running_worker,
+    two_phase_image,
+    wait_for,
+    worker_env,
+)
+
+from microforge.storage.blobs import get_blob_store
+from microforge.storage.job_lifecycle import load_job
+from microforge.storage.tables import Generator, Job, JobMetric, Volume
+from microforge.worker.celery_app import (
+    GENERATE_VOLUME_TASK,
+    TRAIN_SEGMENT_TASK,
+    make_celery_app,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def celery(settings, broker, broker_url):  # noqa: ANN001 - broker flushes the queues first
+    app = make_celery_app(settings, broker_url)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def owner(session_factory) -> str:  # noqa: ANN001
+    return create_owner(session_factory)
+
+
+def test_training_in_segments_then_generation_to_tiff(
+    settings, session_factory, celery, broker_url, owner, tmp_path
+):
+    dataset_id = create_dataset(settings, session_factory, owner, two_phase_image())
+    job_id = create_job(
+        session_factory, owner, "train", dataset_id=dataset_id, spec={"config": TINY_CONFIG}
+    )
+    env = worker_env(settings, broker_url, train_segment_seconds=0.05)
+    with running_worker(env, tmp_path / "worker.log"):
+        # A duplicated message (as Redis redelivery makes) must not double anything.
+        celery.send_task(TRAIN_SEGMENT_TASK, args=[job_id], queue="train")
+        celery.send_task(TRAIN_SEGMENT_TASK, args=[job_id], queue="train")
+        job = wait_for(lambda: finished_job(session_factory, job_id), 150, "training to end")
+        assert job.state == "succeeded", (job.error_code, job.error_message)
+        assert job.progress["iteration"] == job.progress["total"] == TINY_CONFIG["iterations"]
+        assert job.progress["fraction"] == 1.0 and job.progress["eta_seconds"] == 0.0
+        assert job.attempts >= 2, "50 ms segments cannot hold the whole job"
+        assert job.lease_owner is None and job.preview_blob is not None
+        blobs = get_blob_store(settings)
+        assert blobs.exists(job.preview_blob)
+        with session_factory() as session:
+            generators = session.scalars(select(Generator)).all()
+            iterations = session.scalars(
+                select(JobMetric.iteration).where(JobMetric.job_id == job_id)
+            ).all()
+        assert [g.id for g in generators] == [job.result_generator_id]
+        assert sorted(iterations) == list(range(1, TINY_CONFIG["iterations"] + 1))
+        generator = generators[0]
+        assert generator.phases == [0, 255] and blobs.exists(generator.blob_key)
+        # Only the latest checkpoint is kept.
+        checkpoints = list((settings.resolved_blob_dir / "checkpoints").glob("*.pt"))
+        assert [p.name for p in checkpoints] == [job.checkpoint_blob.split("/")[1]]
+
+        gen_job_id = create_job(
+            session_factory,
+            owner,
+            "generate",
+            generator_id=generator.id,
+            spec={"shape": [20, 24, 28], "seed": 3, "chunk": 16, "periodic": False},
+        )
+        celery.send_task(GENERATE_VOLUME_TASK, args=[gen_job_id], queue="generate")
+        gen_job = wait_for(lambda: finished_job(session_factory, gen_job_id), 90, "generation")
+    assert gen_job.state == "succeeded", (gen_job.error_code, gen_job.error_message)
+    with session_factory() as session:
+        volume = session.get(Volume, gen_job.result_volume_id)
+    assert volume.shape == [20, 24, 28] and volume.seed == 3 and volume.phases == [0, 255]
+    array = tifffile.imread(blobs.path(volume.blob_key))
+    assert array.shape == (20, 24, 28) and array.dtype == np.uint8
+    assert set(np.unique(array)) <= {0, 255}
+    assert volume.size_bytes == blobs.size(volume.blob_key) and len(volume.etag) == 64
+    assert gen_job.progress["fraction"] == 1.0 and gen_job.progress["done"] > 1
+
+
+def test_cancel_takes_effect_within_seconds(
+    settings, session_factory, celery, broker_url, owner, tmp_path
+):
+    dataset_id = create_dataset(settings, session_factory, owner, two_phase_image())
+    config = {**TINY_CONFIG, "iterations": 100_000}
+    job_id = create_job(
+        session_factory, owner, "train", dataset_id=dataset_id, spec={"config": config}
+    )
+    with running_worker(worker_env(settings, broker_url), tmp_path / "worker.log"):
+        celery.send_task(TRAIN_SEGMENT_TASK, args=[job_id], queue="train")
+        wait_for(
+            lambda: (load_job(session_factory, job_id).progress or {}).get("iteration"),
+            90,
+            "training to report progress",
+        )
+        with session_factory() as session:
+            session.get(Job, job_id).cancel_requested = True
+            session.commit()
+        asked = time.monotonic()
+        job = wait_for(lambda: finished_job(session_factory, job_id), 30, "the cancel")
+    assert job.state == "cancelled"
+    assert time.monotonic() - asked < 20
+    assert job.progress["iteration"] < config["iterations"]
+
+
+def test_bad_data_fails_with_an_actionable_code(
+    settings, session_factory, celery, broker_url, owner, tmp_path
+):
+    gradient = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    dataset_id = create_dataset(settings, session_factory, owner, gradient)
+    config = {**TINY_CONFIG, "image_type": "nphase"}
+    job_id = create_job(
+        session_factory, owner, "train", dataset_id=dataset_id, spec={"config": config}
+    )
+    bad_config_job = create_job(
+        session_factory,
+        owner,
+        "train",
+        dataset_id=dataset_id,
+        spec={"config": {**TINY_CONFIG, "critic_batch": 0}},
+    )
+    with running_worker(worker_env(settings, broker_url), tmp_path / "worker.log"):
+        celery.send_task(TRAIN_SEGMENT_TASK, args=[job_id], queue="train")
+        celery.send_task(TRAIN_SEGMENT_TASK, args=[bad_config_job], queue="train")
+        job = wait_for(lambda: finished_job(session_factory, job_id), 60, "the failure")
+        other = wait_for(lambda: finished_job(session_factory, bad_config_job), 60, "failure")
+    assert (job.state, job.error_code) == ("failed", "invalid_data")
+    assert "phase" in job.error_message.lower()
+    assert (other.state, other.error_code) == ("failed", "invalid_config")
+    assert "critic_batch" in other.error_message
