@@ -1,0 +1,175 @@
+"""Who may see what: 401 without a valid key, 404 for another key's resources everywhere.
+
+Also: the OpenAPI document lists every route, and the API never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from microforge.storage.api_keys import revoke_api_key
+from microforge.storage.tables import Job
+from tests.test_api_datasets import png_bytes, two_phase
+from tests.test_api_files import add_volume, generator_file_bytes, owner_id
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def resources(client, auth, api_app) -> dict[str, str]:
+    """One of everything, owned by ``auth``."""
+    files = {"files": ("a.png", png_bytes(two_phase()), "image/png")}
+    dataset = client.post("/v1/datasets", headers=auth, files=files).json()["id"]
+    job = client.post("/v1/jobs", headers=auth, json={"kind": "train", "dataset_id": dataset})
+    generator = client.post(
+        "/v1/generators", headers=auth, files={"file": ("g.safetensors", generator_file_bytes())}
+    ).json()["id"]
+    volume = add_volume(api_app, owner_id(api_app, auth), np.zeros((2, 3, 4), np.uint8))
+    return {"dataset": dataset, "job": job.json()["id"], "generator": generator, "volume": volume}
+
+
+def owned_urls(ids: dict[str, str]) -> list[tuple[str, str]]:
+    d, j, g, v = ids["dataset"], ids["job"], ids["generator"], ids["volume"]
+    return [
+        ("GET", f"/v1/datasets/{d}"),
+        ("GET", f"/v1/datasets/{d}/preview.png"),
+        ("DELETE", f"/v1/datasets/{d}"),
+        ("GET", f"/v1/jobs/{j}"),
+        ("POST", f"/v1/jobs/{j}/cancel"),
+        ("GET", f"/v1/jobs/{j}/metrics"),
+        ("GET", f"/v1/jobs/{j}/preview.png"),
+        ("GET", f"/v1/generators/{g}"),
+        ("GET", f"/v1/generators/{g}/file"),
+        ("GET", f"/v1/volumes/{v}"),
+        ("GET", f"/v1/volumes/{v}/file"),
+        ("GET", f"/v1/volumes/{v}/slice.png"),
+    ]
+
+
+LISTS = ["/v1/datasets", "/v1/jobs", "/v1/generators", "/v1/volumes"]
+
+
+def test_another_key_gets_404_everywhere(client, auth, other_auth, resources, api_app) -> None:
+    for method, url in owned_urls(resources):
+        response = client.request(method, url, headers=other_auth)
+        assert response.status_code == 404, (method, url, response.text)
+        assert response.json()["code"].endswith("_not_found"), url
+    for url in LISTS:
+        assert client.get(url, headers=other_auth).json()["items"] == [], url
+        assert len(client.get(url, headers=auth).json()["items"]) == 1, url
+    # Using another key's dataset or generator in a new job is a 404 too.
+    train = {"kind": "train", "dataset_id": resources["dataset"]}
+    assert client.post("/v1/jobs", headers=other_auth, json=train).status_code == 404
+    generate = {"kind": "generate", "generator_id": resources["generator"], "shape": [4, 4, 4]}
+    assert client.post("/v1/jobs", headers=other_auth, json=generate).status_code == 404
+    # Nothing was changed by the attempts.
+    with api_app.state.service.session_factory() as session:
+        assert session.get(Job, resources["job"]).cancel_requested is False
+    assert client.get(f"/v1/datasets/{resources['dataset']}", headers=auth).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer mf_not-a-real-key"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer "},
+    ],
+)
+def test_missing_or_bad_key_is_401(client, resources, headers) -> None:
+    for method, url in [*owned_urls(resources), *(("GET", url) for url in LISTS)]:
+        response = client.request(method, url, headers=headers)
+        assert response.status_code == 401, (method, url)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.json()["code"] == "unauthorized"
+    assert client.post("/v1/jobs", headers=headers, json={}).status_code == 401
+    assert (
+        client.post("/v1/datasets", headers=headers, files={"files": ("a", b"x")}).status_code
+        == 401
+    )
+
+
+def test_revoked_key_is_401(client, auth, api_app) -> None:
+    assert client.get("/v1/jobs", headers=auth).status_code == 200
+    with api_app.state.service.session_factory() as session:
+        revoke_api_key(session, auth["Authorization"][len("Bearer ") : len("Bearer ") + 11])
+    assert client.get("/v1/jobs", headers=auth).status_code == 401
+
+
+def test_unknown_route_is_a_problem(client) -> None:
+    response = client.get("/v1/nope")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "not_found"
+
+
+def test_openapi_lists_every_route_with_problem_responses(client, api_app) -> None:
+    spec = client.get("/openapi.json").json()
+    documented = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
+    from microforge.api.routes import datasets, generators, health, jobs, volumes
+
+    for module in (datasets, generators, health, jobs, volumes):
+        for route in module.router.routes:
+            for method in route.methods - {"HEAD"}:
+                assert (method, route.path) in documented
+    expected = {
+        ("POST", "/v1/datasets"),
+        ("GET", "/v1/datasets"),
+        ("GET", "/v1/datasets/{dataset_id}"),
+        ("DELETE", "/v1/datasets/{dataset_id}"),
+        ("GET", "/v1/datasets/{dataset_id}/preview.png"),
+        ("POST", "/v1/jobs"),
+        ("GET", "/v1/jobs"),
+        ("GET", "/v1/jobs/{job_id}"),
+        ("POST", "/v1/jobs/{job_id}/cancel"),
+        ("GET", "/v1/jobs/{job_id}/metrics"),
+        ("GET", "/v1/jobs/{job_id}/preview.png"),
+        ("POST", "/v1/train"),
+        ("GET", "/v1/generators"),
+        ("POST", "/v1/generators"),
+        ("GET", "/v1/generators/{generator_id}"),
+        ("GET", "/v1/generators/{generator_id}/file"),
+        ("GET", "/v1/volumes"),
+        ("GET", "/v1/volumes/{volume_id}"),
+        ("GET", "/v1/volumes/{volume_id}/file"),
+        ("GET", "/v1/volumes/{volume_id}/slice.png"),
+        ("GET", "/v1/health"),
+    }
+    assert expected <= documented
+    for method, path in documented - {("GET", "/v1/health")}:
+        operation = spec["paths"][path][method.lower()]
+        assert "401" in operation["responses"], (method, path)
+        assert "application/problem+json" in operation["responses"]["401"]["content"]
+        assert operation.get("security"), (method, path)
+    upload = spec["paths"]["/v1/datasets"]["post"]
+    assert "multipart/form-data" in upload["requestBody"]["content"]
+    assert "202" in spec["paths"]["/v1/jobs"]["post"]["responses"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_the_api_never_imports_torch(tmp_path) -> None:
+    code = (
+        "import sys\n"
+        "from microforge.api.app import create_app\n"
+        "app = create_app()\n"
+        "from fastapi.testclient import TestClient\n"
+        "TestClient(app).get('/openapi.json')\n"
+        "assert 'torch' not in sys.modules, 'the API imported torch'\n"
+    )
+    env = os.environ | {
+        "MICROFORGE_DATA_DIR": str(tmp_path),
+        "MICROFORGE_REDIS_URL": "redis://127.0.0.1:1/0",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("MICROFORGE_DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
