@@ -86,7 +86,7 @@ def test_training_in_segments_then_generation_to_tiff(
             owner,
             "generate",
             generator_id=generator.id,
-            spec={"shape": [20, 24, 28], "seed": 3, "chunk": 16, "periodic": False},
+            spec={"shape": [20, 24, 28], "seed": 3, "chunk": [16, 20, 24], "periodic": [0, 0, 1]},
         )
         celery.send_task(GENERATE_VOLUME_TASK, args=[gen_job_id], queue="generate")
         gen_job = wait_for(lambda: finished_job(session_factory, gen_job_id), 90, "generation")
@@ -98,7 +98,7 @@ def test_training_in_segments_then_generation_to_tiff(
     assert array.shape == (20, 24, 28) and array.dtype == np.uint8
     assert set(np.unique(array)) <= {0, 255}
     assert volume.size_bytes == blobs.size(volume.blob_key) and len(volume.etag) == 64
-    assert gen_job.progress["fraction"] == 1.0 and gen_job.progress["done"] > 1
+    assert gen_job.progress["fraction"] == 1.0 and gen_job.progress["chunks_done"] > 1
 
 
 def test_cancel_takes_effect_within_seconds(

@@ -11,6 +11,7 @@ import click
 from microforge import __version__
 from microforge.cli.engine_commands import generate_command, train_command
 from microforge.cli.keys_commands import keys_group
+from microforge.cli.client_commands import remote_group
 from microforge.cli.server_commands import up_command, worker_command
 
 
@@ -25,3 +26,4 @@ cli.add_command(generate_command)
 cli.add_command(keys_group)
 cli.add_command(up_command)
 cli.add_command(worker_command)
+cli.add_command(remote_group)

@@ -185,8 +185,8 @@ def record_progress(
             raise LeaseLost(f"job {lease.job_id}: lease with token {lease.token} is no longer held")
         values: dict[str, Any] = {"updated_at": now}
         previous = job.progress or {}
-        new_position = progress.get("iteration", progress.get("done", 0)) or 0
-        old_position = previous.get("iteration", previous.get("done", 0)) or 0
+        new_position = progress.get("iteration", progress.get("chunks_done", 0)) or 0
+        old_position = previous.get("iteration", previous.get("chunks_done", 0)) or 0
         if new_position >= old_position:
             values["progress"] = progress
         if metrics is not None:

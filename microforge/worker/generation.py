@@ -137,10 +137,9 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     )
     progress = {
         "fraction": 1.0,
-        "done": on_chunk.total,
-        "total": on_chunk.total,
+        "chunks_done": on_chunk.total,
+        "chunks_total": on_chunk.total,
         "eta_seconds": 0.0,
-        "unit": "chunks",
         "updated": time.time(),
     }
     try:
@@ -193,6 +192,14 @@ def _periodic(value: Any) -> tuple[bool, bool, bool]:
     return flags  # type: ignore[return-value]
 
 
+def _chunk_edge(value: Any) -> int | None:
+    """The engine takes one chunk edge; of a per-axis [z, y, x] request, the smallest bounds
+    memory the way the caller meant it to."""
+    if value is None or isinstance(value, int):
+        return value
+    return min(int(v) for v in value)
+
+
 def file_etag(path: Path) -> str:
     """A strong validator for HTTP caching and resumable downloads: the file's SHA-256."""
     digest = hashlib.sha256()
@@ -237,10 +244,9 @@ class _ChunkProgress:
         eta = elapsed / done * (total - done) if done else None
         progress = {
             "fraction": round(done / total, 6) if total else 0.0,
-            "done": done,
-            "total": total,
+            "chunks_done": done,
+            "chunks_total": total,
             "eta_seconds": None if eta is None else round(eta, 1),
-            "unit": "chunks",
             "updated": time.time(),
         }
         record_progress(

@@ -1,0 +1,272 @@
+"""``microforge remote ...``: drive a MicroForge server from the command line.
+
+Why: the same walk-through a script does with ``MicroForgeClient`` (upload, train, wait,
+generate, download), with a progress bar for people. Results (ids, file paths) go to
+stdout so they can be captured; progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+from microforge.client import JobFailed, MicroForgeClient, MicroForgeError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+err_console = Console(stderr=True)
+
+
+def _client(ctx: click.Context) -> MicroForgeClient:
+    url, key = ctx.obj["url"], ctx.obj["key"]
+    if not key:
+        raise click.UsageError(
+            "no API key: pass --key or set MICROFORGE_API_KEY (create one on the server with "
+            "`microforge keys create NAME`)"
+        )
+    return MicroForgeClient(url, key)
+
+
+def _fail(error: MicroForgeError) -> click.ClickException:
+    return click.ClickException(f"{error.code}: {error.detail}")
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA --"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"ETA {hours:d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _describe(job: dict[str, Any]) -> str:
+    progress = job.get("progress") or {}
+    if progress.get("iteration") is not None and progress.get("total"):
+        where = f"iteration {progress['iteration']}/{progress['total']}"
+    elif progress.get("chunks_total"):
+        where = f"chunk {progress.get('chunks_done') or 0}/{progress['chunks_total']}"
+    else:
+        where = ""
+    return f"{job['state']:<9} {where}  {_eta(progress.get('eta_seconds'))}"
+
+
+def wait_with_progress(client: MicroForgeClient, job: dict[str, Any]) -> dict[str, Any]:
+    """Poll the job with a progress bar on stderr; raise a ClickException if it fails."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        task = bar.add_task(f"{job['kind']} {job['id']}", total=1.0, status=_describe(job))
+
+        def show(update: dict[str, Any]) -> None:
+            fraction = float((update.get("progress") or {}).get("fraction") or 0.0)
+            bar.update(task, completed=fraction, status=_describe(update))
+
+        try:
+            return client.wait(job["id"], on_update=show)
+        except JobFailed as failed:
+            raise click.ClickException(
+                f"job {job['id']} {failed.job['state']}: {failed.code}: {failed.detail}"
+            ) from failed
+
+
+def _load_config(config: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if config:
+        text = Path(config[1:]).read_text() if config.startswith("@") else config
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise click.BadParameter(f"not valid JSON: {error}", param_hint="--config") from error
+        if not isinstance(values, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--config")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
+@click.group("remote")
+@click.option(
+    "--url",
+    envvar="MICROFORGE_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Server URL [env MICROFORGE_URL].",
+)
+@click.option(
+    "--key", envvar="MICROFORGE_API_KEY", default=None, help="API key [env MICROFORGE_API_KEY]."
+)
+@click.pass_context
+def remote_group(ctx: click.Context, url: str, key: str | None) -> None:
+    """Use a MicroForge server: upload, train, generate and download over HTTP."""
+    ctx.obj = {"url": url, "key": key}
+
+
+@remote_group.command("train")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", default=None, help="TrainConfig as JSON, or @FILE with JSON.")
+@click.option("--arch", type=click.Choice(["paper", "reference", "tiny"]), default=None)
+@click.option("--iterations", type=click.IntRange(min=1), default=None)
+@click.option("--image-type", type=click.Choice(["nphase", "grayscale", "colour"]), default=None)
+@click.option("--name", default=None, help="Dataset name (default: first file's name).")
+@click.option("--wait", is_flag=True, help="Show progress until the job ends.")
+@click.pass_context
+def remote_train(
+    ctx: click.Context,
+    images: tuple[str, ...],
+    config: str | None,
+    arch: str | None,
+    iterations: int | None,
+    image_type: str | None,
+    name: str | None,
+    wait: bool,
+) -> None:
+    """Upload IMAGES (one 2D, three x/y/z, or one 3D TIFF) and train; prints the job id."""
+    values = _load_config(config, {"arch": arch, "iterations": iterations})
+    with _client(ctx) as client:
+        try:
+            job = client.train(images, values, image_type=image_type, name=name)
+            err_console.print(f"Training job {job['id']} queued.")
+            if not wait:
+                click.echo(job["id"])
+                return
+            job = wait_with_progress(client, job)
+        except MicroForgeError as error:
+            raise _fail(error) from error
+    click.echo(job["result"]["generator_id"])
+    err_console.print(f"Generator {job['result']['generator_id']} is ready.")
+
+
+@remote_group.command("status")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole job as JSON.")
+@click.pass_context
+def remote_status(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """Show a job's state, progress, error and results."""
+    with _client(ctx) as client:
+        try:
+            job = client.get_job(job_id)
+        except MicroForgeError as error:
+            raise _fail(error) from error
+    if as_json:
+        click.echo(json.dumps(job, indent=2))
+        return
+    click.echo(f"{job['id']} ({job['kind']}): {_describe(job)}")
+    if job.get("error"):
+        click.echo(f"error {job['error']['code']}: {job['error']['message']}")
+    for name, value in (job.get("result") or {}).items():
+        if value:
+            click.echo(f"{name}: {value}")
+
+
+@remote_group.command("jobs")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@click.pass_context
+def remote_jobs(ctx: click.Context, limit: int) -> None:
+    """List your newest jobs."""
+    with _client(ctx) as client:
+        try:
+            page = client.list_jobs(limit=limit)
+        except MicroForgeError as error:
+            raise _fail(error) from error
+    for job in page["items"]:
+        click.echo(f"{job['id']}  {job['kind']:<8} {_describe(job)}")
+
+
+@remote_group.command("cancel")
+@click.argument("job_id")
+@click.pass_context
+def remote_cancel(ctx: click.Context, job_id: str) -> None:
+    """Ask a job to stop; a running job stops within seconds."""
+    with _client(ctx) as client:
+        try:
+            job = client.cancel_job(job_id)
+        except MicroForgeError as error:
+            raise _fail(error) from error
+    click.echo(f"{job['id']}: {job['state']} (cancel requested)")
+
+
+@remote_group.command("generate")
+@click.argument("generator_id")
+@click.option(
+    "--shape",
+    nargs=3,
+    type=click.IntRange(min=1),
+    required=True,
+    metavar="Z Y X",
+    help="Volume size in voxels.",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=None)
+@click.option("--periodic", is_flag=True, help="Periodic boundaries on all axes.")
+@click.option("--chunk", type=click.IntRange(min=1), default=None, help="Chunk edge in voxels.")
+@click.option("--wait", is_flag=True, help="Show progress until the volume is ready.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --wait: download the volume here.",
+)
+@click.pass_context
+def remote_generate(
+    ctx: click.Context,
+    generator_id: str,
+    shape: tuple[int, int, int],
+    seed: int | None,
+    periodic: bool,
+    chunk: int | None,
+    wait: bool,
+    out: Path | None,
+) -> None:
+    """Generate a Z x Y x X volume; prints the job id (or, with --wait, the volume id)."""
+    if out is not None and not wait:
+        raise click.UsageError("--out needs --wait")
+    with _client(ctx) as client:
+        try:
+            job = client.generate(
+                generator_id, shape, seed=seed, periodic=(periodic,) * 3, chunk=chunk
+            )
+            err_console.print(f"Generation job {job['id']} queued.")
+            if not wait:
+                click.echo(job["id"])
+                return
+            job = wait_with_progress(client, job)
+            volume_id = job["result"]["volume_id"]
+            if out is not None:
+                _download(client, volume_id, out)
+        except MicroForgeError as error:
+            raise _fail(error) from error
+    click.echo(volume_id)
+
+
+@remote_group.command("download")
+@click.argument("artifact_id")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.pass_context
+def remote_download(ctx: click.Context, artifact_id: str, out: Path) -> None:
+    """Download a volume (vol_...) as TIFF or a generator (gen_...) file to OUT."""
+    with _client(ctx) as client:
+        try:
+            _download(client, artifact_id, out)
+        except MicroForgeError as error:
+            raise _fail(error) from error
+    click.echo(str(out))
+
+
+def _download(client: MicroForgeClient, artifact_id: str, out: Path) -> None:
+    columns = (TextColumn("[bold]download"), BarColumn(), TaskProgressColumn())
+    with Progress(*columns, console=err_console) as bar:
+        task = bar.add_task("download", total=None)
+
+        def show(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        if artifact_id.startswith("gen_"):
+            client.download_generator(artifact_id, out, on_bytes=show)
+        else:
+            client.download_volume(artifact_id, out, on_bytes=show)

@@ -1,0 +1,353 @@
+"""A small Python client for the MicroForge HTTP API.
+
+Why a client in the package: scientists script their runs (a notebook that uploads, trains,
+waits and downloads), and the ``microforge remote`` commands need the same calls. Errors
+come back as ``MicroForgeError`` carrying the problem+json ``code`` and ``detail``, so a
+script can branch on ``code`` instead of parsing messages. Creation calls send an
+``Idempotency-Key`` and are retried with it after a dropped connection, so a retry never
+starts a second job.
+
+    with MicroForgeClient("http://127.0.0.1:8000", "mf_...") as client:
+        job = client.train(["micrograph.png"], config={"iterations": 2000})
+        job = client.wait(job["id"], on_update=lambda j: print(j["progress"]))
+        gen = client.generate(job["result"]["generator_id"], shape=(256, 256, 256))
+        vol = client.wait(gen["id"])
+        client.download_volume(vol["result"]["volume_id"], "volume.tif")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+#: Connection failures worth one more try of a request that is safe to repeat.
+_RETRYABLE = (httpx.ConnectError, httpx.ReadTimeout, httpx.RemoteProtocolError)
+_ATTEMPTS = 3
+
+
+class MicroForgeError(Exception):
+    """The server refused or failed a request; ``code`` is stable, ``detail`` is for people."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, problem: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"{code} ({status}): {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.problem = problem or {}
+
+
+class JobFailed(MicroForgeError):
+    """``wait`` saw the job end failed or cancelled; ``job`` is its last state."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        error = job.get("error") or {}
+        code = error.get("code") or job["state"]
+        detail = error.get("message") or f"job {job['id']} ended {job['state']}"
+        super().__init__(200, code, detail)
+        self.job = job
+
+
+class MicroForgeClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not base_url:
+            raise ValueError("base_url is empty: pass the server URL, e.g. http://127.0.0.1:8000")
+        if not api_key:
+            raise ValueError(
+                "api_key is empty: create one on the server with `microforge keys create NAME`"
+            )
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    # -- plumbing --------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MicroForgeClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        retry: bool = False,
+        make_files: Callable[[], tuple[list, list[Any]]] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        attempts = _ATTEMPTS if retry or method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            opened: list[Any] = []
+            try:
+                if make_files is not None:
+                    kwargs["files"], opened = make_files()
+                response = self._http.request(method, path, **kwargs)
+            except _RETRYABLE:
+                if attempt == attempts:
+                    raise
+                time.sleep(0.5 * attempt)
+                continue
+            finally:
+                for handle in opened:
+                    handle.close()
+            _raise_for_problem(response)
+            return response
+        raise AssertionError("unreachable")
+
+    def _create(self, path: str, idempotency_key: str | None, **kwargs: Any) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        return self._request("POST", path, retry=True, headers=headers, **kwargs).json()
+
+    # -- service ---------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/health").json()
+
+    # -- datasets --------------------------------------------------------------------------
+    def upload_dataset(
+        self,
+        images: Sequence[str | os.PathLike[str]],
+        *,
+        image_type: str | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload one 2D image, three (x, y, z) or one 3D TIFF; returns the dataset.
+
+        Not retried: uploads carry no idempotency key, so a retry could store it twice.
+        """
+        data = _form(image_type=image_type, name=name)
+        return self._request(
+            "POST", "/v1/datasets", data=data, make_files=_files_opener(images)
+        ).json()
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/datasets/{dataset_id}").json()
+
+    # -- jobs ------------------------------------------------------------------------------
+    def create_train_job(
+        self,
+        dataset_id: str,
+        config: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        body = {"kind": "train", "dataset_id": dataset_id, "config": config or {}}
+        return self._create("/v1/jobs", idempotency_key, json=body)
+
+    def train(
+        self,
+        images: Sequence[str | os.PathLike[str]],
+        config: dict[str, Any] | None = None,
+        *,
+        image_type: str | None = None,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload images and start training in one request (``POST /v1/train``)."""
+        data = _form(image_type=image_type, name=name, config=json.dumps(config or {}))
+        return self._create(
+            "/v1/train", idempotency_key, data=data, make_files=_files_opener(images)
+        )
+
+    def generate(
+        self,
+        generator_id: str,
+        shape: Sequence[int],
+        *,
+        seed: int | None = None,
+        periodic: Sequence[bool] = (False, False, False),
+        chunk: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Start generating a volume of ``shape`` = (z, y, x) voxels."""
+        body: dict[str, Any] = {
+            "kind": "generate",
+            "generator_id": generator_id,
+            "shape": [int(n) for n in shape],
+            "periodic": [bool(p) for p in periodic],
+        }
+        if seed is not None:
+            body["seed"] = seed
+        if chunk is not None:
+            body["chunk"] = chunk
+        return self._create("/v1/jobs", idempotency_key, json=body)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}").json()
+
+    def list_jobs(self, *, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        return self._request("GET", "/v1/jobs", params=params).json()
+
+    def iter_jobs(self, *, page_size: int = 50) -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            page = self.list_jobs(limit=page_size, cursor=cursor)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel", retry=True).json()
+
+    def job_metrics(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}/metrics").json()
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        poll_seconds: float = 2.0,
+        timeout: float | None = None,
+        raise_on_failure: bool = True,
+    ) -> dict[str, Any]:
+        """Poll until the job ends; ``on_update`` sees every poll. Raises ``JobFailed``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job["state"] in TERMINAL_STATES:
+                if raise_on_failure and job["state"] != "succeeded":
+                    raise JobFailed(job)
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s")
+            time.sleep(poll_seconds)
+
+    # -- artifacts -------------------------------------------------------------------------
+    def get_generator(self, generator_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/generators/{generator_id}").json()
+
+    def get_volume(self, volume_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/volumes/{volume_id}").json()
+
+    def download_volume(
+        self,
+        volume_id: str,
+        out: str | os.PathLike[str],
+        *,
+        on_bytes: Callable[[int, int | None], None] | None = None,
+    ) -> Path:
+        """Stream the volume's TIFF to ``out``; a dropped download resumes with Range."""
+        return self._download(f"/v1/volumes/{volume_id}/file", Path(out), on_bytes)
+
+    def download_generator(
+        self,
+        generator_id: str,
+        out: str | os.PathLike[str],
+        *,
+        on_bytes: Callable[[int, int | None], None] | None = None,
+    ) -> Path:
+        return self._download(f"/v1/generators/{generator_id}/file", Path(out), on_bytes)
+
+    def _download(
+        self, path: str, out: Path, on_bytes: Callable[[int, int | None], None] | None
+    ) -> Path:
+        """Write to ``out.part`` and rename at the end: ``out`` is never a partial file."""
+        partial = out.with_name(out.name + ".part")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, _ATTEMPTS + 1):
+            have = partial.stat().st_size if partial.exists() else 0
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                with self._http.stream("GET", path, headers=headers) as response:
+                    if response.status_code == 416 and have:
+                        partial.unlink()  # the file changed or is complete: start over
+                        continue
+                    if response.status_code >= 400:
+                        response.read()
+                        _raise_for_problem(response)
+                    resumed = response.status_code == 206
+                    total = _total_size(response, have if resumed else 0)
+                    done = have if resumed else 0
+                    with open(partial, "ab" if resumed else "wb") as handle:
+                        for block in response.iter_bytes(1024 * 1024):
+                            handle.write(block)
+                            done += len(block)
+                            if on_bytes is not None:
+                                on_bytes(done, total)
+                if total is not None and done != total:
+                    raise httpx.RemoteProtocolError(f"got {done} of {total} bytes")
+                os.replace(partial, out)
+                return out
+            except _RETRYABLE:
+                if attempt == _ATTEMPTS:
+                    raise
+                time.sleep(0.5 * attempt)
+        raise MicroForgeError(0, "download_failed", f"could not download {path}")
+
+
+def _raise_for_problem(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    problem: dict[str, Any] = {}
+    with contextlib.suppress(ValueError):
+        parsed = response.json()
+        if isinstance(parsed, dict):
+            problem = parsed
+    code = problem.get("code") or f"http_{response.status_code}"
+    detail = (
+        problem.get("detail")
+        or problem.get("title")
+        or response.text[:500]
+        or (response.reason_phrase)
+    )
+    raise MicroForgeError(response.status_code, str(code), str(detail), problem)
+
+
+def _total_size(response: httpx.Response, offset: int) -> int | None:
+    content_range = response.headers.get("Content-Range", "")
+    if "/" in content_range and not content_range.endswith("/*"):
+        return int(content_range.rsplit("/", 1)[1])
+    length = response.headers.get("Content-Length")
+    return offset + int(length) if length is not None else None
+
+
+def _form(**fields: str | None) -> dict[str, str]:
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _files_opener(
+    images: Sequence[str | os.PathLike[str]],
+) -> Callable[[], tuple[list, list[Any]]]:
+    paths = [Path(p) for p in images]
+    if not paths:
+        raise ValueError("no images given: pass one 2D image, three (x, y, z) or one 3D TIFF")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
+
+    def open_all() -> tuple[list, list[Any]]:
+        handles = [open(p, "rb") for p in paths]  # noqa: SIM115 - closed by _request
+        files = [("files", (p.name, h, "application/octet-stream")) for p, h in zip(paths, handles)]
+        return files, handles
+
+    return open_all
