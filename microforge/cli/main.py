@@ -9,9 +9,9 @@ from __future__ import annotations
 import click
 
 from microforge import __version__
+from microforge.cli.client_commands import remote_group
 from microforge.cli.engine_commands import generate_command, train_command
 from microforge.cli.keys_commands import keys_group
-from microforge.cli.client_commands import remote_group
 from microforge.cli.server_commands import up_command, worker_command
 
 
