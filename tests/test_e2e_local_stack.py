@@ -1,0 +1,185 @@
+"""``microforge up`` end to end: real broker, worker and API processes on a temp data dir.
+
+Walks the path a user takes: create a key, upload a synthetic two-phase image and train
+(tiny network, a few iterations, short segments), poll, generate, download the TIFF and
+read it back; cancel a long job; stop with SIGINT and check that no child is left; start
+again on the same data dir and find everything still there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import tifffile
+from click.testing import CliRunner
+from PIL import Image
+from worker_helpers import REPO_ROOT, TINY_CONFIG, two_phase_image, wait_for
+
+from microforge.cli.main import cli
+from microforge.client import MicroForgeClient, MicroForgeError
+from microforge.worker.local_stack import free_port
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-c", "from microforge.cli.main import cli; cli()"]
+
+
+def stack_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MICROFORGE_")}
+    env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+        MICROFORGE_DATA_DIR=str(data_dir),
+        MICROFORGE_DEVICE="cpu",
+        MICROFORGE_TRAIN_SEGMENT_SECONDS="0.5",
+        MICROFORGE_LEASE_SECONDS="4",
+        MICROFORGE_VISIBILITY_TIMEOUT_SECONDS="8",
+        OMP_NUM_THREADS="1",
+    )
+    if os.environ.get("MICROFORGE_TEST_REDIS_URL"):
+        env["MICROFORGE_REDIS_URL"] = os.environ["MICROFORGE_TEST_REDIS_URL"]
+    return env
+
+
+class Stack:
+    """One ``microforge up`` process and what it printed."""
+
+    def __init__(self, data_dir: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                [*CLI, "up", "--port", str(self.port), "--data-dir", str(data_dir)],
+                env=stack_env(data_dir),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+        wait_for(self._ready, 120, f"`microforge up` to be ready (log: {log})", interval=0.5)
+        self.children = psutil.Process(self.process.pid).children(recursive=True)
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"microforge up exited early:\n{self.log.read_text()}")
+        return "Press Ctrl-C to stop." in self.log.read_text()
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(90)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                raise
+        _, alive = psutil.wait_procs(self.children, timeout=10)
+        for orphan in alive:
+            orphan.kill()
+        assert not alive, f"children left running after stop: {alive}"
+        return self.process.returncode
+
+
+def create_key(data_dir: Path, name: str) -> str:
+    result = subprocess.run(
+        [*CLI, "keys", "create", name],
+        env=stack_env(data_dir),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_up_train_generate_download_cancel_restart(tmp_path: Path):
+    data_dir = tmp_path / "data"
+    image_path = tmp_path / "micrograph.png"
+    Image.fromarray(two_phase_image(64, seed=1)).save(image_path)
+
+    stack = Stack(data_dir, tmp_path / "up1.log")
+    try:
+        first_key = re.search(r"first API key \(shown only now\): (\S+)", stack.output())
+        assert first_key, stack.output()
+        key = create_key(data_dir, "e2e")
+        assert key != first_key.group(1)
+        client = MicroForgeClient(stack.url, key)
+
+        job = client.train([image_path], config=TINY_CONFIG, name="synthetic")
+        assert job["state"] in ("queued", "running")
+        seen: list[float] = []
+        job = client.wait(
+            job["id"],
+            on_update=lambda j: seen.append(j["progress"]["fraction"]),
+            poll_seconds=0.3,
+            timeout=180,
+        )
+        assert job["state"] == "succeeded" and job["progress"]["fraction"] == 1.0
+        assert seen == sorted(seen), "progress must not go backwards"
+        generator_id = job["result"]["generator_id"]
+
+        gen_job = client.generate(generator_id, (16, 20, 24), seed=5, chunk=16)
+        gen_job = client.wait(gen_job["id"], poll_seconds=0.3, timeout=120)
+        volume_id = gen_job["result"]["volume_id"]
+        out = tmp_path / "volume.tif"
+        client.download_volume(volume_id, out)
+        volume = tifffile.imread(out)
+        assert volume.shape == (16, 20, 24) and volume.dtype == np.uint8
+        assert set(np.unique(volume)) <= {0, 255}
+
+        # The CLI client on the same server.
+        runner = CliRunner()
+        base = ["remote", "--url", stack.url, "--key", key]
+        status = runner.invoke(cli, [*base, "status", gen_job["id"]])
+        assert status.exit_code == 0 and volume_id in status.output, status.output
+        cli_out = tmp_path / "cli-volume.tif"
+        download = runner.invoke(cli, [*base, "download", volume_id, "--out", str(cli_out)])
+        assert download.exit_code == 0, download.output
+        assert cli_out.read_bytes() == out.read_bytes()
+
+        long_job = client.train([image_path], config={**TINY_CONFIG, "iterations": 100_000})
+        wait_for(
+            lambda: (client.get_job(long_job["id"])["progress"].get("iteration") or 0) > 0,
+            120,
+            "the long job to train",
+        )
+        client.cancel_job(long_job["id"])
+        asked = time.monotonic()
+        cancelled = client.wait(long_job["id"], poll_seconds=0.3, raise_on_failure=False)
+        assert cancelled["state"] == "cancelled" and time.monotonic() - asked < 30
+
+        with pytest.raises(MicroForgeError) as missing:
+            client.get_job("job_does_not_exist")
+        assert missing.value.status == 404 and missing.value.code
+
+        # A job still training when the stack stops carries on after the restart.
+        unfinished = client.train([image_path], config={**TINY_CONFIG, "iterations": 25})
+        wait_for(
+            lambda: (client.get_job(unfinished["id"])["progress"].get("iteration") or 0) > 0,
+            120,
+            "the unfinished job to train",
+        )
+        client.close()
+    finally:
+        assert stack.stop() == 0, stack.output()
+
+    again = Stack(data_dir, tmp_path / "up2.log")
+    try:
+        assert "first API key" not in again.output()
+        with MicroForgeClient(again.url, key) as client:
+            assert client.get_job(job["id"])["state"] == "succeeded"
+            assert client.get_volume(volume_id)["shape"] == [16, 20, 24]
+            resumed = client.wait(unfinished["id"], poll_seconds=0.3, timeout=180)
+            assert resumed["progress"]["iteration"] == 25
+    finally:
+        assert again.stop() == 0, again.output()
