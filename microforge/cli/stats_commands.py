@@ -1,0 +1,145 @@
+"""``microforge stats``: statistics of a volume or image, optionally against references.
+
+The heavy imports (scipy, taufactor, matplotlib) happen inside the command so that
+``microforge --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+_TRAINING_AXES = ("x", "y", "z")
+
+
+@click.command("stats")
+@click.argument("volume", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--reference",
+    "references",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Training image(s): one 2D (isotropic), three 2D perpendicular to x, y, z in that "
+    "order, or one 3D volume. Repeat the option for three images.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--voxel-size", type=float, default=None, help="Voxel edge length (any unit).")
+@click.option("--no-tortuosity", is_flag=True, help="Skip tortuosity (slow on large volumes).")
+@click.option("--max-lag", type=int, default=None, help="Largest S2 lag in voxels.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a PNG report here (needs --reference and a 3D VOLUME).",
+)
+def stats_command(
+    volume: Path,
+    references: tuple[Path, ...],
+    as_json: bool,
+    voxel_size: float | None,
+    no_tortuosity: bool,
+    max_lag: int | None,
+    report_path: Path | None,
+) -> None:
+    """Statistics of VOLUME (3D TIFF, or a 2D image): phase fractions, surface areas,
+    two-point correlations, tortuosity; and their comparison with training images."""
+    from microforge.models.stats import compare_with_references, microstructure_statistics
+    from microforge.storage.images import ImageError, read_image
+
+    if len(references) not in (0, 1, 3):
+        raise click.UsageError("give one --reference (isotropic or 3D) or three (x, y, z)")
+    if voxel_size is not None and voxel_size <= 0:
+        raise click.BadParameter("must be positive", param_hint="--voxel-size")
+    if report_path is not None and not references:
+        raise click.UsageError("--report compares with training images: add --reference")
+    try:
+        array = read_image(volume)
+        reference_arrays = [read_image(path) for path in references]
+    except ImageError as error:
+        raise click.ClickException(str(error)) from error
+    try:
+        result = microstructure_statistics(
+            array, voxel_size=voxel_size, tortuosity=not no_tortuosity, max_lag=max_lag
+        )
+        output: dict = dict(result)
+        if reference_arrays:
+            if array.ndim != 3:
+                raise ValueError("comparison needs a 3D VOLUME; this file holds a 2D image")
+            output["comparison"] = compare_with_references(
+                array,
+                reference_arrays,
+                volume_stats=result,
+                voxel_size=voxel_size,
+                tortuosity=False,
+                max_lag=max_lag,
+            )
+        if report_path is not None:
+            from microforge.report import render_report_png
+
+            render_report_png(
+                array,
+                reference_arrays,
+                {"volume": result, "comparison": output["comparison"]},
+                report_path,
+            )
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    if as_json:
+        click.echo(json.dumps(output, allow_nan=False, default=_json_default))
+        return
+    _print_table(output, volume)
+
+
+def _json_default(value: object) -> object:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _print_table(output: dict, source: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    shape = "x".join(str(n) for n in output["shape"])
+    if output["kind"] == "grayscale":
+        grey = output["grayscale"]
+        console.print(
+            f"{source.name}: greyscale {shape}, mean {grey['mean']:.4g}, "
+            f"std {grey['std']:.4g}, correlation length "
+            f"{_axes_text(grey['characteristic_length'])}"
+        )
+    else:
+        table = Table(title=f"{source.name}: {shape}, lengths in {output['length_unit']}")
+        for column in ("phase", "fraction", "surface area", "corr. length x/y/z", "tau x/y/z"):
+            table.add_column(column)
+        for name, phase in output["phases"].items():
+            table.add_row(
+                name,
+                f"{phase['volume_fraction']:.4f}",
+                f"{phase['specific_surface_area']:.4g}",
+                _axes_text(phase["characteristic_length"]),
+                _axes_text(phase["tortuosity"], missing="no path")
+                if "tortuosity" in phase
+                else "-",
+            )
+        console.print(table)
+        if "triple_phase_boundary_density" in output:
+            console.print(
+                f"triple-phase boundary density: {output['triple_phase_boundary_density']:.4g}"
+            )
+    comparison = output.get("comparison")
+    if comparison:
+        summary = comparison["summary"]
+        console.print(
+            f"against the {comparison['layout']} reference: fraction error "
+            f"{summary['fraction_error']:.4f}, S2 error {summary['s2_error']:.4f} -> "
+            f"[bold]{summary['verdict']}[/bold]"
+        )
+
+
+def _axes_text(values: dict, missing: str = "-") -> str:
+    return " / ".join(missing if v is None else f"{v:.3g}" for v in values.values())
