@@ -86,18 +86,19 @@ def test_training_in_segments_then_generation_to_tiff(
             owner,
             "generate",
             generator_id=generator.id,
-            spec={"shape": [20, 24, 28], "seed": 3, "chunk": [16, 20, 24], "periodic": [0, 0, 1]},
+            spec={"shape": [20, 24, 32], "seed": 3, "chunk": [16, 20, 24], "periodic": [0, 0, 1]},
         )
         celery.send_task(GENERATE_VOLUME_TASK, args=[gen_job_id], queue="generate")
         gen_job = wait_for(lambda: finished_job(session_factory, gen_job_id), 90, "generation")
     assert gen_job.state == "succeeded", (gen_job.error_code, gen_job.error_message)
     with session_factory() as session:
         volume = session.get(Volume, gen_job.result_volume_id)
-    assert volume.shape == [20, 24, 28] and volume.seed == 3 and volume.phases == [0, 255]
+    assert volume.shape == [20, 24, 32] and volume.seed == 3 and volume.phases == [0, 255]
     array = tifffile.imread(blobs.path(volume.blob_key))
-    assert array.shape == (20, 24, 28) and array.dtype == np.uint8
+    assert array.shape == (20, 24, 32) and array.dtype == np.uint8
     assert set(np.unique(array)) <= {0, 255}
     assert volume.size_bytes == blobs.size(volume.blob_key) and len(volume.etag) == 64
+    assert volume.report["kind"] == "nphase" and volume.report["shape"] == [20, 24, 32]
     assert gen_job.progress["fraction"] == 1.0 and gen_job.progress["chunks_done"] > 1
 
 

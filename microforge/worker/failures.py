@@ -36,6 +36,8 @@ def describe_failure(error: BaseException) -> Failure:
         return Failure("invalid_config", str(error))
     if name == "GeneratorFileError":
         return Failure("invalid_generator", str(error))
+    if name == "GenerationError":
+        return Failure("invalid_generation", str(error))
     if name == "OutOfMemoryError" or "out of memory" in str(error).lower():
         return Failure(
             "out_of_memory",

@@ -10,12 +10,14 @@ committed together and only under the lease.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
+import math
 import random
 import time
 from pathlib import Path
 from typing import Any
+
+import tifffile
 
 from microforge.storage.job_lifecycle import (
     ClaimStatus,
@@ -31,11 +33,14 @@ from microforge.storage.tables import Generator, Job, Volume, new_id
 from microforge.worker.dispatch import send_job_message
 from microforge.worker.failures import describe_failure
 from microforge.worker.guard import JobGuard
+from microforge.worker.progress import json_safe
 from microforge.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 #: Record progress at most this often: chunks can take milliseconds each.
 PROGRESS_INTERVAL_SECONDS = 1.0
+#: Volumes up to this size (128^3) get statistics in their report automatically.
+REPORT_MAX_VOXELS = 128**3
 
 
 class _Stopped(Exception):
@@ -107,7 +112,7 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
                     loaded,
                     shape,
                     seed=seed,
-                    chunk=spec.get("chunk"),
+                    chunk=_chunk_edge(spec.get("chunk")),
                     periodic=periodic,
                     write_slab=writer.write,
                     on_chunk=on_chunk,
@@ -133,7 +138,7 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         etag=file_etag(runtime.blobs.path(key)),
         seed=seed,
         seconds=round(seconds, 3),
-        report=_volume_report(runtime.blobs.path(key), loaded),
+        report=_volume_report(runtime.blobs.path(key), loaded, shape),
     )
     progress = {
         "fraction": 1.0,
@@ -209,17 +214,27 @@ def file_etag(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _volume_report(path: Path, loaded: Any) -> dict[str, Any] | None:
-    """Microstructure statistics of the volume when the stats module is installed."""
-    if importlib.util.find_spec("microforge.report") is None:
+def _volume_report(path: Path, loaded: Any, shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """Microstructure statistics of a volume small enough to hold in memory, else a note.
+
+    A bonus, not the product: a failure is logged and the volume is delivered without it.
+    Tortuosity is left out here (a solver run per phase would dominate the job's time).
+    """
+    voxels = math.prod(shape)
+    if loaded.image_type == "colour":
         return None
+    if voxels > REPORT_MAX_VOXELS:
+        return {
+            "skipped": f"the automatic report covers volumes up to {REPORT_MAX_VOXELS} voxels; "
+            f"this one has {voxels}. Generate a smaller volume for statistics."
+        }
     try:
-        from microforge.report import volume_report  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    try:
-        return volume_report(path, image_type=loaded.image_type, phases=loaded.phases)
-    except Exception:  # noqa: BLE001 - a report is a bonus; the volume itself is done
+        from microforge.models.stats.summary import microstructure_statistics
+
+        array = tifffile.imread(path)
+        kind = "nphase" if loaded.image_type == "nphase" else "grayscale"
+        return json_safe(microstructure_statistics(array, kind=kind, tortuosity=False))
+    except Exception:  # noqa: BLE001 - the volume itself is done; the report is optional
         log.exception("volume report failed for %s", path)
         return None
 

@@ -38,17 +38,21 @@ def training_eta(
 
 def json_safe(values: dict[str, Any]) -> dict[str, Any]:
     """NaN and infinity are not JSON (PostgreSQL refuses them): store them as null."""
-    clean: dict[str, Any] = {}
-    for name, value in values.items():
-        if isinstance(value, dict):
-            clean[name] = json_safe(value)
-        elif isinstance(value, float | np.floating):
-            clean[name] = float(value) if math.isfinite(value) else None
-        elif isinstance(value, np.integer):
-            clean[name] = int(value)
-        else:
-            clean[name] = value
-    return clean
+    return {str(name): _json_value(value) for name, value in values.items()}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return json_safe(value)
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return [_json_value(item) for item in value.tolist()]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    return value
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -1,0 +1,108 @@
+"""The worker's small decisions, fast: ETA, JSON safety, failure codes, the stop guard."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from microforge.models.config import TrainConfig
+from microforge.models.phases import DataError
+from microforge.models.trainer import TrainingError
+from microforge.settings import Settings
+from microforge.storage.job_lifecycle import claim_job, load_job
+from microforge.storage.tables import ApiKey, Job
+from microforge.worker.failures import describe_failure
+from microforge.worker.guard import JobGuard
+from microforge.worker.launch import WorkerSettingsError, check_worker_settings
+from microforge.worker.progress import json_safe, training_eta
+
+
+def test_eta_adds_the_overhead_of_the_segments_still_to_run():
+    # 1000 iterations at 0.5 s = 500 s of training = 5 segments of 100 s: 4 more startups.
+    assert training_eta(1000, 0.5, 100, 10) == pytest.approx(500 + 4 * 10)
+    assert training_eta(10, 0.5, 100, 10) == pytest.approx(5)
+    assert training_eta(0, 0.5, 100, 10) == 0.0
+    assert training_eta(10, 0.0, 100, 10) is None
+    assert training_eta(10, math.nan, 100, 10) is None
+
+
+def test_json_safe_turns_nan_and_numpy_into_plain_json():
+    values = {"a": math.nan, "b": np.float32(1.5), "c": [np.int64(2), math.inf], "d": {"e": True}}
+    assert json_safe(values) == {"a": None, "b": 1.5, "c": [2, None], "d": {"e": True}}
+    assert json_safe({"x": np.array([1.0, np.nan])}) == {"x": [1.0, None]}
+
+
+def test_failures_keep_engine_codes_and_name_the_setting():
+    oom = TrainingError("cuda_out_of_memory", "lower critic_batch")
+    assert (describe_failure(oom).code, describe_failure(oom).message) == (
+        "cuda_out_of_memory",
+        "lower critic_batch",
+    )
+    assert describe_failure(DataError("too many phases")).code == "invalid_data"
+    with pytest.raises(ValidationError) as invalid:
+        TrainConfig(critic_batch=0)
+    failure = describe_failure(invalid.value)
+    assert failure.code == "invalid_config" and "critic_batch" in failure.message
+    assert describe_failure(FileNotFoundError(2, "gone", "x.png")).code == "missing_file"
+    unknown = describe_failure(KeyError("boom"))
+    assert unknown.code == "internal_error" and "KeyError" in unknown.message
+
+
+def test_worker_refuses_settings_where_redelivery_beats_the_lease():
+    with pytest.raises(WorkerSettingsError, match="MICROFORGE_REDIS_URL"):
+        check_worker_settings(Settings(redis_url=None))
+    with pytest.raises(WorkerSettingsError, match="VISIBILITY_TIMEOUT"):
+        check_worker_settings(
+            Settings(redis_url="redis://x", lease_seconds=900, visibility_timeout_seconds=1000)
+        )
+    check_worker_settings(Settings(redis_url="redis://x"))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_guard_reads_cancel_at_most_once_per_interval_and_renews_the_lease(session_factory):
+    with session_factory() as session:
+        key = ApiKey(name="g", key_hash="g" * 64, prefix="mf_g")
+        session.add(key)
+        session.flush()
+        job = Job(owner_id=key.id, kind="train")
+        session.add(job)
+        session.commit()
+        job_id = job.id
+    lease = claim_job(session_factory, job_id, "w", lease_seconds=8).lease
+    clock = Clock()
+    guard = JobGuard(session_factory, lease, lease_seconds=8, check_seconds=1.0, clock=clock)
+    assert guard.should_stop() is False
+    expiry = load_job(session_factory, job_id).lease_expires_at
+    with session_factory() as session:
+        session.get(Job, job_id).cancel_requested = True
+        session.commit()
+    clock.now = 0.5
+    assert guard.should_stop() is False, "the flag is read at most once a second"
+    clock.now = 1.2
+    assert guard.should_stop() is True and guard.cancel_requested
+
+    with session_factory() as session:
+        session.get(Job, job_id).cancel_requested = False
+        session.commit()
+    renewing = JobGuard(session_factory, lease, lease_seconds=8, clock=clock)
+    clock.now = 4.0  # past a quarter of the lease
+    assert renewing.should_stop() is False
+    assert load_job(session_factory, job_id).lease_expires_at > expiry
+
+    taken = claim_job(session_factory, job_id, "other", lease_seconds=8)
+    assert taken.lease is None  # still held by "w": simulate a takeover by expiring it
+    with session_factory() as session:
+        session.get(Job, job_id).fencing_token += 1
+        session.commit()
+    clock.now = 10.0
+    assert renewing.should_stop() is True and renewing.lease_lost
