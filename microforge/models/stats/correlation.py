@@ -139,7 +139,8 @@ def _axis_correlations(
         profile = sum(p[2] for p in partials)
         sums.append(_complement_sums(others, profile, n_lines))
     pairs = n_lines * (length - np.arange(max_lag + 1, dtype=np.float64))
-    return np.stack(sums) / pairs
+    # float32 FFTs leave ~1e-8 noise; a probability is never negative.
+    return np.clip(np.stack(sums) / pairs, 0.0, None)
 
 
 class _LineSpectra:
