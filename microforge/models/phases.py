@@ -52,8 +52,8 @@ def _format_value(value: int | float) -> str:
 
 
 def is_colour(image: np.ndarray) -> bool:
-    """A 2D colour image is (H, W, 3); a volume is (D, H, W) with D, H, W all well above 3."""
-    return image.ndim == 3 and image.shape[-1] == 3
+    """Colour is (H, W, 3) or (D, H, W, 3); a grey volume's edges are all far above 3."""
+    return image.ndim in (3, 4) and image.shape[-1] == 3
 
 
 def layout_of(images: Sequence[np.ndarray]) -> str:
