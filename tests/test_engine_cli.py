@@ -1,0 +1,152 @@
+"""`microforge train` and `microforge generate` as a user runs them."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+from microforge.cli.main import cli
+
+from engine_helpers import SHARED_DATA, blobs
+
+TRAIN = ["--arch", "tiny", "--critic-batch", "2", "--seed", "1", "--device", "cpu"]
+
+
+@pytest.fixture
+def micrograph(tmp_path):
+    path = tmp_path / "micrograph.png"
+    from PIL import Image
+
+    Image.fromarray(blobs((80, 80)) * 255).save(path)
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_train_resume_generate_and_read_back(micrograph, tmp_path):
+    run = tmp_path / "run"
+    result = invoke(
+        "train",
+        micrograph,
+        "--out",
+        run,
+        "--iterations",
+        4,
+        "--checkpoint-every",
+        2,
+        "--quality-every",
+        0,
+        *TRAIN,
+    )
+    assert result.exit_code == 0, result.output
+    assert "nphase (detected)" in result.output and "2 phases" in result.output
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "ckpt-00000002.pt",
+        "ckpt-00000004.pt",
+    ]
+    assert (run / "generator.safetensors").exists() and (run / "preview.png").exists()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["iteration"] == 4
+
+    result = invoke("train", "--out", run, "--resume", "--iterations", 6, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "starting at iteration 4" in result.output
+
+    out = tmp_path / "volume.tif"
+    result = invoke(
+        "generate",
+        run,
+        "--shape",
+        20,
+        30,
+        40,
+        "--out",
+        out,
+        "--chunk",
+        16,
+        "--seed",
+        3,
+        "--device",
+        "cpu",
+        "--voxel-size",
+        0.5,
+    )
+    assert result.exit_code == 0, result.output
+    with tifffile.TiffFile(out) as tif:
+        volume = tif.asarray()
+        assert tif.series[0].axes == "ZYX"
+        assert tif.is_imagej and tif.imagej_metadata["spacing"] == 0.5
+    assert volume.shape == (20, 30, 40) and volume.dtype == np.uint8
+    assert set(np.unique(volume)) <= {0, 255}
+
+    again = tmp_path / "again.tif"
+    invoke(
+        "generate",
+        run / "generator.safetensors",
+        "--shape",
+        20,
+        30,
+        40,
+        "--out",
+        again,
+        "--chunk",
+        0,
+        "--seed",
+        3,
+        "--device",
+        "cpu",
+    )
+    assert np.array_equal(tifffile.imread(again), volume)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "missing.png", "--out", "{tmp}/r"], "no such file"),
+        (["train", "{tmp}/empty.png", "--out", "{tmp}/r"], "empty"),
+        (["train", "{tmp}/corrupt.png", "--out", "{tmp}/r"], "not a PNG, JPEG or TIFF"),
+        (["train", "{tmp}/small.png", "--out", "{tmp}/r", "--arch", "paper"], "64-pixel crops"),
+        (["train", "--out", "{tmp}/nothing", "--resume"], "no run to resume"),
+        (["train", "{tmp}/small.png", "--out", "{tmp}/r", "--critic-batch", "0"], "critic_batch"),
+        (
+            ["generate", "{tmp}", "--shape", "4", "4", "4", "--out", "{tmp}/v.tif"],
+            "no generator yet",
+        ),
+        (
+            ["generate", "{tmp}/corrupt.png", "--shape", "4", "4", "4", "--out", "{tmp}/v.tif"],
+            "not a MicroForge generator file",
+        ),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_actionable_line(tmp_path, args, message):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "corrupt.png").write_bytes(b"this is not an image at all" * 10)
+    from PIL import Image
+
+    Image.fromarray(blobs((40, 40)) * 255).save(tmp_path / "small.png")
+    result = CliRunner().invoke(cli, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_existing_run_is_not_overwritten(micrograph, tmp_path):
+    run = tmp_path / "run"
+    assert invoke("train", micrograph, "--out", run, "--iterations", 1, *TRAIN).exit_code == 0
+    result = CliRunner().invoke(cli, ["train", str(micrograph), "--out", str(run)])
+    assert result.exit_code != 0 and "--resume" in result.output
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="shared data not present")
+def test_three_phase_labels_round_trip_from_a_real_micrograph(tmp_path):
+    run = tmp_path / "run"
+    image = SHARED_DATA / "micrographs" / "sem_3phase.tif"
+    result = invoke("train", image, "--out", run, "--iterations", 2, "--quality-every", 0, *TRAIN)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "v.tif"
+    invoke("generate", run, "--shape", 16, 16, 16, "--out", out, "--device", "cpu")
+    assert set(np.unique(tifffile.imread(out))) <= {0, 1, 2}

@@ -1,0 +1,138 @@
+"""The WGAN-GP trainer: resume equals an uninterrupted run, bit for bit on the CPU."""
+
+import numpy as np
+import pytest
+import torch
+
+from microforge.models.config import TrainConfig
+from microforge.models.data import prepare_training_data
+from microforge.models.export import load_generator
+from microforge.models.generation import generate_array
+from microforge.models.trainer import Trainer, TrainingError, slices_along
+
+from engine_helpers import blobs
+
+
+def tiny_config(**changes) -> TrainConfig:
+    values = {
+        "arch": "tiny",
+        "iterations": 8,
+        "seed": 7,
+        "critic_batch": 2,
+        "quality_every": 0,
+        "progress_every": 2,
+    }
+    return TrainConfig(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def isotropic():
+    return prepare_training_data([blobs((72, 80)) * 255])
+
+
+def weights(trainer: Trainer) -> list[torch.Tensor]:
+    tensors = list(trainer.generator.state_dict().values())
+    for critic in trainer.critics:
+        tensors += list(critic.state_dict().values())
+    return tensors
+
+
+def test_resume_gives_the_same_weights_as_never_stopping(isotropic, tmp_path):
+    straight = Trainer(isotropic, tiny_config(), "cpu")
+    straight.run()
+    first = Trainer(isotropic, tiny_config(), "cpu")
+    assert first.run(until=3) == 3
+    checkpoint = first.save_checkpoint(tmp_path / "ckpt.pt")
+    resumed = Trainer(isotropic, tiny_config(), "cpu")
+    resumed.load_checkpoint(checkpoint)
+    assert resumed.iteration == 3
+    resumed.run()
+    assert resumed.iteration == straight.iteration == 8
+    for a, b in zip(weights(straight), weights(resumed), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(
+        straight.generator_optimizer.state_dict()["state"].values(),
+        resumed.generator_optimizer.state_dict()["state"].values(),
+    ):
+        assert torch.equal(a["exp_avg"], b["exp_avg"])
+
+
+def test_a_seed_makes_training_reproducible_and_another_seed_differs(isotropic):
+    a = Trainer(isotropic, tiny_config(iterations=3), "cpu")
+    a.run()
+    b = Trainer(isotropic, tiny_config(iterations=3), "cpu")
+    b.run()
+    c = Trainer(isotropic, tiny_config(iterations=3, seed=8), "cpu")
+    c.run()
+    assert all(torch.equal(x, y) for x, y in zip(weights(a), weights(b)))
+    assert not all(torch.equal(x, y) for x, y in zip(weights(a), weights(c)))
+
+
+def test_progress_reports_losses_timing_eta_and_a_preview(isotropic):
+    seen = []
+    Trainer(isotropic, tiny_config(iterations=6), "cpu").run(on_progress=seen.append)
+    assert [p.iteration for p in seen] == [2, 4, 6]
+    last = seen[-1]
+    assert np.isfinite([last.critic_loss, last.wasserstein, last.gradient_penalty]).all()
+    assert last.generator_loss is not None and last.seconds_per_iteration > 0
+    assert seen[0].eta_seconds is not None and seen[0].eta_seconds > 0
+    preview = last.preview()
+    assert preview.dtype == np.uint8 and preview.shape[0] == 64 and preview.shape[1] > 3 * 64
+
+
+def test_stop_request_and_deadline_end_the_loop_early(isotropic):
+    trainer = Trainer(isotropic, tiny_config(iterations=50), "cpu")
+    assert trainer.run(should_stop=lambda: trainer.iteration >= 2) == 2
+    assert trainer.run(deadline=0.0) == 2
+
+
+def test_anisotropic_data_trains_three_critics_and_volumes_too(tmp_path):
+    images = [blobs((64, 64), seed=s) * 255 for s in range(3)]
+    anisotropic = Trainer(prepare_training_data(images), tiny_config(iterations=2), "cpu")
+    assert len(anisotropic.critics) == 3
+    anisotropic.run()
+    volume = prepare_training_data([(blobs((40, 40, 40)) * 3).astype(np.uint8)])
+    trainer = Trainer(volume, tiny_config(iterations=2), "cpu")
+    assert len(trainer.critics) == 3
+    trainer.run()
+
+
+def test_grey_data_trains_and_exports(tmp_path):
+    grey = np.random.default_rng(0).integers(0, 65535, (64, 64)).astype(np.uint16)
+    trainer = Trainer(prepare_training_data([grey]), tiny_config(iterations=2), "cpu")
+    trainer.run()
+    loaded = load_generator(trainer.export_generator(tmp_path / "g.safetensors"), "cpu")
+    volume = generate_array(loaded, (8, 9, 10), seed=0)
+    assert volume.dtype == np.uint16 and volume.shape == (8, 9, 10)
+
+
+def test_exported_generator_is_self_describing(isotropic, tmp_path):
+    trainer = Trainer(isotropic, tiny_config(iterations=2), "cpu")
+    trainer.run()
+    path = trainer.export_generator(tmp_path / "g.safetensors")
+    loaded = load_generator(path, "cpu")
+    assert loaded.image_type == "nphase" and loaded.phases == [0, 255]
+    assert loaded.info.iteration == 2 and loaded.info.arch == "tiny"
+    with torch.no_grad():
+        noise = torch.randn(1, 8, 4, 4, 4)
+        trainer.generator.eval()
+        torch.testing.assert_close(loaded.net(noise), trainer.generator(noise))
+
+
+def test_checkpoint_from_other_data_is_refused(isotropic, tmp_path):
+    trainer = Trainer(isotropic, tiny_config(iterations=1), "cpu")
+    path = trainer.save_checkpoint(tmp_path / "c.pt")
+    three_phase = prepare_training_data([(blobs((64, 64)) + blobs((64, 64), seed=3)) * 100])
+    other = Trainer(three_phase, tiny_config(iterations=1), "cpu")
+    with pytest.raises(TrainingError, match="other phases") as caught:
+        other.load_checkpoint(path)
+    assert caught.value.code == "checkpoint_mismatch"
+
+
+def test_slices_along_each_axis_match_the_crop_orientation():
+    volume = torch.arange(2 * 1 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 1, 3, 4, 5)
+    x = slices_along(volume, 0)
+    assert x.shape == (10, 1, 3, 4)
+    assert torch.equal(x[1, 0], volume[0, 0, :, :, 1])
+    assert torch.equal(slices_along(volume, 1)[2, 0], volume[0, 0, :, 2, :])
+    assert torch.equal(slices_along(volume, 2)[4, 0], volume[1, 0, 1, :, :])
