@@ -77,6 +77,8 @@ def test_training_in_segments_then_generation_to_tiff(
         assert sorted(iterations) == list(range(1, TINY_CONFIG["iterations"] + 1))
         generator = generators[0]
         assert generator.phases == [0, 255] and blobs.exists(generator.blob_key)
+        assert generator.config["arch"] == "tiny" and generator.config["iteration"] == 6
+        assert generator.config["train"]["iterations"] == 6
         # Only the latest checkpoint is kept.
         checkpoints = list((settings.resolved_blob_dir / "checkpoints").glob("*.pt"))
         assert [p.name for p in checkpoints] == [job.checkpoint_blob.split("/")[1]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from microforge.storage.job_lifecycle import (
@@ -173,15 +174,7 @@ def _finish_training(
         blob_key=key,
         image_type=data.image_type,
         phases=[_plain(p) for p in data.phases],
-        config=json_safe(
-            {
-                "train": config.model_dump(mode="json"),
-                "network": trainer.network.model_dump(mode="json"),
-                "layout": data.layout,
-                "channels": data.channels,
-                "iteration": trainer.iteration,
-            }
-        ),
+        config=_generator_config(runtime.blobs.path(key), config, data.layout),
         size_bytes=blobs.size(key),
     )
     progress = dict(last_progress or {})
@@ -206,6 +199,26 @@ def _finish_training(
         raise
     log.info("job %s succeeded: generator %s", job.id, generator.id)
     return "succeeded"
+
+
+def _generator_config(path: Path, config: Any, layout: str) -> dict[str, Any]:
+    """What the exported file says about itself (as for imported generators), plus the
+    training configuration and layout it came from."""
+    from microforge.models.generator_file import inspect_generator_file
+
+    info = inspect_generator_file(path)
+    return json_safe(
+        {
+            "arch": info.arch,
+            "network": info.network.model_dump(mode="json"),
+            "channels": info.channels,
+            "output_dtype": info.output_dtype,
+            "iteration": info.iteration,
+            "parameters": info.parameters,
+            "layout": layout,
+            "train": config.model_dump(mode="json"),
+        }
+    )
 
 
 def _plain(value: Any) -> Any:
