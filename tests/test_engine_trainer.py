@@ -136,3 +136,20 @@ def test_slices_along_each_axis_match_the_crop_orientation():
     assert torch.equal(x[1, 0], volume[0, 0, :, :, 1])
     assert torch.equal(slices_along(volume, 1)[2, 0], volume[0, 0, :, 2, :])
     assert torch.equal(slices_along(volume, 2)[4, 0], volume[1, 0, 1, :, :])
+
+
+def test_fidelity_checks_record_history_keep_the_best_and_can_stop_early(isotropic, tmp_path):
+    config = tiny_config(iterations=40, quality_every=2, early_stop_checks=2)
+    trainer = Trainer(isotropic, config, "cpu")
+    seen = []
+    reached = trainer.run(on_progress=seen.append)
+    history = trainer.quality_history
+    assert history and all(np.isfinite(r["score"]) for r in history)
+    assert [r["iteration"] for r in history] == list(range(2, reached + 1, 2))
+    best = min(history, key=lambda r: r["score"])
+    assert trainer.best["iteration"] == best["iteration"]
+    after_best = [r for r in history if r["iteration"] > best["iteration"]]
+    assert reached == 40 or len(after_best) == 2
+    assert any(p.quality is not None for p in seen)
+    loaded = load_generator(trainer.export_generator(tmp_path / "b.safetensors", "best"), "cpu")
+    assert loaded.info.iteration == best["iteration"]
