@@ -8,6 +8,7 @@ again on the same data dir and find everything still there.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -146,6 +147,19 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         download = runner.invoke(cli, [*base, "download", volume_id, "--out", str(cli_out)])
         assert download.exit_code == 0, download.output
         assert cli_out.read_bytes() == out.read_bytes()
+        quick = json.dumps({**TINY_CONFIG, "iterations": 3})
+        trained = runner.invoke(cli, [*base, "train", str(image_path), "--config", quick, "--wait"])
+        assert trained.exit_code == 0, trained.output
+        cli_generator = trained.stdout.strip().splitlines()[-1]
+        assert cli_generator.startswith("gen_"), trained.output
+        cli_volume = tmp_path / "cli-generated.tif"
+        generated = runner.invoke(
+            cli,
+            [*base, "generate", cli_generator, "--shape", "8", "9", "10", "--wait"]
+            + ["--out", str(cli_volume)],
+        )
+        assert generated.exit_code == 0, generated.output
+        assert tifffile.imread(cli_volume).shape == (8, 9, 10)
 
         long_job = client.train([image_path], config={**TINY_CONFIG, "iterations": 100_000})
         wait_for(
