@@ -109,7 +109,21 @@ class LocalStack:
         self.children.append(child)
         return child
 
+    def _check_port_free(self) -> None:
+        """Fail before starting anything, with the fix, rather than after the API dies."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError as error:
+                raise StackError(
+                    f"cannot listen on {self.host}:{self.port} ({error.strerror}): "
+                    "another program uses the port; pass --port with a free one"
+                ) from error
+
     def start(self) -> None:
+        self._check_port_free()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade_database(self.settings.resolved_database_url)
         self.broker_url = self.settings.redis_url or self._start_broker()
