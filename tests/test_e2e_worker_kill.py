@@ -30,6 +30,9 @@ from microforge.worker.celery_app import TRAIN_SEGMENT_TASK, make_celery_app
 pytestmark = pytest.mark.slow
 
 
+# SQLite only: the fenced writes are covered on PostgreSQL by test_job_lifecycle and
+# test_worker_tasks; this test is about processes, and is the slowest of the suite.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_killed_worker_job_resumes_from_its_checkpoint(
     settings, session_factory, broker, broker_url, tmp_path
 ):

@@ -104,6 +104,7 @@ def test_training_in_segments_then_generation_to_tiff(
     assert gen_job.progress["fraction"] == 1.0 and gen_job.progress["chunks_done"] > 1
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_cancel_takes_effect_within_seconds(
     settings, session_factory, celery, broker_url, owner, tmp_path
 ):
@@ -129,6 +130,7 @@ def test_cancel_takes_effect_within_seconds(
     assert job.progress["iteration"] < config["iterations"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_bad_data_fails_with_an_actionable_code(
     settings, session_factory, celery, broker_url, owner, tmp_path
 ):
