@@ -60,7 +60,7 @@ def test_bad_train_config_lists_the_field(client, auth, dataset_id, broker) -> N
     )
     assert response.status_code == 422
     fields = {error["field"] for error in response.json()["errors"]}
-    assert any(field.endswith("config.iterations") for field in fields)
+    assert "body.config.iterations" in fields
     assert any(field.endswith("config.bogus") for field in fields)
     assert broker.llen("train") == 0
 

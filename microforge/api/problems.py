@@ -112,8 +112,16 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+#: Tags of discriminated request bodies; pydantic puts them in error locations, users
+#: never wrote them (``body.train.config.iterations`` means ``body.config.iterations``).
+_UNION_TAGS = frozenset({"train", "generate"})
+
+
 def _field_name(location: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in location)
+    parts = list(location)
+    if len(parts) > 2 and parts[0] == "body" and parts[1] in _UNION_TAGS:
+        del parts[1]
+    return ".".join(str(part) for part in parts)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
