@@ -153,3 +153,13 @@ def test_fidelity_checks_record_history_keep_the_best_and_can_stop_early(isotrop
     assert any(p.quality is not None for p in seen)
     loaded = load_generator(trainer.export_generator(tmp_path / "b.safetensors", "best"), "cpu")
     assert loaded.info.iteration == best["iteration"]
+
+
+def test_fidelity_history_and_best_survive_a_checkpoint(isotropic, tmp_path):
+    trainer = Trainer(isotropic, tiny_config(iterations=4, quality_every=2), "cpu")
+    trainer.run()
+    path = trainer.save_checkpoint(tmp_path / "c.pt")
+    resumed = Trainer(isotropic, tiny_config(iterations=4, quality_every=2), "cpu")
+    resumed.load_checkpoint(path)
+    assert resumed.quality_history == trainer.quality_history
+    assert resumed.best["iteration"] == trainer.best["iteration"]

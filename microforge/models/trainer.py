@@ -55,6 +55,7 @@ class Progress:
     seconds_per_iteration: float
     eta_seconds: float | None
     quality: dict[str, Any] | None = None
+    quality_history: list[dict[str, Any]] = field(default_factory=list, repr=False)
     preview: Callable[[], np.ndarray] = field(repr=False, default=lambda: np.zeros((1, 1)))
 
     def metrics(self) -> dict[str, Any]:
@@ -252,6 +253,7 @@ class Trainer:
             seconds_per_iteration=seconds,
             eta_seconds=remaining * seconds if seconds > 0 else None,
             quality=quality,
+            quality_history=list(self.quality_history),
             preview=self.preview,
         )
 
