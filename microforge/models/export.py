@@ -90,10 +90,6 @@ class LoadedGenerator:
         return self.info.network
 
     @property
-    def config(self) -> dict:
-        return self.info.metadata()
-
-    @property
     def output_dtype(self) -> np.dtype:
         return np.dtype(self.info.output_dtype)
 
@@ -111,8 +107,3 @@ def load_generator(path: str | Path, device: str | torch.device = "auto") -> Loa
     net.to(target).eval()
     return LoadedGenerator(net=net, info=info, device=target)
 
-
-def generator_from_trainer(generator: Generator, info: GeneratorFileInfo) -> LoadedGenerator:
-    """Wrap an in-memory generator (tests, previews) like a loaded one."""
-    device = next(generator.parameters()).device
-    return LoadedGenerator(net=generator.eval(), info=info, device=device)
