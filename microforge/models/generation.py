@@ -11,13 +11,25 @@ one-shot run, and periodic axes wrap the latent instead.
 Transposed convolutions run with padding 0 and are cropped by hand (PyTorch's padding would
 cut voxels a chunk needs); the resize-convolution's trilinear upsampling is written out with
 the global source coordinates so that a chunk interpolates exactly like the whole volume.
+
+Speed (see docs/benchmarks.md): the device never waits for the host. Everything per chunk
+(latent window, upsampling indices, decoding to labels) is computed on the device, so
+nothing forces a synchronisation; only bytes cross to the host, through pinned staging
+buffers with non-blocking copies on CUDA, collected one chunk later. A finished slab is
+written on a background thread while the next one is generated, so the TIFF write
+(disk, compression) overlaps the computation; host memory stays bounded at two slabs.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,6 +39,10 @@ from microforge.models.config import NetworkConfig
 from microforge.models.export import LoadedGenerator
 
 Range = tuple[int, int]
+GenerationPrecision = Literal["fp32", "tf32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
+#: A latent up to this size is moved to the device once instead of per chunk.
+_LATENT_ON_DEVICE_BYTES = 1 << 30
 
 
 class GenerationError(ValueError):
@@ -99,6 +115,26 @@ def upsample_sources(
     low = np.floor(source).astype(np.int64)
     high = low + 1 if periodic else np.minimum(low + 1, n_in - 1)
     return low, high, (source - low).astype(np.float32)
+
+
+def upsample_sources_on(
+    device: torch.device, low: int, high: int, n_in: int, n_out: int, periodic: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``upsample_sources(np.arange(low, high), ...)`` computed on ``device``.
+
+    Why a second copy: building the indices with NumPy and uploading them costs a
+    host-to-device copy from pageable memory per axis and chunk, which stalls the host
+    until the GPU is idle. The arithmetic is the same float64 arithmetic as NumPy's
+    (IEEE-exact +, *, floor), so the results are bit for bit the same.
+    """
+    out = torch.arange(low, high, dtype=torch.float64, device=device)
+    scale = 0.5 if periodic else n_in / n_out
+    source = (out + 0.5) * scale - 0.5
+    if not periodic:
+        source = source.clamp_min(0.0)
+    first = source.floor()
+    second = first + 1 if periodic else (first + 1).clamp_max(n_in - 1)
+    return first.long(), second.long(), (source - first).float()
 
 
 def layer_ops(network: NetworkConfig) -> list[Op]:
@@ -181,13 +217,31 @@ def make_latent(network: NetworkConfig, plans: Sequence[AxisPlan], seed: int) ->
 
 
 class ChunkEvaluator:
-    """Replays a generator's layers on latent windows; see the module docstring."""
+    """Replays a generator's layers on latent windows; see the module docstring.
 
-    def __init__(self, loaded: LoadedGenerator, plans: Sequence[AxisPlan]) -> None:
+    ``precision`` fp32 (the default) is the exact arithmetic chunked == one-shot is promised
+    for: on CUDA it turns cuDNN's TF32 off while generating. tf32, bf16 and fp16 trade
+    that exactness for speed (bf16/fp16 run the convolutions under autocast).
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedGenerator,
+        plans: Sequence[AxisPlan],
+        precision: GenerationPrecision = "fp32",
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise GenerationError(
+                f"precision {precision!r} is not offered: use one of {', '.join(PRECISIONS)}"
+            )
         self.net = loaded.net
         self.device = loaded.device
         self.plans = plans
         self.ops = layer_ops(loaded.network)
+        self.precision = precision
+        # oneDNN's 3D (transposed) convolutions are 1.4-2x faster on channels-last input
+        # on the CPU, with bit-identical results; CUDA keeps cuDNN's default layout.
+        self.channels_last = self.device.type == "cpu"
 
     def evaluate(self, latent: torch.Tensor, ranges: Sequence[Range]) -> torch.Tensor:
         """Generator output (C, z, y, x) for output voxel ranges of the asked volume."""
@@ -203,21 +257,36 @@ class ChunkEvaluator:
                 )
                 chain.append(current)
             needed.append(chain[::-1])  # needed[axis][i] = range at boundary i
-        x = self._gather_latent(latent, [chain[0] for chain in needed])
-        with torch.no_grad():
+        with self._numerics():
+            x = self._gather_latent(latent, [chain[0] for chain in needed])
             for position, op in enumerate(self.ops):
                 windows = [chain[position] for chain in needed]
                 targets = [chain[position + 1] for chain in needed]
                 x = self._apply(op, x, windows, targets, position)
-            return self.net.activate(x)[0]
+            return self.net.activate(x.float())[0]
+
+    @contextlib.contextmanager
+    def _numerics(self) -> Iterator[None]:
+        """inference_mode (no autograd bookkeeping), TF32 off for fp32, autocast if asked."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.inference_mode())
+            if self.device.type == "cuda":
+                stack.enter_context(_cudnn_tf32(self.precision != "fp32"))
+            if self.precision in ("bf16", "fp16"):
+                dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+                stack.enter_context(torch.autocast(self.device.type, dtype=dtype))
+            yield
 
     def _gather_latent(self, latent: torch.Tensor, windows: Sequence[Range]) -> torch.Tensor:
         x = latent
         for axis, (start, stop) in enumerate(windows):
             size = self.plans[axis].latent
-            index = torch.arange(start, stop) % size
-            x = x.index_select(2 + axis, index)
-        return x.to(self.device)
+            if start >= 0 and stop <= size:
+                x = x.narrow(2 + axis, start, stop - start)
+            else:  # a periodic window reaching past the latent wraps around
+                index = torch.arange(start, stop, device=x.device) % size
+                x = x.index_select(2 + axis, index)
+        return x.to(self.device).contiguous()
 
     def _apply(
         self,
@@ -229,6 +298,8 @@ class ChunkEvaluator:
     ) -> torch.Tensor:
         if op.kind == "upsample":
             return self._upsample(x, windows, targets, position)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         if op.kind == "transpose":
             weight = self.net.transposed[op.index].weight
             x = F.conv_transpose3d(x, weight, stride=op.stride)
@@ -239,7 +310,8 @@ class ChunkEvaluator:
             origin = op.origin(start, self.plans[axis].periodic)
             x = x.narrow(2 + axis, low - origin, high - low)
         if op.hidden:
-            x = self.net.hidden(op.index, x)
+            # The network's batch norm + ReLU, the ReLU in place: one full-size tensor less.
+            x = torch.relu_(self.net.norms[op.index](x))
         return x
 
     def _upsample(
@@ -247,10 +319,9 @@ class ChunkEvaluator:
     ) -> torch.Tensor:
         for axis, ((start, _), (low, high)) in enumerate(zip(windows, targets)):
             plan = self.plans[axis]
-            sources = upsample_sources(
-                np.arange(low, high), plan.sizes[position], plan.sizes[position + 1], plan.periodic
+            first, second, weight = upsample_sources_on(
+                x.device, low, high, plan.sizes[position], plan.sizes[position + 1], plan.periodic
             )
-            first, second, weight = (torch.from_numpy(a).to(self.device) for a in sources)
             dim = 2 + axis
             shape = [1] * x.dim()
             shape[dim] = -1
@@ -259,6 +330,17 @@ class ChunkEvaluator:
             b = x.index_select(dim, second - start)
             x = a + (b - a) * weight
         return x
+
+
+@contextlib.contextmanager
+def _cudnn_tf32(allow: bool) -> Iterator[None]:
+    """cuDNN convolutions in TF32 or full fp32 for the duration; restores the setting."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
 
 
 class Decoder:
@@ -273,9 +355,12 @@ class Decoder:
         self.dtype = loaded.output_dtype
         self.device = loaded.device
         self.low, self.high = loaded.info.value_range
-        if self.image_type == "nphase":
-            values = np.asarray(loaded.phases, dtype=np.int64)
-            self.lookup = torch.from_numpy(values.astype(np.int32)).to(self.device)
+        self.torch_dtype = torch.uint8 if self.dtype == np.uint8 else torch.int16
+        # Phase values as the stored integers; 16-bit ones as the int16 with the same bits.
+        bits = 8 * self.dtype.itemsize
+        self.phase_codes = [
+            _same_bits(int(v), bits) for v in (loaded.phases if self.image_type == "nphase" else [])
+        ]
 
     @property
     def rgb(self) -> bool:
@@ -287,18 +372,132 @@ class Decoder:
         return values.to(torch.int16)  # the same 16 bits as uint16; viewed as such on the host
 
     def decode(self, output: torch.Tensor) -> torch.Tensor:
-        if self.image_type == "nphase":
-            return self._narrow(self.lookup[output.argmax(0)])
-        top = float(np.iinfo(self.dtype).max)
-        low = max(self.low, 0.0)
-        high = min(self.high, top)
-        values = (output.clamp(0, 1) * (high - low) + low).round().to(torch.int32)
-        if self.rgb:
-            return self._narrow(values).permute(1, 2, 3, 0)
-        return self._narrow(values[0])
+        with torch.inference_mode():
+            if self.image_type == "nphase":
+                return self._labels(output)
+            top = float(np.iinfo(self.dtype).max)
+            low = max(self.low, 0.0)
+            high = min(self.high, top)
+            # The same operations as (clamp * (high - low) + low).round(), in place.
+            values = output.clamp(0, 1).mul_(high - low).add_(low).round_()
+            values = values.to(torch.uint8) if self.dtype == np.uint8 else values.to(torch.int32)
+            if self.rgb:
+                return self._narrow(values).permute(1, 2, 3, 0).contiguous()
+            return self._narrow(values[0])
+
+    def _labels(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Phase value of the most probable channel, exactly as ``argmax(0)`` picks it.
+
+        Why not argmax: it reduces over the outermost dimension (slow on the CPU, more
+        than half of a chunk's time) and returns int64, eight bytes a voxel, then a
+        lookup. A running maximum with strict ``>`` keeps the first of equal maxima, as
+        argmax does, and writes the phase values directly in the output dtype.
+        """
+        best = probabilities[0]
+        labels = torch.full(
+            best.shape, self.phase_codes[0], dtype=self.torch_dtype, device=best.device
+        )
+        for channel in range(1, probabilities.shape[0]):
+            candidate = probabilities[channel]
+            better = candidate > best
+            labels.masked_fill_(better, self.phase_codes[channel])
+            if channel + 1 < probabilities.shape[0]:
+                best = torch.maximum(best, candidate)
+        return labels
 
     def to_host(self, decoded: torch.Tensor) -> np.ndarray:
         return decoded.cpu().numpy().view(self.dtype)
+
+
+def _same_bits(value: int, bits: int) -> int:
+    """An unsigned ``bits``-bit value as the signed integer with the same bit pattern."""
+    if bits == 16 and value >= 1 << 15:
+        return value - (1 << 16)
+    return value
+
+
+class _HostCopier:
+    """Decoded chunks -> their place in the host slab, without stalling the device.
+
+    CPU: a plain copy. CUDA: each chunk goes to a pinned staging buffer with a
+    non-blocking copy and an event; it is moved into the slab only when the next chunk
+    has been queued, so the GPU computes chunk k+1 while the host copies chunk k. Two
+    staging buffers at most are alive (PyTorch's pinned-memory cache reuses them).
+    """
+
+    def __init__(self, device: torch.device, dtype: np.dtype) -> None:
+        self.cuda = device.type == "cuda"
+        self.dtype = dtype
+        self.pending: deque[tuple[torch.cuda.Event, torch.Tensor, np.ndarray]] = deque()
+
+    def put(self, decoded: torch.Tensor, destination: np.ndarray) -> None:
+        if not self.cuda:
+            destination[...] = decoded.numpy().view(self.dtype)
+            return
+        staging = torch.empty(decoded.shape, dtype=decoded.dtype, pin_memory=True)
+        staging.copy_(decoded, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.pending.append((event, staging, destination))
+        while len(self.pending) > 1:
+            self._land()
+
+    def flush(self) -> None:
+        while self.pending:
+            self._land()
+
+    def _land(self) -> None:
+        event, staging, destination = self.pending.popleft()
+        event.synchronize()
+        destination[...] = staging.numpy().view(self.dtype)
+
+
+class _SlabSink:
+    """Hands finished slabs to ``write_slab`` on a background thread, one at a time.
+
+    Why: ``VolumeTiffWriter.write`` returns only once a slab is on disk; writing in the
+    background lets the next slab be generated meanwhile. ``submit`` first waits for the
+    previous write, so at most two slabs exist (one written, one filled), and a write's
+    error surfaces at the next submit or on exit. On exit the pending write is always
+    waited for, so the caller's writer is never closed under a running write.
+    """
+
+    def __init__(self, write_slab: Callable[[np.ndarray], None], background: bool) -> None:
+        self.write_slab = write_slab
+        self.executor = ThreadPoolExecutor(1, "slab-writer") if background else None
+        self.pending: Future[None] | None = None
+
+    def __enter__(self) -> _SlabSink:
+        return self
+
+    def submit(self, slab: np.ndarray) -> None:
+        self.wait()
+        if self.executor is None:
+            self.write_slab(slab)
+        else:
+            self.pending = self.executor.submit(self.write_slab, slab)
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            elif self.pending is not None:
+                # Already failing: wait for the write, but report the first error.
+                pending, self.pending = self.pending, None
+                pending.exception()
+        finally:
+            if self.executor is not None:
+                self.executor.shutdown(wait=True)
 
 
 def auto_chunk(loaded: LoadedGenerator) -> int:
@@ -362,14 +561,17 @@ def generate_volume(
     write_slab: Callable[[np.ndarray], None],
     on_chunk: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    precision: GenerationPrecision = "fp32",
+    background_writes: bool = True,
 ) -> GenerationResult:
     """Generate a (z, y, x) volume and hand it to ``write_slab`` as consecutive z-slabs.
 
     ``chunk`` is the chunk edge in output voxels (None = sized to the device's memory,
-    0 = one shot). Host memory holds one slab at a time.
+    0 = one shot). ``write_slab`` is called in order, from a background thread unless
+    ``background_writes`` is False, never twice at once; host memory holds at most two
+    slabs (the one being written and the one being generated). ``precision`` other than
+    fp32 is faster on a GPU but no longer equals the fp32 one-shot volume exactly.
     """
-    import time
-
     started = time.perf_counter()
     plans = plan_volume(loaded.network, shape, periodic)
     size = tuple(int(n) for n in shape)
@@ -379,29 +581,31 @@ def generate_volume(
         raise GenerationError("chunk must be 0 (one shot) or a positive edge in voxels")
     edges = [n if chunk == 0 else min(chunk, n) for n in size]
     latent = make_latent(loaded.network, plans, seed)
-    evaluator = ChunkEvaluator(loaded, plans)
+    if latent.numel() * latent.element_size() <= _LATENT_ON_DEVICE_BYTES:
+        latent = latent.to(loaded.device)  # once, not a window per chunk
+    evaluator = ChunkEvaluator(loaded, plans, precision)
     decoder = Decoder(loaded)
-    counts = [math.ceil(n / e) for n, e in zip(size, edges)]
-    total = counts[0] * counts[1] * counts[2]
+    copier = _HostCopier(loaded.device, decoder.dtype)
+    spans = [_spans(n, e) for n, e in zip(size, edges)]
+    total = len(spans[0]) * len(spans[1]) * len(spans[2])
     done = 0
-    for z0 in range(0, size[0], edges[0]):
-        z1 = min(z0 + edges[0], size[0])
-        slab_shape = (z1 - z0, size[1], size[2]) + ((3,) if decoder.rgb else ())
-        slab = np.empty(slab_shape, dtype=loaded.output_dtype)
-        for y0 in range(0, size[1], edges[1]):
-            y1 = min(y0 + edges[1], size[1])
-            for x0 in range(0, size[2], edges[2]):
-                if should_stop is not None and should_stop():
-                    raise GenerationCancelled("generation cancelled")
-                x1 = min(x0 + edges[2], size[2])
-                output = evaluator.evaluate(latent, [(z0, z1), (y0, y1), (x0, x1)])
-                slab[:, y0:y1, x0:x1] = decoder.to_host(decoder.decode(output))
-                del output
-                done += 1
-                if on_chunk is not None:
-                    on_chunk(done, total)
-        write_slab(slab)
-        del slab
+    with _SlabSink(write_slab, background_writes) as sink:
+        for z0, z1 in spans[0]:
+            slab_shape = (z1 - z0, size[1], size[2]) + ((3,) if decoder.rgb else ())
+            slab = np.empty(slab_shape, dtype=loaded.output_dtype)
+            for y0, y1 in spans[1]:
+                for x0, x1 in spans[2]:
+                    if should_stop is not None and should_stop():
+                        raise GenerationCancelled("generation cancelled")
+                    output = evaluator.evaluate(latent, [(z0, z1), (y0, y1), (x0, x1)])
+                    copier.put(decoder.decode(output), slab[:, y0:y1, x0:x1])
+                    del output
+                    done += 1
+                    if on_chunk is not None:
+                        on_chunk(done, total)
+            copier.flush()
+            sink.submit(slab)
+            del slab
     return GenerationResult(
         shape=size,
         dtype=np.dtype(loaded.output_dtype),
@@ -409,6 +613,10 @@ def generate_volume(
         chunk_edge=chunk,
         seconds=time.perf_counter() - started,
     )
+
+
+def _spans(size: int, edge: int) -> list[Range]:
+    return [(start, min(start + edge, size)) for start in range(0, size, edge)]
 
 
 def generate_array(
@@ -434,11 +642,12 @@ def generate_probabilities(
     seed: int,
     chunk: int = 0,
     periodic: Sequence[bool] = (False, False, False),
+    precision: GenerationPrecision = "fp32",
 ) -> torch.Tensor:
     """The raw network output (C, z, y, x) assembled from chunks, on the CPU."""
     plans = plan_volume(loaded.network, shape, periodic)
     latent = make_latent(loaded.network, plans, seed)
-    evaluator = ChunkEvaluator(loaded, plans)
+    evaluator = ChunkEvaluator(loaded, plans, precision)
     size = [int(n) for n in shape]
     edges = [n if chunk == 0 else min(chunk, n) for n in size]
     result = torch.empty((loaded.channels, *size))
