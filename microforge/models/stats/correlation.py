@@ -19,17 +19,16 @@ correlation follows from the power spectrum of that sum and two prefix sums.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import scipy.fft
 
 from microforge.models.stats.axes import array_axis, axis_names
+from microforge.models.stats.fft import irfft, next_fast_len, rfft
+from microforge.models.stats.parallel import map_blocks
 
-#: Elements per batch of lines: small enough for the spectra to stay in cache.
-_BATCH_ELEMENTS = 1 << 20
+#: Elements per block of lines: small enough for its float32 spectra to stay in cache.
+_BLOCK_ELEMENTS = 1 << 18
 
 
 def default_max_lag(length: int) -> int:
@@ -116,86 +115,89 @@ def _axis_correlations(
 ) -> np.ndarray:
     """Correlation of each phase (or of the grey values when phases is None) along axis."""
     length = array.shape[axis]
-    fft_length = scipy.fft.next_fast_len(length + max_lag, real=True)
-    lines = np.moveaxis(array, axis, -1).reshape(-1, length)
-    n_lines = lines.shape[0]
-    batch = max(_BATCH_ELEMENTS // length, 1)
-    batches = [lines[start : start + batch] for start in range(0, n_lines, batch)]
-    spectra = _LineSpectra(phases, fft_length)
-    threads = max(1, min(workers or os.cpu_count() or 1, len(batches)))
-    if threads == 1:
-        partials = [spectra(chunk) for chunk in batches]
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            partials = list(pool.map(spectra, batches))
-    power = sum(p[0] for p in partials)
-    sums = [scipy.fft.irfft(p, n=fft_length)[: max_lag + 1] for p in power]
+    fft_length = next_fast_len(length + max_lag)
+    n_lines = array.size // length
+    # Blocks are cut across another axis, so every line stays whole inside one block and
+    # no strided copy of the volume is ever made: the FFT runs along ``axis`` in place.
+    block_axis = 1 if axis == 0 else 0
+    step = max(_BLOCK_ELEMENTS // (array.size // array.shape[block_axis]), 1)
+    spectra = _BlockSpectra(phases, axis, fft_length)
+
+    def block(start: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        index = [slice(None)] * array.ndim
+        index[block_axis] = slice(start, start + step)
+        return spectra(array[tuple(index)])
+
+    partials = map_blocks(block, range(0, array.shape[block_axis], step), workers)
+    power = np.sum([p[0] for p in partials], axis=0)
+    sums = [irfft(p, n=fft_length)[: max_lag + 1] for p in power]
     if phases is not None:
         if len(phases) == 2:
             others = sums[0]
         else:
-            complement_power = sum(p[1] for p in partials)
-            others = scipy.fft.irfft(complement_power, fft_length)[: max_lag + 1]
-        profile = sum(p[2] for p in partials)
+            complement_power = np.sum([p[1] for p in partials], axis=0)
+            others = irfft(complement_power, n=fft_length)[: max_lag + 1]
+        profile = np.sum([p[2] for p in partials], axis=0)
         sums.append(_complement_sums(others, profile, n_lines))
     pairs = n_lines * (length - np.arange(max_lag + 1, dtype=np.float64))
     # float32 FFTs leave ~1e-8 noise; a probability is never negative.
     return np.clip(np.stack(sums) / pairs, 0.0, None)
 
 
-class _LineSpectra:
-    """Power spectra of one batch of lines, summed over the lines.
+class _BlockSpectra:
+    """Power spectra along ``axis`` of one block of lines, summed over its lines.
 
     Returns (power per transformed signal, power of the sum of the indicators, profile of
-    that sum along the line). Batches are small enough to stay in cache and independent,
-    so they run on several threads (NumPy and scipy.fft release the GIL).
+    that sum along the axis), all float64. The indicators are made in float32 by one
+    comparison (ten times faster than a table lookup), transformed, squared in place and
+    reduced while the block is still in cache.
     """
 
-    def __init__(self, phases: Sequence[int | float] | None, fft_length: int) -> None:
+    def __init__(self, phases: Sequence[int | float] | None, axis: int, fft_length: int) -> None:
         self.phases = phases
+        self.axis = axis
         self.fft_length = fft_length
-        self.lookups = [] if phases is None else [_lookup(phases, v) for v in phases[:-1]]
 
-    def __call__(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        chunk = np.ascontiguousarray(chunk)
+    def __call__(
+        self, block: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         if self.phases is None:
-            signals = [chunk.astype(np.float32)]
+            signals = [block.astype(np.float32, copy=False)]
         else:
-            signals = [
-                lookup[chunk]
-                if lookup is not None and chunk.dtype == np.uint8
-                else (chunk == value).astype(np.float32)
-                for lookup, value in zip(self.lookups, self.phases[:-1])
-            ]
-        profile = np.zeros(chunk.shape[-1])
-        running = None
-        power = []
-        for signal in signals:
-            spectrum = scipy.fft.rfft(signal, n=self.fft_length, axis=-1, workers=1)
-            if self.phases is not None:
-                profile += signal.sum(axis=0, dtype=np.float64)
-                if len(signals) > 1:
-                    running = spectrum.copy() if running is None else running + spectrum
-            power.append(_power_sum(spectrum))
-        complement = None if running is None else _power_sum(running)
-        return np.stack(power), complement, profile
+            signals = [(block == value).astype(np.float32) for value in self.phases[:-1]]
+        others = tuple(d for d in range(block.ndim) if d != self.axis)
+        profile = None
+        if self.phases is not None:
+            # Sums of 0/1 over one block are integers below 2^24: exact in float32.
+            profile = sum(s.sum(axis=others).astype(np.float64) for s in signals)
+        spectra = [rfft(s, n=self.fft_length, axis=self.axis) for s in signals]
+        del signals
+        complement = None
+        if len(spectra) > 1:
+            total = spectra[0] + spectra[1]
+            for spectrum in spectra[2:]:
+                total += spectrum
+            complement = _power_sum(total, self.axis)
+        power = np.stack([_power_sum(s, self.axis) for s in spectra])
+        return power, complement, profile
 
 
-def _lookup(phases: Sequence[int | float], value: int | float) -> np.ndarray | None:
-    """A 256-entry table mapping a uint8 label to its indicator: one gather, no temporaries."""
-    if not all(float(p).is_integer() and 0 <= p < 256 for p in phases):
-        return None
-    table = np.zeros(256, dtype=np.float32)
-    table[int(value)] = 1.0
-    return table
+def _power_sum(spectrum: np.ndarray, axis: int) -> np.ndarray:
+    """Sum of |F(k)|^2 over every line of a block, per frequency k along ``axis``.
 
-
-def _power_sum(spectrum: np.ndarray) -> np.ndarray:
-    """Sum over lines of |F(k)|^2, squaring in place (the spectrum is not needed after)."""
-    parts = spectrum.view(np.float32)
+    Squares in place and sums in float32 (one block holds a few hundred lines, so the
+    relative rounding stays near 1e-6); blocks are added up in float64 by the caller.
+    """
+    spectrum = np.ascontiguousarray(spectrum)
+    parts = spectrum.view(spectrum.real.dtype)
     np.square(parts, out=parts)
-    summed = parts.sum(axis=0, dtype=np.float64)
-    return summed[0::2] + summed[1::2]
+    if axis == spectrum.ndim - 1:
+        # Real and imaginary parts interleave along the frequency axis: sum the lines
+        # first (contiguous rows), then each (re, im) pair.
+        summed = parts.reshape(-1, parts.shape[-1]).sum(axis=0).astype(np.float64)
+        return summed[0::2] + summed[1::2]
+    others = tuple(d for d in range(spectrum.ndim) if d != axis)
+    return parts.sum(axis=others).astype(np.float64)
 
 
 def _complement_sums(others: np.ndarray, profile: np.ndarray, n_lines: int) -> np.ndarray:

@@ -22,7 +22,9 @@ def unit_scaled(values: np.ndarray) -> np.ndarray:
     return values.astype(np.float32, copy=False)
 
 
-def greyscale_statistics(values: np.ndarray, *, max_lag: int | None = None) -> dict:
+def greyscale_statistics(
+    values: np.ndarray, *, max_lag: int | None = None, workers: int | None = None
+) -> dict:
     """Histogram (on [0, 1] after scaling), mean, standard deviation and S2 along each axis.
 
     S2(r) is the mean of v(x) v(x + r) of the scaled values; its characteristic length is
@@ -32,7 +34,7 @@ def greyscale_statistics(values: np.ndarray, *, max_lag: int | None = None) -> d
     counts, edges = np.histogram(scaled, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
     mean = float(scaled.mean(dtype=np.float64))
     mean_square = float(np.square(scaled, dtype=np.float64).mean())
-    tpc = greyscale_correlations(scaled, max_lag=max_lag)
+    tpc = greyscale_correlations(scaled, max_lag=max_lag, workers=workers)
     lengths = {axis: _grey_length(curve, mean, mean_square) for axis, curve in tpc.items()}
     return {
         "histogram": {"bin_edges": edges.tolist(), "counts": counts.tolist()},

@@ -9,18 +9,22 @@ from microforge.models.stats.correlation import characteristic_length, phase_cor
 from microforge.models.stats.greyscale import greyscale_statistics
 from microforge.models.stats.phases import label_counts, label_name
 from microforge.models.stats.surface import specific_surface_areas
-from microforge.models.stats.tortuosity import phase_tortuosity
 
 #: Up to this many distinct integer values an array is taken for segmented phases
 #: (the same rule as the training-data detection).
 MAX_AUTO_PHASES = 8
 
 
-def detect_kind(array: np.ndarray) -> str:
-    """'nphase' for integer arrays with few distinct values, else 'grayscale'."""
-    if array.dtype.kind in "uib" and len(label_counts(array)) <= MAX_AUTO_PHASES:
-        return "nphase"
-    return "grayscale"
+def detect_kind(array: np.ndarray, counts: dict[int | float, int] | None = None) -> str:
+    """'nphase' for integer arrays with few distinct values, else 'grayscale'.
+
+    ``counts`` (from ``label_counts``) saves counting the labels a second time.
+    """
+    if array.dtype.kind not in "uib":
+        return "grayscale"
+    if counts is None:
+        counts = label_counts(array)
+    return "nphase" if len(counts) <= MAX_AUTO_PHASES else "grayscale"
 
 
 def microstructure_statistics(
@@ -31,12 +35,15 @@ def microstructure_statistics(
     tortuosity: bool = True,
     max_lag: int | None = None,
     device: str | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Statistics of a (y, x) image or (z, y, x) volume; see docs of each measure.
 
     Lengths (characteristic lengths) are in voxels, surface densities in 1/voxel, unless
     ``voxel_size`` is given, then in its unit. S2 curves are listed per lag 0, 1, 2, ...
-    voxels. Tortuosity is computed for 3D volumes only, and only when ``tortuosity``.
+    voxels. Tortuosity is computed for 3D volumes only, and only when ``tortuosity``; it
+    needs taufactor (PyTorch), imported only then, so that a process without torch (the
+    API) can compute everything else. ``workers`` caps the threads (default: all CPUs).
     """
     if array.ndim not in (2, 3):
         raise ValueError(
@@ -45,7 +52,9 @@ def microstructure_statistics(
         )
     if voxel_size is not None and not voxel_size > 0:
         raise ValueError(f"voxel size must be positive, got {voxel_size}")
-    kind = kind or detect_kind(array)
+    labelled = kind == "nphase" or (kind is None and array.dtype.kind in "uib")
+    counts = label_counts(array) if labelled else None
+    kind = kind or detect_kind(array, counts)
     base = {
         "kind": kind,
         "shape": list(array.shape),
@@ -53,23 +62,26 @@ def microstructure_statistics(
         "length_unit": "voxel" if voxel_size is None else "voxel_size unit",
     }
     if kind == "grayscale":
-        stats = greyscale_statistics(array, max_lag=max_lag)
+        stats = greyscale_statistics(array, max_lag=max_lag, workers=workers)
         if voxel_size is not None:
             stats["characteristic_length"] = _scaled(stats["characteristic_length"], voxel_size)
         return base | {"grayscale": stats}
     if kind != "nphase":
         raise ValueError(f"unknown kind {kind!r}: use 'nphase' or 'grayscale'")
-    return base | _phase_statistics(array, voxel_size, tortuosity, max_lag, device)
+    return base | _phase_statistics(
+        array, counts or label_counts(array), voxel_size, tortuosity, max_lag, device, workers
+    )
 
 
 def _phase_statistics(
     labels: np.ndarray,
+    counts: dict[int | float, int],
     voxel_size: float | None,
     tortuosity: bool,
     max_lag: int | None,
     device: str | None,
+    workers: int | None,
 ) -> dict:
-    counts = label_counts(labels)
     phases = sorted(counts)
     if len(phases) > 2 * MAX_AUTO_PHASES:
         raise ValueError(
@@ -78,11 +90,15 @@ def _phase_statistics(
         )
     fractions = {v: counts[v] / labels.size for v in phases}
     surfaces = (
-        specific_surface_areas(labels, phases, voxel_size=voxel_size)
+        specific_surface_areas(labels, phases, voxel_size=voxel_size, workers=workers)
         if len(phases) > 1
         else {phases[0]: 0.0}
     )
-    curves = phase_correlations(labels, phases, max_lag=max_lag) if len(phases) > 1 else {}
+    curves = (
+        phase_correlations(labels, phases, max_lag=max_lag, workers=workers)
+        if len(phases) > 1
+        else {}
+    )
     result: dict = {"phases": {}}
     for index, value in enumerate(phases):
         entry = {
@@ -95,6 +111,8 @@ def _phase_statistics(
             ),
         }
         if tortuosity and labels.ndim == 3:
+            from microforge.models.stats.tortuosity import phase_tortuosity
+
             solved = phase_tortuosity(labels, value, device=device)
             entry["tortuosity"] = {a: r.tortuosity for a, r in solved.items()}
             entry["effective_diffusivity"] = {a: r.effective_diffusivity for a, r in solved.items()}
@@ -103,7 +121,7 @@ def _phase_statistics(
         result["phases"][label_name(value)] = entry
     if len(phases) == 3:
         result["triple_phase_boundary_density"] = triple_phase_boundary_density(
-            labels, phases, voxel_size=voxel_size
+            labels, phases, voxel_size=voxel_size, workers=workers
         )
     return result
 
