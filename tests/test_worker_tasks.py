@@ -100,7 +100,8 @@ def test_training_in_segments_then_generation_to_tiff(
     assert array.shape == (20, 24, 32) and array.dtype == np.uint8
     assert set(np.unique(array)) <= {0, 255}
     assert volume.size_bytes == blobs.size(volume.blob_key) and len(volume.etag) == 64
-    assert volume.report["kind"] == "nphase" and volume.report["shape"] == [20, 24, 32]
+    assert volume.report["statistics"]["kind"] == "nphase"
+    assert volume.report["statistics"]["shape"] == [20, 24, 32] and volume.report_blob
     assert gen_job.progress["fraction"] == 1.0 and gen_job.progress["chunks_done"] > 1
 
 

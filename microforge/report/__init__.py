@@ -1,5 +1,5 @@
 """Rendered reports (PNG) of generated volumes against their training images."""
 
-from microforge.report.png import render_report_png
+from microforge.report.png import render_report_png, render_statistics_png
 
-__all__ = ["render_report_png"]
+__all__ = ["render_report_png", "render_statistics_png"]

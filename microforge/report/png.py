@@ -49,6 +49,45 @@ def render_report_png(
     figure.savefig(out, format="png")
 
 
+def render_statistics_png(
+    volume: np.ndarray, stats: dict, out: str | Path | BinaryIO, *, dpi: int = 100
+) -> None:
+    """The report of a volume with no training images to compare with: its middle slices
+    and its S2 curves per axis (``stats`` from ``microstructure_statistics(volume)``)."""
+    if volume.ndim != 3:
+        raise ValueError(f"the report needs a 3D volume, got shape {volume.shape}")
+    figure = Figure(figsize=(12, 7.5), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(2, 6, height_ratios=[1.2, 1.0])
+    _draw_images(figure, grid, volume, [])
+    curves = (
+        {name: phase["tpc"] for name, phase in stats["phases"].items()}
+        if "phases" in stats
+        else {"grey": stats["grayscale"]["tpc"]}
+    )
+    panel = figure.add_subplot(grid[1, :4])
+    for index, (name, per_axis) in enumerate(curves.items()):
+        for style, (axis, curve) in zip(("-", "--", ":"), per_axis.items()):
+            panel.plot(curve, style, color=f"C{index}", label=f"{name} along {axis}")
+    panel.set_title("S2 of the volume (no training images to compare with)", fontsize=9)
+    panel.set_xlabel("lag r (voxels)", fontsize=8)
+    panel.set_ylabel("S2(r)", fontsize=8)
+    panel.tick_params(labelsize=7)
+    panel.legend(fontsize=6)
+    notes = figure.add_subplot(grid[1, 4:])
+    notes.axis("off")
+    lines = [f"shape: {' x '.join(str(n) for n in volume.shape)}"]
+    for name, phase in stats.get("phases", {}).items():
+        lines.append(
+            f"phase {name}: fraction {phase['volume_fraction']:.4f}, "
+            f"SSA {phase['specific_surface_area']:.4g}"
+        )
+    if "triple_phase_boundary_density" in stats:
+        lines.append(f"TPB density: {stats['triple_phase_boundary_density']:.4g}")
+    notes.text(0.0, 0.95, "\n".join(lines), fontsize=9, va="top", family="monospace")
+    figure.savefig(out, format="png")
+
+
 def _draw_images(figure: Figure, grid, volume: np.ndarray, references) -> None:
     images = [
         (r if r.ndim == 2 else r[r.shape[0] // 2], f"training {i + 1}")

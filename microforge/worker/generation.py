@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import random
 import time
 from pathlib import Path
 from typing import Any
-
-import tifffile
 
 from microforge.storage.job_lifecycle import (
     ClaimStatus,
@@ -29,18 +26,15 @@ from microforge.storage.job_lifecycle import (
     record_progress,
     release_lease,
 )
-from microforge.storage.tables import Generator, Job, Volume, new_id
+from microforge.storage.tables import Dataset, Generator, Job, Volume, new_id
 from microforge.worker.dispatch import send_job_message
 from microforge.worker.failures import describe_failure
 from microforge.worker.guard import JobGuard
-from microforge.worker.progress import json_safe
 from microforge.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 #: Record progress at most this often: chunks can take milliseconds each.
 PROGRESS_INTERVAL_SECONDS = 1.0
-#: Volumes up to this size (128^3) get statistics in their report automatically.
-REPORT_MAX_VOXELS = 128**3
 
 
 class _Stopped(Exception):
@@ -124,6 +118,7 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         return _after_stop(runtime, lease, guard)
     seconds = time.monotonic() - started
     size = runtime.blobs.size(key)
+    report, report_key = _volume_report(runtime, generator_row, key, loaded)
     volume = Volume(
         id=new_id("vol"),
         owner_id=job.owner_id,
@@ -138,7 +133,8 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         etag=file_etag(runtime.blobs.path(key)),
         seed=seed,
         seconds=round(seconds, 3),
-        report=_volume_report(runtime.blobs.path(key), loaded, shape),
+        report=report,
+        report_blob=report_key,
     )
     progress = {
         "fraction": 1.0,
@@ -158,6 +154,8 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         )
     except LeaseLost:
         runtime.blobs.delete(key)
+        if report_key:
+            runtime.blobs.delete(report_key)
         raise
     log.info("job %s succeeded: volume %s (%d bytes, %.1f s)", job.id, volume.id, size, seconds)
     return "succeeded"
@@ -214,29 +212,49 @@ def file_etag(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _volume_report(path: Path, loaded: Any, shape: tuple[int, ...]) -> dict[str, Any] | None:
-    """Microstructure statistics of a volume small enough to hold in memory, else a note.
+def _volume_report(
+    runtime: WorkerRuntime, generator_row: Generator, key: str, loaded: Any
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The quality report (statistics of a central sample, comparison with the training
+    images, verdict) as JSON, and its PNG stored as a blob; returns (report, PNG key).
 
-    A bonus, not the product: a failure is logged and the volume is delivered without it.
-    Tortuosity is left out here (a solver run per phase would dominate the job's time).
+    A bonus, not the product: a failure is logged and recorded as error JSON in the report,
+    and the volume is delivered anyway. Tortuosity is left out (a solver run per phase
+    would dominate the job's time).
     """
-    voxels = math.prod(shape)
-    if loaded.image_type == "colour":
-        return None
-    if voxels > REPORT_MAX_VOXELS:
-        return {
-            "skipped": f"the automatic report covers volumes up to {REPORT_MAX_VOXELS} voxels; "
-            f"this one has {voxels}. Generate a smaller volume for statistics."
-        }
-    try:
-        from microforge.models.stats.summary import microstructure_statistics
+    from microforge.report.volume_report import build_volume_report, report_error
 
-        array = tifffile.imread(path)
+    if loaded.image_type == "colour":
+        return {"skipped": "colour volumes have no statistics; segment them first"}, None
+    try:
+        references = _training_images(runtime, generator_row)
         kind = "nphase" if loaded.image_type == "nphase" else "grayscale"
-        return json_safe(microstructure_statistics(array, kind=kind, tortuosity=False))
-    except Exception:  # noqa: BLE001 - the volume itself is done; the report is optional
-        log.exception("volume report failed for %s", path)
-        return None
+        report, png = build_volume_report(runtime.blobs.path(key), references, kind=kind)
+        png_key = runtime.blobs.new_key("reports", ".png")
+        runtime.blobs.put_bytes(png_key, png)
+        return report, png_key
+    except Exception as error:  # noqa: BLE001 - the volume itself is done; the report is optional
+        log.exception("volume report failed for %s", key)
+        return report_error(error), None
+
+
+def _training_images(runtime: WorkerRuntime, generator_row: Generator) -> list[Any]:
+    """The images the generator was trained on (generator -> train job -> dataset), or []
+    when that chain is broken (an imported generator, a deleted dataset or file)."""
+    from microforge.storage.images import read_image
+
+    if not generator_row.source_job_id:
+        return []
+    with runtime.session_factory() as session:
+        train_job = session.get(Job, generator_row.source_job_id)
+        dataset_id = train_job.dataset_id if train_job is not None else None
+        dataset = session.get(Dataset, dataset_id) if dataset_id else None
+        if dataset is None or dataset.owner_id != generator_row.owner_id:
+            return []
+        keys = list(dataset.blob_keys or [])
+    if not keys or not all(runtime.blobs.exists(k) for k in keys):
+        return []
+    return [read_image(runtime.blobs.path(k)) for k in keys]
 
 
 class _ChunkProgress:
