@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from microforge.api.dataset_stats import dataset_statistics
 from microforge.api.problems import ProblemError
 from microforge.api.rendering import render_dataset_preview
 from microforge.api.state import ServiceState
@@ -94,6 +95,9 @@ def ingest_dataset(
     except DataError as exc:
         raise ProblemError(422, "invalid_training_data", str(exc)) from exc
     preview = render_dataset_preview(arrays, analysis.image_type, analysis.phases)
+    statistics = dataset_statistics(
+        arrays, analysis.image_type, [upload.filename for upload in uploads]
+    )
     del arrays
 
     name = (form.fields.get("name") or "").strip() or Path(uploads[0].filename).stem or "dataset"
@@ -124,6 +128,7 @@ def ingest_dataset(
                 "formats": [info.format for info in infos],
                 "file_names": [upload.filename for upload in uploads],
                 "sha256": [upload.sha256 for upload in uploads],
+                "statistics": statistics,
             },
             size_bytes=size,
         )

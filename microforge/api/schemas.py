@@ -36,6 +36,15 @@ class DatasetOut(BaseModel):
     phases: list[Phase]
     shapes: list[list[int]]
     size_bytes: int
+    statistics: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Microstructure statistics computed at upload, one entry per image in "
+        "upload order (file_name, kind, shape, per phase: volume_fraction, "
+        "specific_surface_area, tpc (S2 per axis, lag 0, 1, ...), characteristic_length; "
+        "triple_phase_boundary_density for three phases; grayscale: histogram, mean, std, "
+        "tpc). Big images are measured on a central crop, described by `sampled` "
+        "({shape, of}). No tortuosity. Null for colour images and older datasets.",
+    )
     created_at: datetime
     links: dict[str, str]
 
@@ -109,8 +118,44 @@ class VolumeOut(BaseModel):
     seconds: float | None
     job_id: str | None
     generator_id: str | None
-    report: dict[str, Any] | None
+    report: dict[str, Any] | None = Field(
+        description="Short form of the quality report: verdict ('good', 'fair', 'poor' or "
+        "null without training images), summary errors, sampled region, or error. Null "
+        "until the report is built; the full report is at links.report."
+    )
     created_at: datetime
+    links: dict[str, str]
+
+
+class VolumeReportOut(BaseModel):
+    """The quality report of a generated volume (see docs/api.md, "Quality reports")."""
+
+    volume_id: str
+    version: int | None = Field(default=None, description="Layout version of the report.")
+    verdict: Literal["good", "fair", "poor"] | None = Field(
+        default=None, description="Null when there are no training images to compare with."
+    )
+    summary: dict[str, Any] | None = Field(
+        default=None,
+        description="fraction_error, s2_error, verdict and the thresholds behind it.",
+    )
+    sampled: dict[str, Any] | None = Field(
+        default=None,
+        description="{shape, of, region}: the central sample the statistics were computed "
+        "on, when the volume was larger than that; null when the whole volume was measured.",
+    )
+    statistics: dict[str, Any] | None = Field(
+        default=None, description="Statistics of the volume (or of its sample)."
+    )
+    comparison: dict[str, Any] | None = Field(
+        default=None,
+        description="Side by side with the training images, per phase, axis and direction.",
+    )
+    note: str | None = None
+    error: dict[str, Any] | None = Field(
+        default=None,
+        description="{code, message} when the report could not be built; the volume is fine.",
+    )
     links: dict[str, str]
 
 
@@ -153,6 +198,7 @@ def dataset_out(row: Dataset) -> DatasetOut:
         phases=phases,
         shapes=[list(shape) for shape in row.shapes or []],
         size_bytes=row.size_bytes,
+        statistics=(row.stats or {}).get("statistics"),
         created_at=as_utc(row.created_at),
         links={"self": base, "preview": f"{base}/preview.png"},
     )
@@ -222,6 +268,8 @@ def volume_out(row: Volume) -> VolumeOut:
         "self": base,
         "file": f"{base}/file",
         "slice": f"{base}/slice.png?axis=z&index=0",
+        "report": f"{base}/report",
+        "report_png": f"{base}/report.png",
     }
     if row.job_id:
         links["job"] = f"/v1/jobs/{row.job_id}"
@@ -238,7 +286,39 @@ def volume_out(row: Volume) -> VolumeOut:
         seconds=row.seconds,
         job_id=row.job_id,
         generator_id=row.generator_id,
-        report=row.report,
+        report=_report_summary(row.report),
         created_at=as_utc(row.created_at),
+        links=links,
+    )
+
+
+_SHORT_REPORT_KEYS = ("verdict", "summary", "sampled", "note", "error", "skipped")
+
+
+def _report_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The few keys a volume listing needs; the S2 curves stay in the full report."""
+    if report is None:
+        return None
+    return {key: report[key] for key in _SHORT_REPORT_KEYS if key in report}
+
+
+def volume_report_out(row: Volume, report: dict[str, Any]) -> VolumeReportOut:
+    base = f"/v1/volumes/{row.id}"
+    links = {"volume": base, "self": f"{base}/report"}
+    if row.report_blob:
+        links["png"] = f"{base}/report.png"
+    error = report.get("error")
+    if error is None and "skipped" in report:
+        error = {"code": "report_skipped", "message": report["skipped"]}
+    return VolumeReportOut(
+        volume_id=row.id,
+        version=report.get("version"),
+        verdict=report.get("verdict"),
+        summary=report.get("summary"),
+        sampled=report.get("sampled"),
+        statistics=report.get("statistics"),
+        comparison=report.get("comparison"),
+        note=report.get("note"),
+        error=error,
         links=links,
     )

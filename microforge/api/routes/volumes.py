@@ -17,7 +17,13 @@ from microforge.api.routes.common import (
     bad_cursor,
     not_found,
 )
-from microforge.api.schemas import Page, VolumeOut, volume_out
+from microforge.api.schemas import (
+    Page,
+    VolumeOut,
+    VolumeReportOut,
+    volume_out,
+    volume_report_out,
+)
 from microforge.api.state import OwnerDep, SessionDep, StateDep
 from microforge.storage.queries import InvalidCursorError, get_owned, list_owned
 from microforge.storage.tables import Volume
@@ -117,3 +123,51 @@ async def volume_slice(
         lambda: encode_png(to_uint8(image, row.image_type, list(row.phases or [])))
     )
     return Response(png, media_type="image/png")
+
+
+def _report_not_ready(row: Volume) -> ProblemError:
+    return ProblemError(
+        404,
+        "report_not_ready",
+        f"the quality report of volume {row.id} is not built yet; it follows the volume "
+        "within seconds to a minute of the generation job, so retry shortly",
+    )
+
+
+@router.get(
+    "/{volume_id}/report",
+    response_model=VolumeReportOut,
+    summary="The volume's quality report (statistics, comparison, verdict)",
+    responses=problem_responses(401, 404),
+)
+def volume_report(volume_id: str, session: SessionDep, owner: OwnerDep) -> VolumeReportOut:
+    """404 `report_not_ready` while the report is being built. A report that could not be
+    built answers 200 with `error` set (the volume itself is fine)."""
+    row = _owned(session, owner.id, volume_id)
+    if row.report is None:
+        raise _report_not_ready(row)
+    return volume_report_out(row, row.report)
+
+
+@router.get(
+    "/{volume_id}/report.png",
+    response_class=Response,
+    summary="The volume's quality report as a PNG",
+    responses={**PNG_RESPONSE, **problem_responses(401, 404)},
+)
+def volume_report_png(
+    volume_id: str, session: SessionDep, owner: OwnerDep, state: StateDep
+) -> Response:
+    """404 `report_not_ready` while the report is being built, `report_unavailable` when
+    it could not be drawn (see the `error` of the JSON report)."""
+    row = _owned(session, owner.id, volume_id)
+    if row.report is None:
+        raise _report_not_ready(row)
+    if not row.report_blob or not state.blobs.exists(row.report_blob):
+        raise ProblemError(
+            404,
+            "report_unavailable",
+            f"volume {row.id} has no report image; GET /v1/volumes/{row.id}/report says why",
+        )
+    with state.blobs.open(row.report_blob) as handle:
+        return Response(handle.read(), media_type="image/png")
