@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -88,6 +89,7 @@ def measure(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "compression": args.compression,
         "background_writes": not args.no_background_writes,
+        "thp": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
         "seconds": seconds,
         "generate_seconds": result.seconds,
         "voxels_per_second": voxels / seconds,
@@ -124,7 +126,11 @@ def run_isolated(args: argparse.Namespace, shape: tuple[int, int, int]) -> dict:
     command += ["--compression", args.compression] if args.compression else []
     command += ["--keep"] if args.keep else []
     command += ["--no-background-writes"] if args.no_background_writes else []
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    environment = dict(os.environ)
+    if args.thp:
+        # PyTorch reads this once, at its first CPU allocation: it must be in the environment.
+        environment["THP_MEM_ALLOC_ENABLE"] = "1"
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
@@ -147,6 +153,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the TIFFs")
     parser.add_argument(
         "--no-background-writes", action="store_true", help="write each slab before the next"
+    )
+    parser.add_argument(
+        "--thp",
+        action="store_true",
+        help="THP_MEM_ALLOC_ENABLE=1: huge pages for PyTorch's large CPU tensors",
     )
     parser.add_argument(
         "--cpu-check", action="store_true", help=f"tiny, {CPU_CHECK_SHAPE} on CPU: RSS < 2 GB"
