@@ -191,7 +191,11 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
         TimeRemainingColumn,
     )
 
+    from microforge.report.training_preview import render_training_preview
     from microforge.storage.png import write_png
+
+    def write_preview(image: np.ndarray) -> None:
+        write_png(run.preview, render_training_preview(image, trainer.quality_history))
 
     config = trainer.config
     columns = (
@@ -224,7 +228,7 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
             metrics.write(json.dumps({**progress.metrics(), "time": time.time()}) + "\n")
             metrics.flush()
             if progress.iteration % config.preview_every < config.progress_every:
-                write_png(run.preview, progress.preview())
+                write_preview(progress.preview())
 
         while trainer.iteration < config.iterations:
             next_stop = min(
@@ -235,7 +239,7 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
             _checkpoint(trainer, run)
             if reached < next_stop:
                 break  # early stop
-        write_png(run.preview, trainer.preview())
+        write_preview(trainer.preview())
 
 
 @click.command("generate")

@@ -17,12 +17,14 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_png(path: str | Path, image: np.ndarray) -> Path:
+def write_png(path: str | Path, image: np.ndarray | bytes) -> Path:
+    """Write an image array, or PNG bytes already rendered, to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = image if isinstance(image, bytes) else png_bytes(image)
     try:
-        temporary.write_bytes(png_bytes(image))
+        temporary.write_bytes(data)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -7,14 +7,13 @@ out would promise a finish time the job cannot keep on short segments.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from microforge.report.training_preview import render_training_preview
 from microforge.storage.job_lifecycle import LeaseLost, record_progress, set_preview
 from microforge.worker.guard import JobGuard
 from microforge.worker.runtime import WorkerRuntime
@@ -53,12 +52,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, np.integer | np.bool_):
         return value.item()
     return value
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 class TrainingReporter:
@@ -110,12 +103,13 @@ class TrainingReporter:
         bucket = update.iteration // self._preview_every
         if self._last_preview_bucket is None or bucket > self._last_preview_bucket:
             self._last_preview_bucket = bucket
-            self.store_preview(update.preview())
+            self.store_preview(render_training_preview(update.preview(), update.quality_history))
 
-    def store_preview(self, image: np.ndarray) -> None:
+    def store_preview(self, png: bytes) -> None:
+        """Store a rendered preview PNG and point the job at it, under the lease."""
         blobs = self._runtime.blobs
         key = blobs.new_key("previews", ".png")
-        blobs.put_bytes(key, png_bytes(image))
+        blobs.put_bytes(key, png)
         try:
             replaced = set_preview(self._runtime.session_factory, self._lease, key)
         except LeaseLost:

@@ -161,8 +161,7 @@ def _finish_training(
     last_progress: dict[str, Any] | None,
 ) -> str:
     blobs = runtime.blobs
-    # The blob store caps suffixes at 10 characters; '.safetensors' is the format's name.
-    key = blobs.new_key("generators") + ".safetensors"
+    key = blobs.new_key("generators", ".safetensors")
     which = "best" if config.early_stop_checks else "latest"
     with blobs.writing(key) as temporary:
         trainer.export_generator(temporary, which=which)
