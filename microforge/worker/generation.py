@@ -106,7 +106,7 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
                     loaded,
                     shape,
                     seed=seed,
-                    chunk=_chunk_edge(spec.get("chunk")),
+                    chunk=spec.get("chunk"),
                     periodic=periodic,
                     write_slab=writer.write,
                     on_chunk=on_chunk,
@@ -193,14 +193,6 @@ def _periodic(value: Any) -> tuple[bool, bool, bool]:
     if len(flags) != 3:
         raise ValueError("periodic must be true/false or three flags for z, y and x")
     return flags  # type: ignore[return-value]
-
-
-def _chunk_edge(value: Any) -> int | None:
-    """The engine takes one chunk edge; of a per-axis [z, y, x] request, the smallest bounds
-    memory the way the caller meant it to."""
-    if value is None or isinstance(value, int):
-        return value
-    return min(int(v) for v in value)
 
 
 def file_etag(path: Path) -> str:
