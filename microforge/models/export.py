@@ -106,4 +106,3 @@ def load_generator(path: str | Path, device: str | torch.device = "auto") -> Loa
         raise GeneratorFileError(f"the generator's weights cannot be loaded: {error}") from error
     net.to(target).eval()
     return LoadedGenerator(net=net, info=info, device=target)
-
