@@ -17,18 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from microforge.storage.job_lifecycle import (
-    ClaimStatus,
     Lease,
     LeaseLost,
-    claim_job,
     finish_job,
     load_job,
     record_progress,
     release_lease,
 )
 from microforge.storage.tables import Dataset, Generator, Job, Volume, new_id
+from microforge.worker.claimed import run_claimed
 from microforge.worker.dispatch import send_job_message
-from microforge.worker.failures import describe_failure
 from microforge.worker.guard import JobGuard
 from microforge.worker.runtime import WorkerRuntime
 
@@ -43,32 +41,7 @@ class _Stopped(Exception):
 
 def run_generate_job(runtime: WorkerRuntime, job_id: str) -> str:
     """Run a generation job to the end; returns what happened (for logs and tests)."""
-    claim = claim_job(
-        runtime.session_factory, job_id, runtime.owner, runtime.settings.lease_seconds
-    )
-    if claim.status is not ClaimStatus.CLAIMED:
-        log.info("generate job %s skipped: %s", job_id, claim.status.value)
-        return claim.status.value
-    assert claim.lease is not None
-    try:
-        return _generate_under_lease(runtime, claim.lease)
-    except LeaseLost:
-        log.warning("job %s was taken over by another worker; this task stops", job_id)
-        return "lease_lost"
-    except Exception as error:  # noqa: BLE001 - every failure must end the job with a reason
-        failure = describe_failure(error)
-        log.exception("generation job %s failed: %s", job_id, failure.code)
-        try:
-            finish_job(
-                runtime.session_factory,
-                claim.lease,
-                "failed",
-                error_code=failure.code,
-                error_message=failure.message,
-            )
-        except LeaseLost:
-            return "lease_lost"
-        return "failed"
+    return run_claimed(runtime, job_id, "generation", _generate_under_lease)
 
 
 def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:

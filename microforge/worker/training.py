@@ -16,18 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from microforge.storage.job_lifecycle import (
-    ClaimStatus,
     Lease,
     LeaseLost,
-    claim_job,
     finish_job,
     load_job,
     record_checkpoint,
     release_lease,
 )
 from microforge.storage.tables import Dataset, Generator, Job, new_id
+from microforge.worker.claimed import run_claimed
 from microforge.worker.dispatch import send_job_message
-from microforge.worker.failures import describe_failure
 from microforge.worker.guard import JobGuard
 from microforge.worker.progress import TrainingReporter, json_safe
 from microforge.worker.runtime import WorkerRuntime
@@ -37,31 +35,7 @@ log = logging.getLogger(__name__)
 
 def run_train_segment(runtime: WorkerRuntime, job_id: str) -> str:
     """Run one segment of a training job; returns what happened (for logs and tests)."""
-    settings = runtime.settings
-    claim = claim_job(runtime.session_factory, job_id, runtime.owner, settings.lease_seconds)
-    if claim.status is not ClaimStatus.CLAIMED:
-        log.info("train segment for %s skipped: %s", job_id, claim.status.value)
-        return claim.status.value
-    assert claim.lease is not None
-    try:
-        return _train_under_lease(runtime, claim.lease)
-    except LeaseLost:
-        log.warning("job %s was taken over by another worker; this segment stops", job_id)
-        return "lease_lost"
-    except Exception as error:  # noqa: BLE001 - every failure must end the job with a reason
-        failure = describe_failure(error)
-        log.exception("training job %s failed: %s", job_id, failure.code)
-        try:
-            finish_job(
-                runtime.session_factory,
-                claim.lease,
-                "failed",
-                error_code=failure.code,
-                error_message=failure.message,
-            )
-        except LeaseLost:
-            return "lease_lost"
-        return "failed"
+    return run_claimed(runtime, job_id, "training", _train_under_lease)
 
 
 def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
