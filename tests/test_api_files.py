@@ -179,6 +179,20 @@ def test_import_generator_and_download_it(client, auth, broker) -> None:
         json={"kind": "generate", "generator_id": generator["id"], "shape": [0, 4, 4]},
     )
     assert bad_shape.status_code == 422
+    periodic = client.post(
+        "/v1/jobs",
+        headers=auth,
+        json={
+            "kind": "generate",
+            "generator_id": generator["id"],
+            "shape": [40, 16, 16],
+            "periodic": [True, False, False],
+        },
+    )
+    assert periodic.status_code == 422, periodic.text
+    assert periodic.json()["code"] == "invalid_periodic_shape"
+    assert "use 32 or 48" in periodic.json()["detail"]
+    assert broker.llen("generate") == 1
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,22 @@ class NetworkConfig(BaseModel):
         return factor
 
 
+def periodic_size_problem(network: NetworkConfig, size: int, axis: str) -> str | None:
+    """Why ``size`` cannot be a periodic axis of this network, or None when it can.
+
+    A periodic volume tiles only if it is a whole number of latent voxels, each of which
+    becomes ``network.period`` output voxels. Torch-free, so the API can check a request.
+    """
+    period = network.period
+    if size % period == 0:
+        return None
+    below = max(period, size - size % period)
+    return (
+        f"a periodic {axis} axis must be a multiple of {period} voxels for this network; "
+        f"{size} is not: use {below} or {below + period}"
+    )
+
+
 PRESETS: dict[str, NetworkConfig] = {
     # Table 1 of Kench & Cooper (2021).
     "paper": NetworkConfig(

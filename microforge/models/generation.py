@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from microforge.models.config import NetworkConfig
+from microforge.models.config import NetworkConfig, periodic_size_problem
 from microforge.models.export import LoadedGenerator
 
 Range = tuple[int, int]
@@ -181,14 +181,10 @@ def plan_axis(network: NetworkConfig, size: int, periodic: bool, name: str) -> A
         return tuple(sizes)
 
     if periodic:
-        period = network.period
-        if size % period:
-            below = max(period, size - size % period)
-            raise GenerationError(
-                f"a periodic {name} axis must be a multiple of {period} voxels for this "
-                f"network; {size} is not: use {below} or {below + period}"
-            )
-        return AxisPlan(size, True, sizes_for(size // period), 0)
+        problem = periodic_size_problem(network, size, name)
+        if problem:
+            raise GenerationError(problem)
+        return AxisPlan(size, True, sizes_for(size // network.period), 0)
     latent = 1
     while sizes_for(latent)[-1] < size or min(sizes_for(latent)) < 1:
         latent += 1

@@ -39,7 +39,7 @@ from microforge.api.schemas import (
 )
 from microforge.api.state import OwnerDep, SessionDep, StateDep
 from microforge.api.uploads import receive_multipart
-from microforge.models.config import TrainConfig
+from microforge.models.config import NetworkConfig, TrainConfig, periodic_size_problem
 from microforge.storage.queries import (
     ACTIVE_JOB_STATES,
     InvalidCursorError,
@@ -90,6 +90,20 @@ JobRequest = Annotated[TrainJobRequest | GenerateJobRequest, Field(discriminator
 ACCEPTED = {202: {"description": "The job was created (or found by Idempotency-Key)."}}
 
 
+def _check_periodic_sizes(
+    generator: Generator, shape: tuple[int, int, int], periodic: tuple[bool, bool, bool]
+) -> None:
+    """Refuse at once what the worker could only fail on later."""
+    described = (generator.config or {}).get("network")
+    if not described:
+        return  # an old row without its network: the worker checks the shape instead
+    network = NetworkConfig(**described)
+    for size, flag, axis in zip(shape, periodic, ("z", "y", "x")):
+        problem = periodic_size_problem(network, size, axis) if flag else None
+        if problem:
+            raise ProblemError(422, "invalid_periodic_shape", problem)
+
+
 def _accepted(job: Job, response: Response) -> JobOut:
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job_out(job)
@@ -118,8 +132,10 @@ def create_job(
         job = Job(owner_id=owner.id, kind="train", spec=spec, dataset_id=body.dataset_id)
         job.progress = {"fraction": 0.0, "iteration": 0, "total": body.config.iterations}
     else:
-        if get_owned(session, Generator, owner.id, body.generator_id) is None:
+        generator = get_owned(session, Generator, owner.id, body.generator_id)
+        if generator is None:
             raise not_found("generator", body.generator_id)
+        _check_periodic_sizes(generator, body.shape, body.periodic)
         voxels = math.prod(body.shape)
         if voxels > state.settings.max_generate_voxels:
             raise ProblemError(
