@@ -112,6 +112,7 @@ def test_train_resume_generate_and_read_back(micrograph, tmp_path):
         (["train", "{tmp}/small.png", "--out", "{tmp}/r", "--arch", "paper"], "64-pixel crops"),
         (["train", "--out", "{tmp}/nothing", "--resume"], "no run to resume"),
         (["train", "{tmp}/small.png", "--out", "{tmp}/r", "--critic-batch", "0"], "critic_batch"),
+        (["train", "{tmp}/small.png", "--out", "{tmp}/r", "--device", "gpu7"], "unknown device"),
         (
             ["generate", "{tmp}", "--shape", "4", "4", "4", "--out", "{tmp}/v.tif"],
             "no generator yet",

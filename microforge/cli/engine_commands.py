@@ -27,6 +27,7 @@ def user_errors() -> Iterator[None]:
     """Every known failure becomes a one-line message and a non-zero exit."""
     from pydantic import ValidationError
 
+    from microforge.models.devices import DeviceError
     from microforge.models.generator_file import GeneratorFileError
     from microforge.models.phases import DataError
     from microforge.storage.images import ImageError
@@ -36,7 +37,7 @@ def user_errors() -> Iterator[None]:
         yield
     except ValidationError as error:
         raise click.ClickException(summarise_validation(error)) from error
-    except (ImageError, DataError, GeneratorFileError, VolumeTiffError) as error:
+    except (ImageError, DataError, GeneratorFileError, VolumeTiffError, DeviceError) as error:
         raise click.ClickException(str(error)) from error
     except FileNotFoundError as error:
         raise click.ClickException(f"file not found: {error.filename}") from error

@@ -5,15 +5,24 @@ from __future__ import annotations
 import torch
 
 
+class DeviceError(ValueError):
+    """The asked-for device is not there; the message says what to use instead."""
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """``auto`` means the first GPU when there is one; a missing GPU is a clear error."""
     if isinstance(name, torch.device):
         return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise DeviceError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available: use cpu")
+        raise DeviceError(
+            f"device {name!r} asked for, but no CUDA GPU is available: use --device cpu"
+        )
     return device
 
 
