@@ -163,3 +163,11 @@ def test_fidelity_history_and_best_survive_a_checkpoint(isotropic, tmp_path):
     resumed.load_checkpoint(path)
     assert resumed.quality_history == trainer.quality_history
     assert resumed.best["iteration"] == trainer.best["iteration"]
+
+
+def test_generator_file_reports_its_learnable_parameter_count(isotropic, tmp_path):
+    from microforge.models.generator_file import inspect_generator_file
+
+    trainer = Trainer(isotropic, tiny_config(iterations=1), "cpu")
+    info = inspect_generator_file(trainer.export_generator(tmp_path / "g.safetensors"))
+    assert info.parameters == sum(p.numel() for p in trainer.generator.parameters())

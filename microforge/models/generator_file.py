@@ -8,8 +8,9 @@ and without unpickling anything a stranger sent.
 from __future__ import annotations
 
 import json
+import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,17 @@ class GeneratorFileInfo:
     iteration: int | None = None
     parameters: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """What a Generator row records of its file, whether trained here or imported."""
+        return {
+            "arch": self.arch,
+            "network": self.network.model_dump(mode="json"),
+            "channels": self.channels,
+            "output_dtype": self.output_dtype,
+            "iteration": self.iteration,
+            "parameters": self.parameters,
+        }
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -139,7 +151,12 @@ def inspect_generator_file(path: str | Path) -> GeneratorFileInfo:
         raise GeneratorFileError(f"the generator's metadata is invalid: {error}") from error
     _check_consistency(info)
     _check_tensors(header, info, data_bytes)
-    return info
+    learnable = [
+        shape
+        for name, shape in expected_tensor_shapes(info.network, info.channels).items()
+        if not name.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
+    return replace(info, parameters=sum(math.prod(shape) for shape in learnable))
 
 
 def _check_consistency(info: GeneratorFileInfo) -> None:

@@ -180,18 +180,7 @@ def _generator_config(path: Path, config: Any, layout: str) -> dict[str, Any]:
     from microforge.models.generator_file import inspect_generator_file
 
     info = inspect_generator_file(path)
-    return json_safe(
-        {
-            "arch": info.arch,
-            "network": info.network.model_dump(mode="json"),
-            "channels": info.channels,
-            "output_dtype": info.output_dtype,
-            "iteration": info.iteration,
-            "parameters": info.parameters,
-            "layout": layout,
-            "train": config.model_dump(mode="json"),
-        }
-    )
+    return json_safe({**info.summary(), "layout": layout, "train": config.model_dump(mode="json")})
 
 
 def _plain(value: Any) -> Any:

@@ -83,15 +83,7 @@ def _store_generator(state, owner_id: str, form: ParsedForm) -> GeneratorOut:
         raise ProblemError(422, "invalid_generator_file", f"{upload.filename}: {message}") from exc
     key = state.blobs.new_key("generators", ".safetensors")
     size = state.blobs.put_file(key, upload.path)
-    config = {
-        "arch": info.arch,
-        "network": info.network.model_dump(mode="json"),
-        "channels": info.channels,
-        "output_dtype": info.output_dtype,
-        "iteration": info.iteration,
-        "parameters": info.parameters,
-        "imported_from": upload.filename,
-    }
+    config = {**info.summary(), "imported_from": upload.filename}
     row = Generator(
         owner_id=owner_id,
         blob_key=key,
