@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +13,8 @@ from scipy import ndimage
 from microforge.report.volume_report import build_volume_report, report_error
 from microforge.storage.api_keys import authenticate
 from microforge.storage.tables import Volume
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.test_api_access import run_api_code_without_torch
+from tests.test_api_files import add_volume
 
 
 def _phases(shape, seed=0) -> np.ndarray:
@@ -29,29 +25,6 @@ def _phases(shape, seed=0) -> np.ndarray:
 def _owner(api_app, headers) -> str:
     with api_app.state.service.session_factory() as session:
         return authenticate(session, headers["Authorization"].removeprefix("Bearer ")).id
-
-
-def _add_volume(api_app, owner: str, array: np.ndarray) -> str:
-    """A volume as the generation job leaves it before its report is built."""
-    state = api_app.state.service
-    key = state.blobs.new_key("volumes", ".tif")
-    with state.blobs.writing(key) as temp:
-        tifffile.imwrite(temp, array)
-    with state.session_factory() as session:
-        row = Volume(
-            owner_id=owner,
-            blob_key=key,
-            shape=list(array.shape),
-            dtype=str(array.dtype),
-            image_type="nphase",
-            phases=[0, 1, 2],
-            size_bytes=state.blobs.size(key),
-            etag="etag",
-            seed=1,
-        )
-        session.add(row)
-        session.commit()
-        return row.id
 
 
 def _store_report(api_app, volume_id: str, references: list[np.ndarray]) -> dict:
@@ -69,7 +42,7 @@ def _store_report(api_app, volume_id: str, references: list[np.ndarray]) -> dict
 
 def test_volume_report_json_and_png(client, auth, other_auth, api_app) -> None:
     volume = _phases((32, 36, 40))
-    volume_id = _add_volume(api_app, _owner(api_app, auth), volume)
+    volume_id = add_volume(api_app, _owner(api_app, auth), volume)
     for path in ("report", "report.png"):
         response = client.get(f"/v1/volumes/{volume_id}/{path}", headers=auth)
         assert response.status_code == 404
@@ -105,7 +78,7 @@ def test_volume_report_json_and_png(client, auth, other_auth, api_app) -> None:
 
 
 def test_a_failed_report_explains_itself(client, auth, api_app) -> None:
-    volume_id = _add_volume(api_app, _owner(api_app, auth), _phases((8, 8, 8)))
+    volume_id = add_volume(api_app, _owner(api_app, auth), _phases((8, 8, 8)))
     with api_app.state.service.session_factory() as session:
         session.get(Volume, volume_id).report = report_error(ValueError("no phases"))
         session.commit()
@@ -199,13 +172,4 @@ def test_upload_statistics_never_import_torch(tmp_path) -> None:
         "assert 'torch' not in sys.modules, 'the API imported torch'\n"
         "assert 'taufactor' not in sys.modules, 'the API imported taufactor'\n"
     )
-    env = os.environ | {
-        "MICROFORGE_DATA_DIR": str(tmp_path),
-        "MICROFORGE_REDIS_URL": "redis://127.0.0.1:1/0",
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("MICROFORGE_DATABASE_URL", None)
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_api_code_without_torch(code, tmp_path)
