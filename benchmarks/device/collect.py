@@ -1,0 +1,66 @@
+"""Fold the parts of gpu_check.sh into one results.json and print the figures that matter.
+
+The device tool brings back at most 8 files, so the parts' outputs travel as one JSON file
+(each part's JSON, or its text when it printed no JSON) plus one log; the table printed last
+lands in the reply's output tail, readable without fetching anything.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path) -> object:
+    text = path.read_text(errors="replace")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def gib(value: object) -> str:
+    return "-" if not isinstance(value, int | float) else f"{value / 2**30:.2f} GiB"
+
+
+def table(parts: dict[str, object]) -> list[str]:
+    lines = []
+    train = parts.get("train")
+    for row in train.get("results", []) if isinstance(train, dict) else []:
+        lines.append(
+            f"train {row.get('arch')} b{row.get('critic_batch')} {row.get('precision')}: "
+            f"{row.get('ms_per_iteration', row.get('error'))} ms/it, "
+            f"peak {gib(row.get('peak_device_bytes'))}"
+        )
+    for name in ("generate-small", "generate-one-shot", "generate-big", "generate-bf16"):
+        part = parts.get(name)
+        for row in part.get("results", []) if isinstance(part, dict) else []:
+            lines.append(
+                f"{name} {row.get('arch')} {row.get('shape')} chunk {row.get('chunk')} "
+                f"{row.get('precision')}: {row.get('seconds', row.get('error'))} s "
+                f"(generate {row.get('generate_seconds')} s), device peak "
+                f"{gib(row.get('peak_device_bytes'))}, host peak {gib(row.get('peak_rss_bytes'))}"
+            )
+    stats = parts.get("stats")
+    if isinstance(stats, dict):
+        keys = [k for k in stats if k.endswith("_s") and "tortuosity" in k or k.startswith("cpu_w")]
+        lines.append("stats: " + ", ".join(f"{k}={stats[k]}" for k in keys))
+    tests = parts.get("cuda-tests")
+    if isinstance(tests, str):
+        lines.append("cuda tests: " + (tests.strip().splitlines() or ["(no output)"])[-1])
+    return lines
+
+
+def main() -> None:
+    work, out = Path(sys.argv[1]), Path(sys.argv[2])
+    parts = {path.stem: load(path) for path in sorted(work.glob("*.json"))}
+    (out / "results.json").write_text(json.dumps(parts, indent=1))
+    with (out / "logs.txt").open("w") as logs:
+        for path in sorted(work.glob("*.log")) + sorted(work.glob("*.txt")):
+            logs.write(f"===== {path.name}\n{path.read_text(errors='replace')}\n")
+    print("\n".join(table(parts)))
+
+
+if __name__ == "__main__":
+    main()
