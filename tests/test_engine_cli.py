@@ -103,6 +103,25 @@ def test_train_resume_generate_and_read_back(micrograph, tmp_path):
     assert np.array_equal(tifffile.imread(again), volume)
 
 
+def test_progress_goes_to_logs_as_plain_lines_off_a_terminal(micrograph, tmp_path):
+    """A batch job's log must show how far training got, not stay silent until the end."""
+    runner = CliRunner(env={"MICROFORGE_PROGRESS_INTERVAL": "0"})
+    run = tmp_path / "run"
+    args = ["train", micrograph, "--out", run, "--iterations", 4, "--checkpoint-every", 2]
+    result = runner.invoke(cli, [str(a) for a in [*args, "--quality-every", 2, *TRAIN]])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if " train " in line]
+    assert any("train 2/4 it, W " in line and "score " in line for line in lines), lines
+    assert "train 4/4 it" in lines[-1] and "ETA 0:00:00" in lines[-1]
+    assert "\x1b" not in result.output  # no terminal control codes in a log
+
+    out = tmp_path / "v.tif"
+    shape = ["--shape", 20, 20, 20, "--out", out, "--chunk", 8, "--device", "cpu"]
+    result = runner.invoke(cli, [str(a) for a in ["generate", run, *shape]])
+    assert result.exit_code == 0, result.output
+    assert "generate 27/27 chunks" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.progress import BarColumn, TaskProgressColumn, TextColumn
 
+from microforge.cli.progress_display import progress_display
 from microforge.client import JobFailed, MicroForgeClient, MicroForgeError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -62,7 +63,8 @@ def wait_with_progress(client: MicroForgeClient, job: dict[str, Any]) -> dict[st
         TaskProgressColumn(),
         TextColumn("{task.fields[status]}"),
     )
-    with Progress(*columns, console=err_console, transient=False) as bar:
+    line = "{description} {percent}: {status}"
+    with progress_display(columns, line=line, console=err_console) as bar:
         task = bar.add_task(f"{job['kind']} {job['id']}", total=1.0, status=_describe(job))
 
         def show(update: dict[str, Any]) -> None:
@@ -260,7 +262,8 @@ def remote_download(ctx: click.Context, artifact_id: str, out: Path) -> None:
 
 def _download(client: MicroForgeClient, artifact_id: str, out: Path) -> None:
     columns = (TextColumn("[bold]download"), BarColumn(), TaskProgressColumn())
-    with Progress(*columns, console=err_console) as bar:
+    line = "download {completed} of {total} bytes ({percent})"
+    with progress_display(columns, line=line, console=err_console) as bar:
         task = bar.add_task("download", total=None)
 
         def show(done: int, total: int | None) -> None:

@@ -184,14 +184,9 @@ def _checkpoint(trainer: Any, run: RunDir) -> Path:
 
 
 def _train_loop(trainer: Any, run: RunDir) -> None:
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from microforge.cli.progress_display import progress_display
     from microforge.report.training_preview import render_training_preview
     from microforge.storage.png import write_png
 
@@ -209,7 +204,8 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=False) as bar, run.metrics.open("a") as metrics:
+    line = "train {completed}/{total} it, W {wasserstein} {quality}"
+    with progress_display(columns, line=line) as bar, run.metrics.open("a") as metrics:
         task = bar.add_task(
             "train",
             total=config.iterations,
@@ -323,14 +319,9 @@ def _generate(
     voxel_size: float | None,
     unit: str,
 ) -> None:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
+    from microforge.cli.progress_display import progress_display
     from microforge.models.export import load_generator
     from microforge.models.generation import GenerationError, generate_volume, plan_volume
     from microforge.storage.tiff import VolumeTiffWriter
@@ -357,7 +348,8 @@ def _generate(
         TextColumn("chunks"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns) as bar, writer:
+    line = "generate {completed}/{total} chunks"
+    with progress_display(columns, line=line) as bar, writer:
         task = bar.add_task("generate", total=None)
         result = generate_volume(
             loaded,
