@@ -60,3 +60,14 @@ def random_generator(
         arch=arch,
     )
     return LoadedGenerator(net=net.eval(), info=info, device=torch.device("cpu"))
+
+
+def assert_chunked_equals_one_shot(loaded: LoadedGenerator, shape, chunk: int, seed: int) -> None:
+    """Chunked probabilities within float32 rounding of one shot, and identical labels."""
+    from microforge.models.generation import generate_array, generate_probabilities
+
+    one_shot = generate_probabilities(loaded, shape, seed=seed, chunk=0)
+    chunked = generate_probabilities(loaded, shape, seed=seed, chunk=chunk)
+    torch.testing.assert_close(chunked, one_shot, rtol=0, atol=1e-6)
+    labels = generate_array(loaded, shape, seed=seed, chunk=chunk)
+    assert np.array_equal(labels, generate_array(loaded, shape, seed=seed, chunk=0))

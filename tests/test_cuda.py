@@ -17,7 +17,7 @@ from microforge.models.export import load_generator
 from microforge.models.generation import generate_array, generate_probabilities, generate_volume
 from microforge.models.trainer import Trainer
 
-from engine_helpers import blobs, random_generator
+from engine_helpers import assert_chunked_equals_one_shot, blobs, random_generator
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -31,12 +31,7 @@ def on_cuda(loaded):
 @pytest.mark.parametrize("arch", ["tiny", "paper", "reference"])
 @pytest.mark.parametrize("chunk", [8, 13, 32])
 def test_chunked_equals_one_shot_on_cuda(arch, chunk):
-    loaded = on_cuda(random_generator(arch))
-    one_shot = generate_probabilities(loaded, SHAPE, seed=11, chunk=0)
-    chunked = generate_probabilities(loaded, SHAPE, seed=11, chunk=chunk)
-    torch.testing.assert_close(chunked, one_shot, rtol=0, atol=1e-6)
-    labels = generate_array(loaded, SHAPE, seed=11, chunk=chunk)
-    assert np.array_equal(labels, generate_array(loaded, SHAPE, seed=11, chunk=0))
+    assert_chunked_equals_one_shot(on_cuda(random_generator(arch)), SHAPE, chunk, seed=11)
 
 
 @pytest.mark.parametrize("arch", ["tiny", "reference"])

@@ -13,7 +13,7 @@ from microforge.models.generation import (
     plan_volume,
 )
 
-from engine_helpers import random_generator
+from engine_helpers import assert_chunked_equals_one_shot, random_generator
 
 SHAPE = (37, 45, 29)  # deliberately not multiples of any stride
 
@@ -34,12 +34,7 @@ def test_one_shot_equals_the_plain_network(arch):
 @pytest.mark.parametrize("arch", ["tiny", "paper", "reference"])
 @pytest.mark.parametrize("chunk", [8, 13, 32])
 def test_chunked_equals_one_shot(arch, chunk):
-    loaded = random_generator(arch)
-    one_shot = generate_probabilities(loaded, SHAPE, seed=11, chunk=0)
-    chunked = generate_probabilities(loaded, SHAPE, seed=11, chunk=chunk)
-    torch.testing.assert_close(chunked, one_shot, rtol=0, atol=1e-6)
-    labels = generate_array(loaded, SHAPE, seed=11, chunk=chunk)
-    assert np.array_equal(labels, generate_array(loaded, SHAPE, seed=11, chunk=0))
+    assert_chunked_equals_one_shot(random_generator(arch), SHAPE, chunk, seed=11)
 
 
 @pytest.mark.parametrize("arch", ["tiny", "reference"])
