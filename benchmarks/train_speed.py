@@ -71,6 +71,7 @@ def measure(args: argparse.Namespace) -> dict:
         quality_every=0,
         seed=0,
         iterations=10_000_000,
+        channels_last=args.channels_last,
     )
     trainer = Trainer(data, config, device=str(device))
     trainer.generator.train()
@@ -114,6 +115,7 @@ def measure(args: argparse.Namespace) -> dict:
         "critic_batch": args.batch,
         "generator_batch": config.resolved_generator_batch,
         "precision": args.precision,
+        "channels_last": args.channels_last,
         "crop": trainer.crop,
         "critics": len(trainer.critics),
         "warmup_iterations": warmup,
@@ -152,6 +154,8 @@ def run_isolated(args: argparse.Namespace, arch: str, batch: int, precision: str
     ]
     if args.generator_batch:
         command += ["--generator-batch", str(args.generator_batch)]
+    if args.channels_last:
+        command.append("--channels-last")
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
@@ -168,6 +172,9 @@ def main() -> None:
     parser.add_argument("--generator-batch", type=int, default=None, help="default: 2 x batch")
     parser.add_argument("--precision", nargs="+", default=None, choices=PRECISIONS)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="TrainConfig(channels_last=True)"
+    )
     parser.add_argument("--iterations", type=int, default=None, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first")
     parser.add_argument("--image-size", type=int, default=256)

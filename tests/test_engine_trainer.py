@@ -171,3 +171,21 @@ def test_generator_file_reports_its_learnable_parameter_count(isotropic, tmp_pat
     trainer = Trainer(isotropic, tiny_config(iterations=1), "cpu")
     info = inspect_generator_file(trainer.export_generator(tmp_path / "g.safetensors"))
     assert info.parameters == sum(p.numel() for p in trainer.generator.parameters())
+
+
+def test_channels_last_layout_trains_the_same_network_and_exports_plain_weights(
+    isotropic, tmp_path
+):
+    plain = Trainer(isotropic, tiny_config(iterations=1), "cpu")
+    fast = Trainer(isotropic, tiny_config(iterations=1, channels_last=True), "cpu")
+    weight = fast.generator.transposed[1].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert fast.critics[0].convs[1].weight.is_contiguous(memory_format=torch.channels_last)
+    plain.run()
+    fast.run()
+    for name in ("critic_loss", "wasserstein", "gp", "generator_loss"):
+        expected = plain._last[name].item()
+        assert fast._last[name].item() == pytest.approx(expected, rel=1e-3, abs=1e-4), name
+    exported = fast.export_generator(tmp_path / "g.safetensors")
+    volume = generate_array(load_generator(exported, "cpu"), (16, 16, 16), seed=0, chunk=8)
+    assert volume.shape == (16, 16, 16) and set(np.unique(volume)) <= {0, 255}

@@ -26,10 +26,14 @@ def gib(value: object) -> str:
 
 def table(parts: dict[str, object]) -> list[str]:
     lines = []
-    train = parts.get("train")
-    for row in train.get("results", []) if isinstance(train, dict) else []:
+    rows = []
+    for name in ("train", "train-channels-last"):
+        part = parts.get(name)
+        rows += part.get("results", []) if isinstance(part, dict) else []
+    for row in rows:
+        layout = " channels-last" if row.get("channels_last") else ""
         lines.append(
-            f"train {row.get('arch')} b{row.get('critic_batch')} {row.get('precision')}: "
+            f"train {row.get('arch')} b{row.get('critic_batch')} {row.get('precision')}{layout}: "
             f"{row.get('ms_per_iteration', row.get('error'))} ms/it, "
             f"peak {gib(row.get('peak_device_bytes'))}"
         )

@@ -92,6 +92,8 @@ def parse_periodic(text: str | None) -> tuple[bool, bool, bool]:
 @click.option("--generator-batch", type=int, help="Volumes per generator step (2 x critic).")
 @click.option("--lr-generator", type=float)
 @click.option("--lr-critic", type=float)
+@click.option("--beta1", type=float, help="Adam beta1 of both optimisers (0.9).")
+@click.option("--beta2", type=float, help="Adam beta2 of both optimisers (0.99).")
 @click.option("--critic-steps", type=int, help="Critic iterations per generator update (5).")
 @click.option("--gp-lambda", type=float, help="Gradient penalty weight (10).")
 @click.option("--scale-factor", type=float, help="Resize the images first (0.5 = half).")
@@ -104,6 +106,11 @@ def parse_periodic(text: str | None) -> tuple[bool, bool, bool]:
     help="Stop after this many fidelity checks without improvement.",
 )
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]))
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="Channels-last memory layout (may be faster on GPUs in bf16).",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def train_command(
     images: Sequence[Path], out: Path, resume: bool, device: str, **options: Any

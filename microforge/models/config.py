@@ -225,6 +225,11 @@ class TrainConfig(BaseModel):
     precision: Precision = Field(
         default="tf32", description="fp32, tf32 (CUDA matmuls in TF32) or bf16 autocast."
     )
+    channels_last: bool = Field(
+        default=False,
+        description="Channels-last memory layout for the networks and their inputs "
+        "(NDHWC/NHWC): the layout tensor cores prefer in bf16. Same results up to rounding.",
+    )
 
     def network_config(self) -> NetworkConfig:
         return self.network or PRESETS[self.arch]
