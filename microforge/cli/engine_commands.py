@@ -222,7 +222,8 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
         )
 
         def on_progress(progress: Any) -> None:
-            quality = f"score {progress.quality['score']:.4f}" if progress.quality else ""
+            latest = progress.quality_history[-1] if progress.quality_history else None
+            quality = f"score {latest['score']:.4f}" if latest else ""
             bar.update(
                 task,
                 completed=progress.iteration,
