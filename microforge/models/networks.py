@@ -99,7 +99,11 @@ class Critic(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """DCGAN initialisation, as in the public code: N(0, 0.02) convs, N(1, 0.02) norms."""
+    """DCGAN initialisation (Radford et al.): N(0, 0.02) convs, N(1, 0.02) norms.
+
+    The public SliceGAN code keeps PyTorch's default initialisation instead; in side-by-side
+    runs of the tiny preset (docs/benchmarks.md, "Training dynamics") both train alike.
+    """
     if isinstance(module, nn.Conv2d | nn.Conv3d | nn.ConvTranspose3d):
         nn.init.normal_(module.weight, 0.0, 0.02)
     elif isinstance(module, nn.BatchNorm3d):
