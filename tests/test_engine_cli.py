@@ -170,3 +170,19 @@ def test_three_phase_labels_round_trip_from_a_real_micrograph(tmp_path):
     out = tmp_path / "v.tif"
     invoke("generate", run, "--shape", 16, 16, 16, "--out", out, "--device", "cpu")
     assert set(np.unique(tifffile.imread(out))) <= {0, 1, 2}
+
+
+def test_a_collapsed_generator_is_called_out_after_training(capsys):
+    from types import SimpleNamespace
+
+    from microforge.cli.engine_commands import _warn_if_collapsed
+
+    healthy = SimpleNamespace(quality_history=[{"iteration": 500, "score": 0.1, "diversity": 0.8}])
+    _warn_if_collapsed(healthy)
+    assert capsys.readouterr().err == ""
+    collapsed = SimpleNamespace(
+        quality_history=[{"iteration": 900, "score": 0.1, "diversity": 0.01}]
+    )
+    _warn_if_collapsed(collapsed)
+    warning = capsys.readouterr().err
+    assert "diversity 0.01 at iteration 900" in warning and "train longer" in warning

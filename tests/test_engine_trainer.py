@@ -151,6 +151,7 @@ def test_fidelity_checks_record_history_keep_the_best_and_can_stop_early(isotrop
     after_best = [r for r in history if r["iteration"] > best["iteration"]]
     assert reached == 40 or len(after_best) == 2
     assert any(p.quality is not None for p in seen)
+    assert all(0.0 <= r["diversity"] <= 2.0 for r in history)
     loaded = load_generator(trainer.export_generator(tmp_path / "b.safetensors", "best"), "cpu")
     assert loaded.info.iteration == best["iteration"]
 
@@ -189,3 +190,26 @@ def test_channels_last_layout_trains_the_same_network_and_exports_plain_weights(
     exported = fast.export_generator(tmp_path / "g.safetensors")
     volume = generate_array(load_generator(exported, "cpu"), (16, 16, 16), seed=0, chunk=8)
     assert volume.shape == (16, 16, 16) and set(np.unique(volume)) <= {0, 255}
+
+
+def test_diversity_tells_one_repeated_pattern_from_independent_samples():
+    from microforge.models.quality import diversity
+
+    rng = torch.Generator().manual_seed(0)
+    first = torch.rand((2, 16, 16, 16), generator=rng)
+    second = torch.rand((2, 16, 16, 16), generator=rng)
+    assert diversity(first, second) == pytest.approx(1.0, abs=0.05)
+    assert diversity(first, first.clone()) == pytest.approx(0.0, abs=1e-9)
+    assert diversity(torch.ones(8), torch.ones(8)) == 0.0
+
+
+def test_a_generator_that_ignores_its_noise_is_reported_as_collapsed(isotropic):
+    from microforge.models.quality import COLLAPSE_DIVERSITY
+
+    trainer = Trainer(isotropic, tiny_config(quality_every=1), "cpu")
+    healthy = trainer._maybe_check_quality()
+    assert healthy["diversity"] > COLLAPSE_DIVERSITY  # random weights still use the noise
+    with torch.no_grad():
+        trainer.generator.transposed[0].weight.zero_()  # the latent no longer reaches the output
+    collapsed = trainer._maybe_check_quality()
+    assert collapsed["diversity"] < 1e-6

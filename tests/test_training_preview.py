@@ -63,6 +63,19 @@ def test_score_curve_below_the_slices():
     assert red[plain.shape[0] :].any()
 
 
+def test_diversity_is_drawn_on_its_own_axis_when_recorded():
+    slices = _slices(32)
+    history = [{"iteration": i, "score": 0.3 - i / 1e4} for i in (100, 200, 300)]
+    without = _decode(render_training_preview(slices, history))
+    with_diversity = [{**entry, "diversity": 0.9} for entry in history]
+    pixels = _decode(render_training_preview(slices, with_diversity))
+    assert pixels.shape == without.shape
+    # The diversity curve is drawn in green (C2), which the score-only plot does not use.
+    green = (pixels[..., 1] > 120) & (pixels[..., 0] < 80) & (pixels[..., 2] < 80)
+    green_before = (without[..., 1] > 120) & (without[..., 0] < 80) & (without[..., 2] < 80)
+    assert green.sum() > 50 and green_before.sum() == 0
+
+
 def test_bad_images_are_refused():
     with pytest.raises(ValueError, match="uint8"):
         render_training_preview(np.zeros((8, 30), np.float32), [])

@@ -182,6 +182,29 @@ def _train(images: list[Path], run: RunDir, resume: bool, device: str, options: 
     if trainer.best is not None:
         trainer.export_generator(run.best_generator, which="best")
     click.echo(f"generator written to {run.generator}")
+    _warn_if_collapsed(trainer)
+
+
+def _describe_quality(record: dict[str, Any]) -> str:
+    text = f"score {record['score']:.4f}"
+    if record.get("diversity") is not None:
+        text += f" diversity {record['diversity']:.2f}"
+    return text
+
+
+def _warn_if_collapsed(trainer: Any) -> None:
+    """Say so when the last check found volumes that barely depend on the noise."""
+    from microforge.models.quality import COLLAPSE_DIVERSITY
+
+    latest = trainer.quality_history[-1] if trainer.quality_history else None
+    value = latest.get("diversity") if latest else None
+    if value is not None and value < COLLAPSE_DIVERSITY:
+        click.echo(
+            f"warning: diversity {value:.2f} at iteration {latest['iteration']}: the generator "
+            "barely uses its noise, so every volume repeats one pattern (the usual first stage "
+            "of GAN training); train longer (--resume --iterations N) or with a larger --arch",
+            err=True,
+        )
 
 
 def _checkpoint(trainer: Any, run: RunDir) -> Path:
@@ -223,7 +246,7 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
 
         def on_progress(progress: Any) -> None:
             latest = progress.quality_history[-1] if progress.quality_history else None
-            quality = f"score {latest['score']:.4f}" if latest else ""
+            quality = _describe_quality(latest) if latest else ""
             bar.update(
                 task,
                 completed=progress.iteration,

@@ -15,12 +15,44 @@ import torch
 from microforge.models.data import TrainingData
 from microforge.models.stats.fidelity import fidelity_score, fidelity_score_grayscale
 
+#: Below this diversity, volumes from different seeds are mostly one repeated pattern.
+COLLAPSE_DIVERSITY = 0.2
 
-def measure_quality(volume: torch.Tensor, data: TrainingData) -> dict[str, Any]:
-    """Score a (C, D, H, W) generated volume against the training images; lower is better."""
+
+def measure_quality(
+    volume: torch.Tensor, data: TrainingData, other: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """Score a (C, D, H, W) generated volume against the training images; lower is better.
+
+    With ``other``, a second volume from another latent, the record also holds its
+    ``diversity`` (see :func:`diversity`); it is reported beside the score, not in it.
+    """
     if data.image_type == "nphase":
         labels = volume.argmax(0).numpy().astype(np.uint8)
-        return fidelity_score(labels, data.arrays, len(data.phases))
-    grey = volume.mean(0).numpy().astype(np.float32)
-    references = [array.mean(0) for array in data.arrays]
-    return fidelity_score_grayscale(grey, references)
+        record = fidelity_score(labels, data.arrays, len(data.phases))
+    else:
+        grey = volume.mean(0).numpy().astype(np.float32)
+        references = [array.mean(0) for array in data.arrays]
+        record = fidelity_score_grayscale(grey, references)
+    if other is not None:
+        record["diversity"] = diversity(volume, other)
+    return record
+
+
+def diversity(first: torch.Tensor, second: torch.Tensor) -> float:
+    """1 - the correlation of two outputs of different latents, voxel by voxel.
+
+    Why: GAN training can settle on one pattern that ignores the noise (mode collapse; with
+    SliceGAN it is the usual first stage, see docs/benchmarks.md). Fractions and S2 of such a
+    volume may still look right, yet every volume would repeat the same structure. Two
+    independent samples of a material are uncorrelated at the same positions (about 1); a
+    generator that ignores its noise gives the same volume twice (about 0).
+    """
+    a = first.double().flatten()
+    b = second.double().flatten()
+    a = a - a.mean()
+    b = b - b.mean()
+    spread = float(a.norm() * b.norm())
+    if spread == 0.0:
+        return 0.0  # constant outputs: nothing varies with the noise
+    return float(1.0 - (a @ b) / spread)

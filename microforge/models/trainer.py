@@ -283,15 +283,22 @@ class Trainer:
         finally:
             self.generator.train(was_training)
 
-    def sample_volume(self, latent_size: int | None = None) -> torch.Tensor:
-        """A small volume from fixed noise, (C, D, H, W) on the CPU; the RNG is untouched."""
+    def sample_volumes(self, latent_size: int | None = None) -> torch.Tensor:
+        """Two small volumes from two fixed latents, (2, C, D, H, W) on the CPU.
+
+        Fixed noise makes previews comparable over training; the training RNG is untouched.
+        """
         size = latent_size or self.network.latent_size + 2
         if self._preview_noise is None or self._preview_noise.shape[-1] != size:
             fixed = torch.Generator().manual_seed(PREVIEW_SEED)
-            shape = (1, self.network.latent_channels, size, size, size)
+            shape = (2, self.network.latent_channels, size, size, size)
             self._preview_noise = torch.randn(shape, generator=fixed).to(self.device)
         with self._evaluating():
-            return self.generator(self._preview_noise)[0].float().cpu()
+            return self.generator(self._preview_noise).float().cpu()
+
+    def sample_volume(self, latent_size: int | None = None) -> torch.Tensor:
+        """A small volume from fixed noise, (C, D, H, W) on the CPU; the RNG is untouched."""
+        return self.sample_volumes(latent_size)[0]
 
     def preview(self) -> np.ndarray:
         """Slices perpendicular to x, y and z of a small generated volume, side by side."""
@@ -303,7 +310,8 @@ class Trainer:
             return None
         from microforge.models.quality import measure_quality
 
-        record = measure_quality(self.sample_volume(), self.data)
+        first, second = self.sample_volumes()
+        record = measure_quality(first, self.data, second)
         record["iteration"] = self.iteration
         self.quality_history.append(record)
         if self.best is None or record["score"] < self.best["score"]:

@@ -41,7 +41,12 @@ def render_training_preview(slices: np.ndarray, quality_history: Sequence[dict[s
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")
         return buffer.getvalue()
-    return _with_score_plot(image, points)
+    diversity = sorted(
+        (int(entry["iteration"]), float(entry["diversity"]))
+        for entry in quality_history
+        if entry.get("diversity") is not None and math.isfinite(float(entry["diversity"]))
+    )
+    return _with_score_plot(image, points, diversity)
 
 
 def enlarge(image: np.ndarray, min_slice_width: int = MIN_SLICE_WIDTH) -> np.ndarray:
@@ -63,10 +68,14 @@ def _as_uint8(slices: np.ndarray) -> np.ndarray:
     return slices
 
 
-def _with_score_plot(image: np.ndarray, points: list[tuple[int, float]]) -> bytes:
+def _with_score_plot(
+    image: np.ndarray,
+    points: list[tuple[int, float]],
+    diversity: list[tuple[int, float]],
+) -> bytes:
     """The slices pixel for pixel (Pillow), above the score plot drawn by matplotlib at the
     same width (at least ``MIN_PLOT_WIDTH``); the narrower part is centred on white."""
-    plot = _score_plot(max(image.shape[1], MIN_PLOT_WIDTH), points)
+    plot = _score_plot(max(image.shape[1], MIN_PLOT_WIDTH), points, diversity)
     rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
     width = max(rgb.shape[1], plot.shape[1])
     canvas = np.full((rgb.shape[0] + GAP + plot.shape[0], width, 3), 255, dtype=np.uint8)
@@ -79,8 +88,11 @@ def _with_score_plot(image: np.ndarray, points: list[tuple[int, float]]) -> byte
     return buffer.getvalue()
 
 
-def _score_plot(width_px: int, points: list[tuple[int, float]]) -> np.ndarray:
-    """The fidelity score over iterations with the best point starred, as (H, W, 3) uint8."""
+def _score_plot(
+    width_px: int, points: list[tuple[int, float]], diversity: list[tuple[int, float]]
+) -> np.ndarray:
+    """The fidelity score over iterations with the best point starred, as (H, W, 3) uint8;
+    the diversity (1 = independent samples, 0 = one repeated pattern) on a right axis."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -103,6 +115,16 @@ def _score_plot(width_px: int, points: list[tuple[int, float]]) -> np.ndarray:
     curve.set_ylabel("score (lower is better)", fontsize=8)
     curve.tick_params(labelsize=7)
     curve.grid(alpha=0.3)
-    curve.legend(fontsize=7)
+    handles, labels = curve.get_legend_handles_labels()
+    if diversity:
+        right = curve.twinx()
+        steps, values = zip(*diversity)
+        right.plot(steps, values, "--", color="C2", label="diversity (0 = one repeated pattern)")
+        right.set_ylim(0.0, max(1.05, max(values) * 1.05))
+        right.set_ylabel("diversity", fontsize=8)
+        right.tick_params(labelsize=7)
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    curve.legend(handles, labels, fontsize=7)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
