@@ -1,6 +1,7 @@
 """`microforge train` and `microforge generate` as a user runs them."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -186,3 +187,12 @@ def test_a_collapsed_generator_is_called_out_after_training(capsys):
     _warn_if_collapsed(collapsed)
     warning = capsys.readouterr().err
     assert "diversity 0.01 at iteration 900" in warning and "train longer" in warning
+
+
+def test_commands_ask_pytorch_for_huge_pages_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    assert invoke("stats", "--help").exit_code == 0
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    assert invoke("stats", "--help").exit_code == 0
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
