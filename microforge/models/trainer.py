@@ -185,8 +185,11 @@ class Trainer:
             )
             optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                score_real = critic(real).float().mean()
-                score_fake = critic(fake).float().mean()
+                # One pass over real and fake images: the critic has no batch statistics,
+                # so this is the same arithmetic with half the kernel launches.
+                scores = critic(torch.cat((real, fake))).float()
+            score_real = scores[: real.shape[0]].mean()
+            score_fake = scores[real.shape[0] :].mean()
             gp = self._gradient_penalty(critic, real, fake[picks])
             loss = score_fake - score_real + gp
             loss.backward()
