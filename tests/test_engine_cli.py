@@ -174,17 +174,16 @@ def test_three_phase_labels_round_trip_from_a_real_micrograph(tmp_path):
 
 
 def test_a_collapsed_generator_is_called_out_after_training(capsys):
-    from types import SimpleNamespace
-
     from microforge.cli.engine_commands import _warn_if_collapsed
+    from microforge.models.trainer import Trainer
 
-    healthy = SimpleNamespace(quality_history=[{"iteration": 500, "score": 0.1, "diversity": 0.8}])
-    _warn_if_collapsed(healthy)
+    trainer = Trainer.__new__(Trainer)  # only its fidelity history matters here
+    trainer.best = None
+    trainer.quality_history = [{"iteration": 500, "score": 0.1, "diversity": 0.8}]
+    _warn_if_collapsed(trainer)
     assert capsys.readouterr().err == ""
-    collapsed = SimpleNamespace(
-        quality_history=[{"iteration": 900, "score": 0.1, "diversity": 0.01}]
-    )
-    _warn_if_collapsed(collapsed)
+    trainer.quality_history.append({"iteration": 900, "score": 0.1, "diversity": 0.01})
+    _warn_if_collapsed(trainer)
     warning = capsys.readouterr().err
     assert "diversity 0.01 at iteration 900" in warning and "train longer" in warning
 

@@ -152,6 +152,11 @@ def test_fidelity_checks_record_history_keep_the_best_and_can_stop_early(isotrop
     assert reached == 40 or len(after_best) == 2
     assert any(p.quality is not None for p in seen)
     assert all(0.0 <= r["diversity"] <= 2.0 for r in history)
+    assert trainer.export_quality("best")["iteration"] == best["iteration"]
+    latest = trainer.export_quality("latest")
+    assert latest["iteration"] == history[-1]["iteration"]
+    assert latest["collapsed"] == (history[-1]["diversity"] < 0.2)
+    assert Trainer(isotropic, tiny_config(), "cpu").export_quality() is None
     loaded = load_generator(trainer.export_generator(tmp_path / "b.safetensors", "best"), "cpu")
     assert loaded.info.iteration == best["iteration"]
 

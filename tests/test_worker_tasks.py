@@ -52,8 +52,9 @@ def test_training_in_segments_then_generation_to_tiff(
     settings, session_factory, celery, broker_url, owner, tmp_path
 ):
     dataset_id = create_dataset(settings, session_factory, owner, two_phase_image())
+    config = {**TINY_CONFIG, "quality_every": 3}
     job_id = create_job(
-        session_factory, owner, "train", dataset_id=dataset_id, spec={"config": TINY_CONFIG}
+        session_factory, owner, "train", dataset_id=dataset_id, spec={"config": config}
     )
     env = worker_env(settings, broker_url, train_segment_seconds=0.05)
     with running_worker(env, tmp_path / "worker.log"):
@@ -79,6 +80,9 @@ def test_training_in_segments_then_generation_to_tiff(
         assert generator.phases == [0, 255] and blobs.exists(generator.blob_key)
         assert generator.config["arch"] == "tiny" and generator.config["iteration"] == 6
         assert generator.config["train"]["iterations"] == 6
+        quality = generator.config["quality"]  # the checks at 3 and 6 survived the segments
+        assert quality["iteration"] == 6 and 0.0 <= quality["diversity"] <= 2.0
+        assert isinstance(quality["collapsed"], bool) and quality["score"] >= 0.0
         # Only the latest checkpoint is kept.
         checkpoints = list((settings.resolved_blob_dir / "checkpoints").glob("*.pt"))
         assert [p.name for p in checkpoints] == [job.checkpoint_blob.split("/")[1]]

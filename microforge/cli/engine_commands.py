@@ -194,13 +194,11 @@ def _describe_quality(record: dict[str, Any]) -> str:
 
 def _warn_if_collapsed(trainer: Any) -> None:
     """Say so when the last check found volumes that barely depend on the noise."""
-    from microforge.models.quality import COLLAPSE_DIVERSITY
-
-    latest = trainer.quality_history[-1] if trainer.quality_history else None
-    value = latest.get("diversity") if latest else None
-    if value is not None and value < COLLAPSE_DIVERSITY:
+    latest = trainer.export_quality("latest")
+    if latest is not None and latest["collapsed"]:
         click.echo(
-            f"warning: diversity {value:.2f} at iteration {latest['iteration']}: the generator "
+            f"warning: diversity {latest['diversity']:.2f} at iteration {latest['iteration']}: "
+            "the generator "
             "barely uses its noise, so every volume repeats one pattern (the usual first stage "
             "of GAN training); train longer (--resume --iterations N) or with a larger --arch",
             err=True,

@@ -404,6 +404,25 @@ class Trainer:
         self.quality_history = list(state.get("quality_history") or [])
         self.best = state.get("best")
 
+    def export_quality(self, which: str = "latest") -> dict[str, Any] | None:
+        """The last fidelity check of the weights ``export_generator(which)`` writes, in
+        short: iteration, score, diversity and whether the generator looked collapsed."""
+        from microforge.models.quality import COLLAPSE_DIVERSITY
+
+        records = self.quality_history
+        if which == "best" and self.best is not None:
+            records = [r for r in records if r["iteration"] == self.best["iteration"]]
+        if not records:
+            return None
+        record = records[-1]
+        diversity = record.get("diversity")
+        return {
+            "iteration": record["iteration"],
+            "score": record["score"],
+            "diversity": diversity,
+            "collapsed": diversity is not None and diversity < COLLAPSE_DIVERSITY,
+        }
+
     def export_generator(self, path: str | Path, which: str = "latest") -> Path:
         """One self-describing file (weights + config + phases) that loads on any device."""
         from microforge.models.export import save_generator

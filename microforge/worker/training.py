@@ -147,7 +147,9 @@ def _finish_training(
         blob_key=key,
         image_type=data.image_type,
         phases=[_plain(p) for p in data.phases],
-        config=_generator_config(runtime.blobs.path(key), config, data.layout),
+        config=_generator_config(
+            runtime.blobs.path(key), config, data.layout, trainer.export_quality(which)
+        ),
         size_bytes=blobs.size(key),
     )
     progress = dict(last_progress or {})
@@ -174,13 +176,23 @@ def _finish_training(
     return "succeeded"
 
 
-def _generator_config(path: Path, config: Any, layout: str) -> dict[str, Any]:
+def _generator_config(
+    path: Path, config: Any, layout: str, quality: dict[str, Any] | None
+) -> dict[str, Any]:
     """What the exported file says about itself (as for imported generators), plus the
-    training configuration and layout it came from."""
+    training configuration and layout it came from and its last fidelity check (None when
+    checks were off), so that a collapsed generator is visible before anyone generates."""
     from microforge.models.generator_file import inspect_generator_file
 
     info = inspect_generator_file(path)
-    return json_safe({**info.summary(), "layout": layout, "train": config.model_dump(mode="json")})
+    return json_safe(
+        {
+            **info.summary(),
+            "layout": layout,
+            "train": config.model_dump(mode="json"),
+            "quality": quality,
+        }
+    )
 
 
 def _plain(value: Any) -> Any:
