@@ -20,5 +20,5 @@ python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3
     taufactor==1.2.1 ipython==9.18.1 ipython-pygments-lexers traitlets==5.16.1 \
     jedi==0.20.1 parso==0.8.7 matplotlib-inline==0.2.2 pexpect==4.9.0 ptyprocess==0.7.0 \
     prompt_toolkit==3.0.53 wcwidth==0.9.4 stack-data==0.6.3 asttokens==3.0.2 \
-    executing==2.3.0 pure_eval==0.2.4 decorator
+    executing==2.3.0 pure_eval==0.2.4 decorator typing-extensions==4.16.0
 du -sh .whl
