@@ -196,11 +196,11 @@ def _warn_if_collapsed(trainer: Any) -> None:
     """Say so when the last check found volumes that barely depend on the noise."""
     latest = trainer.export_quality("latest")
     if latest is not None and latest["collapsed"]:
+        where = f"diversity {latest['diversity']:.2f} at iteration {latest['iteration']}"
         click.echo(
-            f"warning: diversity {latest['diversity']:.2f} at iteration {latest['iteration']}: "
-            "the generator "
-            "barely uses its noise, so every volume repeats one pattern (the usual first stage "
-            "of GAN training); train longer (--resume --iterations N) or with a larger --arch",
+            f"warning: {where}: the generator barely uses its noise, so every volume repeats "
+            "one pattern (the usual first stage of GAN training); train longer "
+            "(--resume --iterations N) or with a larger --arch",
             err=True,
         )
 

@@ -29,8 +29,9 @@ def use_huge_pages_for_large_tensors() -> None:
     """Let PyTorch back large CPU tensors with 2 MiB pages, unless the user said otherwise.
 
     Why: CPU generation spent about a third of its time in the kernel zeroing fresh 4 KiB
-    pages for tensors that are allocated and freed chunk after chunk; with huge pages the
-    same run took 13.5 s instead of 17.5 s at the same peak RSS (docs/benchmarks.md). PyTorch
+    pages for tensors that are allocated and freed chunk after chunk; with huge pages a
+    (256, 1024, 1024) volume took 14.3 s instead of 16.4 s, for 5% more peak RSS
+    (docs/benchmarks.md). PyTorch
     reads the variable when its allocator starts, so it is set here, before any command
     imports torch; the worker and the processes ``microforge up`` starts inherit it.
     """
