@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Everything the engine must show on a GPU, in one call of the lent machine (typically 5 min; at most 570 s):
+# Everything the engine must show on a GPU, in one call of the lent machine (about 5 min,
+# at most 570 s):
 # the CUDA tests, the training matrix, generation from 1e8 to 1e10 voxels, one-shot memory,
 # and tortuosity on the GPU. Each part is bounded by its own timeout, so one slow part cannot
 # eat the rest, and its JSON/log goes to $OUT whatever happens to the others.
@@ -33,7 +34,7 @@ else
     STATS="--size 256 --tortuosity-size 32 --repeats 1" TESTS="tests/test_cuda.py"
 fi
 
-part() {  # part NAME SECONDS COMMAND...: run, keep stdout as $OUT/NAME.json, log stderr
+part() {  # part NAME SECONDS COMMAND...: stdout to $WORK/NAME.json, stderr to $WORK/NAME.log
     local name=$1 limit=$2
     shift 2
     local began=$SECONDS
