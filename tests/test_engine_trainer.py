@@ -218,3 +218,24 @@ def test_a_generator_that_ignores_its_noise_is_reported_as_collapsed(isotropic):
         trainer.generator.transposed[0].weight.zero_()  # the latent no longer reaches the output
     collapsed = trainer._maybe_check_quality()
     assert collapsed["diversity"] < 1e-6
+
+
+def test_a_checkpoint_from_another_device_type_resumes_reproducibly(isotropic, tmp_path):
+    """A GPU worker's checkpoint continued on a CPU worker (or back): CUDA and CPU random
+    generators keep different states, so the run goes on with a stream seeded by
+    (seed, iteration) instead of failing."""
+    trainer = Trainer(isotropic, tiny_config(iterations=6), "cpu")
+    trainer.run(until=3)
+    path = trainer.save_checkpoint(tmp_path / "c.pt")
+    state = torch.load(path, weights_only=True)
+    state["rng"] = {"sampler": torch.zeros(16, dtype=torch.uint8), "device": "cuda"}
+    torch.save(state, tmp_path / "from-gpu.pt")
+    runs = []
+    for _ in range(2):
+        moved = Trainer(isotropic, tiny_config(iterations=6), "cpu")
+        moved.load_checkpoint(tmp_path / "from-gpu.pt")
+        assert moved.iteration == 3
+        assert moved.run() == 6
+        runs.append(weights(moved))
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)

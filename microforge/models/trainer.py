@@ -336,7 +336,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
-        rng_state: dict[str, Any] = {"sampler": self.rng.get_state()}
+        rng_state: dict[str, Any] = {"sampler": self.rng.get_state(), "device": self.device.type}
         return {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
@@ -398,11 +398,29 @@ class Trainer:
             self.critic_optimizers, state["critic_optimizers"], strict=True
         ):
             optimizer.load_state_dict(opt_state)
-        self.rng.set_state(state["rng"]["sampler"].cpu())
         self.iteration = int(state["iteration"])
         self.seed = int(state["seed"])
+        self._restore_rng(state["rng"])
         self.quality_history = list(state.get("quality_history") or [])
         self.best = state.get("best")
+
+    def _restore_rng(self, saved: dict[str, Any]) -> None:
+        """Continue the saved random stream, or a new one when the device type changed.
+
+        CPU and CUDA generators keep different states (Mersenne twister vs Philox), so a
+        run moved between them (a GPU worker's checkpoint resumed on a CPU, say) cannot
+        continue the same stream; it gets one seeded by (seed, iteration) instead, which
+        keeps a moved run reproducible. Same device type: exactly where it stopped.
+        """
+        state = saved["sampler"].cpu()
+        if "device" in saved:
+            same_kind = saved["device"] == self.device.type
+        else:  # checkpoints before the device was recorded: the state's size tells
+            same_kind = state.numel() == self.rng.get_state().numel()
+        if same_kind:
+            self.rng.set_state(state)
+        else:
+            self.rng.manual_seed((self.seed * 1_000_003 + self.iteration) % 2**63)
 
     def export_quality(self, which: str = "latest") -> dict[str, Any] | None:
         """The last fidelity check of the weights ``export_generator(which)`` writes, in
