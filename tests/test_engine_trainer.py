@@ -239,3 +239,11 @@ def test_a_checkpoint_from_another_device_type_resumes_reproducibly(isotropic, t
         runs.append(weights(moved))
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
+
+
+def test_the_preview_volume_is_the_first_of_the_quality_pair(isotropic):
+    trainer = Trainer(isotropic, tiny_config(), "cpu")
+    trainer.run(until=2)  # running batch-norm statistics away from their initial values
+    pair = trainer.sample_volumes()
+    assert pair.shape[0] == 2 and not torch.equal(pair[0], pair[1])
+    torch.testing.assert_close(trainer.sample_volume(), pair[0], rtol=0, atol=1e-6)

@@ -286,10 +286,12 @@ class Trainer:
         finally:
             self.generator.train(was_training)
 
-    def sample_volumes(self, latent_size: int | None = None) -> torch.Tensor:
-        """Two small volumes from two fixed latents, (2, C, D, H, W) on the CPU.
+    def sample_volumes(self, latent_size: int | None = None, count: int = 2) -> torch.Tensor:
+        """Up to two small volumes from fixed latents, (count, C, D, H, W) on the CPU.
 
         Fixed noise makes previews comparable over training; the training RNG is untouched.
+        In eval mode batch norm uses its running statistics, so the first volume is the same
+        whether one or two are made.
         """
         size = latent_size or self.network.latent_size + 2
         if self._preview_noise is None or self._preview_noise.shape[-1] != size:
@@ -297,11 +299,11 @@ class Trainer:
             shape = (2, self.network.latent_channels, size, size, size)
             self._preview_noise = torch.randn(shape, generator=fixed).to(self.device)
         with self._evaluating():
-            return self.generator(self._preview_noise).float().cpu()
+            return self.generator(self._preview_noise[:count]).float().cpu()
 
     def sample_volume(self, latent_size: int | None = None) -> torch.Tensor:
         """A small volume from fixed noise, (C, D, H, W) on the CPU; the RNG is untouched."""
-        return self.sample_volumes(latent_size)[0]
+        return self.sample_volumes(latent_size, count=1)[0]
 
     def preview(self) -> np.ndarray:
         """Slices perpendicular to x, y and z of a small generated volume, side by side."""
