@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: int = Field(
         default=3600, description="Redis visibility timeout (must exceed a segment's length)."
     )
+    redispatch_after_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description=(
+            "A worker re-sends the task message of an active job that nobody holds once its "
+            "last message is this old (a lost message never strands a job); 0 = only when a "
+            "worker starts."
+        ),
+    )
     device: str = Field(default="auto", description="Worker device: auto, cpu or cuda[:N].")
     health_timeout_seconds: float = Field(
         default=1.0, description="How long GET /v1/health waits for the broker and workers."

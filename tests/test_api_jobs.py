@@ -46,7 +46,8 @@ def test_train_job_is_enqueued_on_the_train_queue(client, auth, dataset_id, brok
     assert job["spec"]["config"]["iterations"] == 5
     assert queued_task_names(broker, "train") == ["microforge.train_segment"]
     message = json.loads(broker.lrange("train", 0, -1)[0])
-    assert message["headers"]["argsrepr"] == repr([job["id"]])
+    # The first message carries the fencing token it is meant for: 0, a new job.
+    assert message["headers"]["argsrepr"] == repr([job["id"], 0])
     assert broker.llen("generate") == 0
     fetched = client.get(job["links"]["self"], headers=auth).json()
     assert fetched["id"] == job["id"]

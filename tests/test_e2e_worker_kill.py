@@ -44,7 +44,7 @@ def test_killed_worker_job_resumes_from_its_checkpoint(
     )
     env = worker_env(settings, broker_url, train_segment_seconds=0.5)
     celery = make_celery_app(settings, broker_url)
-    celery.send_task(TRAIN_SEGMENT_TASK, args=[job_id], queue="train")
+    celery.send_task(TRAIN_SEGMENT_TASK, args=[job_id, 0], queue="train")
 
     with running_worker(env, tmp_path / "worker1.log") as first:
         wait_for(

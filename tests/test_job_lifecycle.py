@@ -13,13 +13,13 @@ from microforge.storage.job_lifecycle import (
     claim_job,
     finish_job,
     is_cancel_requested,
-    jobs_needing_delivery,
     load_job,
     record_checkpoint,
     record_progress,
     release_lease,
     renew_lease,
     set_preview,
+    take_quiet_jobs,
 )
 from microforge.storage.tables import ApiKey, Job, JobMetric
 
@@ -77,9 +77,71 @@ def test_released_lease_is_claimed_at_once_by_the_next_segment(session_factory, 
     release_lease(session_factory, first)
     nxt = claim_job(session_factory, job_id, "worker-a", lease_seconds=60)
     assert nxt.status is ClaimStatus.CLAIMED and nxt.lease.token == first.token + 1
-    assert jobs_needing_delivery(session_factory, "train") == []
+    assert take_quiet_jobs(session_factory, "train", quiet_seconds=0) == []
+    assert release_lease(session_factory, nxt.lease) == nxt.lease.token
+    assert take_quiet_jobs(session_factory, "train", quiet_seconds=0) == [(job_id, nxt.lease.token)]
+
+
+def test_a_duplicated_message_is_stale_once_the_job_moved_on(session_factory, job_id):
+    """The API's message delivered twice must not start a second chain of segments."""
+    first = claim_job(session_factory, job_id, "worker-a", 60, message_token=0)
+    assert first.status is ClaimStatus.CLAIMED
+    assert claim_job(session_factory, job_id, "worker-b", 60, message_token=0).status is (
+        ClaimStatus.HELD
+    )
+    handed_on = release_lease(session_factory, first.lease)
+    duplicate = claim_job(session_factory, job_id, "worker-b", 60, message_token=0)
+    assert duplicate.status is ClaimStatus.STALE and duplicate.lease is None
+    nxt = claim_job(session_factory, job_id, "worker-a", 60, message_token=handed_on)
+    assert nxt.status is ClaimStatus.CLAIMED and nxt.lease.token == handed_on + 1
     release_lease(session_factory, nxt.lease)
-    assert jobs_needing_delivery(session_factory, "train") == [(job_id, nxt.lease.token)]
+    # The hand-off message of the earlier segment, delivered late, is stale too.
+    late = claim_job(session_factory, job_id, "worker-b", 60, message_token=handed_on)
+    assert late.status is ClaimStatus.STALE
+    assert load_job(session_factory, job_id).attempts == 2
+
+
+def test_a_dead_holders_redelivered_message_takes_the_job_over(session_factory, job_id):
+    dead = claim_job(session_factory, job_id, "worker-a", 0.2, message_token=0).lease
+    time.sleep(0.3)  # worker-a died: its lease runs out without being released
+    again = claim_job(session_factory, job_id, "worker-b", 60, message_token=0)
+    assert again.status is ClaimStatus.CLAIMED and again.lease.token == dead.token + 1
+    # A second copy of that message finds the new holder's lease live, then stale.
+    assert claim_job(session_factory, job_id, "worker-c", 60, message_token=0).status is (
+        ClaimStatus.HELD
+    )
+    release_lease(session_factory, again.lease)
+    assert claim_job(session_factory, job_id, "worker-c", 60, message_token=0).status is (
+        ClaimStatus.STALE
+    )
+
+
+def test_a_message_without_a_token_claims_as_before(session_factory, job_id):
+    lease = claim_job(session_factory, job_id, "worker-a", 60).lease
+    release_lease(session_factory, lease)
+    assert claim_job(session_factory, job_id, "worker-a", 60).status is ClaimStatus.CLAIMED
+
+
+def test_quiet_unheld_jobs_are_taken_for_redispatch_once(session_factory, job_id):
+    assert take_quiet_jobs(session_factory, "train", quiet_seconds=60) == []  # just sent
+    time.sleep(0.2)
+    assert take_quiet_jobs(session_factory, "generate", quiet_seconds=0.1) == []
+    assert take_quiet_jobs(session_factory, "train", quiet_seconds=0.1) == [(job_id, 0)]
+    # Another worker sweeping right after finds nothing: the first one re-sent it.
+    assert take_quiet_jobs(session_factory, "train", quiet_seconds=0.1) == []
+    lease = claim_job(session_factory, job_id, "worker-a", 60, message_token=0).lease
+    time.sleep(0.2)
+    assert take_quiet_jobs(session_factory, "train", quiet_seconds=0.1) == []  # held
+    finish_job(session_factory, lease, "succeeded")
+    assert take_quiet_jobs(session_factory, "train", quiet_seconds=0) == []  # finished
+
+
+def test_a_job_whose_holder_died_is_taken_for_redispatch_with_its_token(session_factory, job_id):
+    lease = claim_job(session_factory, job_id, "worker-a", 0.2, message_token=0).lease
+    time.sleep(0.3)
+    assert take_quiet_jobs(session_factory, "train", quiet_seconds=0.1) == [(job_id, lease.token)]
+    taken = claim_job(session_factory, job_id, "worker-b", 60, message_token=lease.token)
+    assert taken.status is ClaimStatus.CLAIMED
 
 
 def test_progress_is_monotone_and_metric_history_idempotent(session_factory, job_id):

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import threading
 
+from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from microforge.storage.db import create_db_engine, make_session_factory, upgrade_database
+from microforge.storage.db import (
+    alembic_config,
+    create_db_engine,
+    make_session_factory,
+    upgrade_database,
+)
 from microforge.storage.tables import ApiKey, Base, Dataset
 
 
@@ -20,7 +27,8 @@ def test_upgrade_creates_every_table_and_is_idempotent(database_url: str) -> Non
         assert "alembic_version" in names
         with engine.connect() as connection:
             version = connection.execute(text("SELECT version_num FROM alembic_version"))
-            assert version.scalar_one() == "0001"
+            head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+            assert version.scalar_one() == head
     finally:
         engine.dispose()
 
@@ -36,6 +44,39 @@ def test_migrated_columns_match_the_models(database_url: str) -> None:
             assert migrated == set(table.columns.keys()), table.name
             indexes = {index["name"] for index in inspector.get_indexes(table.name)}
             assert {index.name for index in table.indexes} <= indexes, table.name
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_the_first_schema_keeps_existing_jobs(database_url: str) -> None:
+    """A deployment made before ``dispatched_at`` existed upgrades in place, rows intact."""
+    engine = create_db_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config(database_url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (id, name, key_hash, prefix, created_at) "
+                    "VALUES ('key_1', 'k', :hash, 'mf_1', CURRENT_TIMESTAMP)"
+                ),
+                {"hash": "h" * 64},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (id, owner_id, kind, state, spec, progress, "
+                    "cancel_requested, attempts, fencing_token, checkpoint_iteration, "
+                    "created_at, updated_at) VALUES ('job_1', 'key_1', 'train', 'queued', "
+                    "'{}', '{}', false, 0, 0, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade_database(database_url)
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT state, dispatched_at FROM jobs WHERE id = 'job_1'")
+            ).one()
+        assert tuple(row) == ("queued", None)
     finally:
         engine.dispose()
 

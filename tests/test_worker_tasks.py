@@ -57,16 +57,21 @@ def test_training_in_segments_then_generation_to_tiff(
         session_factory, owner, "train", dataset_id=dataset_id, spec={"config": config}
     )
     env = worker_env(settings, broker_url, train_segment_seconds=0.05)
-    with running_worker(env, tmp_path / "worker.log"):
-        # A duplicated message (as Redis redelivery makes) must not double anything.
-        celery.send_task(TRAIN_SEGMENT_TASK, args=[job_id], queue="train")
-        celery.send_task(TRAIN_SEGMENT_TASK, args=[job_id], queue="train")
+    log_path = tmp_path / "worker.log"
+    with running_worker(env, log_path):
+        # A duplicated message (as Redis redelivery makes) must not double anything, nor
+        # start a second chain of segments: the copy finds the token moved on.
+        celery.send_task(TRAIN_SEGMENT_TASK, args=[job_id, 0], queue="train")
+        celery.send_task(TRAIN_SEGMENT_TASK, args=[job_id, 0], queue="train")
         job = wait_for(lambda: finished_job(session_factory, job_id), 150, "training to end")
         assert job.state == "succeeded", (job.error_code, job.error_message)
         assert job.progress["iteration"] == job.progress["total"] == TINY_CONFIG["iterations"]
         assert job.progress["fraction"] == 1.0 and job.progress["eta_seconds"] == 0.0
         assert job.attempts >= 2, "50 ms segments cannot hold the whole job"
         assert job.lease_owner is None and job.preview_blob is not None
+        # Three messages for token 0 (two sent here, one by the worker's start-up sweep):
+        # one claims, the other two are dropped instead of each starting a chain.
+        assert log_path.read_text().count(f"training task for {job_id} skipped: stale") == 2
         blobs = get_blob_store(settings)
         assert blobs.exists(job.preview_blob)
         with session_factory() as session:
@@ -94,7 +99,7 @@ def test_training_in_segments_then_generation_to_tiff(
             generator_id=generator.id,
             spec={"shape": [20, 24, 32], "seed": 3, "chunk": [16, 20, 24], "periodic": [0, 0, 1]},
         )
-        celery.send_task(GENERATE_VOLUME_TASK, args=[gen_job_id], queue="generate")
+        celery.send_task(GENERATE_VOLUME_TASK, args=[gen_job_id, 0], queue="generate")
         gen_job = wait_for(lambda: finished_job(session_factory, gen_job_id), 90, "generation")
     assert gen_job.state == "succeeded", (gen_job.error_code, gen_job.error_message)
     with session_factory() as session:
@@ -107,6 +112,24 @@ def test_training_in_segments_then_generation_to_tiff(
     assert volume.report["statistics"]["kind"] == "nphase"
     assert volume.report["statistics"]["shape"] == [20, 24, 32] and volume.report_blob
     assert gen_job.progress["fraction"] == 1.0 and gen_job.progress["chunks_done"] > 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_job_whose_message_was_lost_is_picked_up_by_the_periodic_sweep(
+    settings, session_factory, broker_url, owner, tmp_path
+):
+    dataset_id = create_dataset(settings, session_factory, owner, two_phase_image())
+    log_path = tmp_path / "worker.log"
+    env = worker_env(settings, broker_url, redispatch_after_seconds=1)
+    with running_worker(env, log_path):
+        wait_for(lambda: " ready." in log_path.read_text(), 60, "the worker to start")
+        # Created after the worker's start-up sweep, and no message is ever sent for it.
+        job_id = create_job(
+            session_factory, owner, "train", dataset_id=dataset_id, spec={"config": TINY_CONFIG}
+        )
+        job = wait_for(lambda: finished_job(session_factory, job_id), 90, "the sweep to run it")
+    assert job.state == "succeeded", (job.error_code, job.error_message)
+    assert "re-sent messages for 1 active job(s)" in log_path.read_text()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

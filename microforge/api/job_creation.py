@@ -66,9 +66,11 @@ def existing_job_for_key(
 
 
 def enqueue(state: ServiceState, job: Job) -> None:
+    """Send the job's first message, with the fencing token it is meant for (0, a new job),
+    so that a copy of it delivered after the job moved on is dropped as stale."""
     task, queue = TASKS[job.kind]
     app = state.celery()
-    app.send_task(task, args=[job.id], queue=queue, retry=False)
+    app.send_task(task, args=[job.id, job.fencing_token or 0], queue=queue, retry=False)
 
 
 def create_and_enqueue(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +51,7 @@ class ClaimStatus(enum.Enum):
     MISSING = "missing"  # no such job
     FINISHED = "finished"  # succeeded, failed or cancelled: nothing to do
     HELD = "held"  # another worker holds a live lease
+    STALE = "stale"  # the message was sent for an earlier token: a newer one carries on
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,36 @@ def _holds(lease: Lease):  # noqa: ANN202 - a SQLAlchemy clause
     )
 
 
+def message_is_current(job: Job, message_token: int, now: datetime) -> bool:
+    """Whether a task message sent for ``message_token`` may still claim ``job``.
+
+    Every message carries the job's fencing token at the moment it was sent: 0 from the
+    API, the segment's own token at a hand-off (after ``release_lease``), the current
+    token from a sweep. So a message is current when the token has not moved since, and
+    a duplicate (the API's message delivered twice, a sweep racing a hand-off) finds the
+    token moved on and is dropped instead of starting a second chain of segments. The one
+    exception is the message a holder claimed with: if that holder died (its lease ran
+    out without being released), the broker delivers it again, one token behind, and it
+    must be allowed to take the job over.
+    """
+    token = job.fencing_token
+    if message_token == token:
+        return True
+    expires = _aware(job.lease_expires_at)
+    holder_died = job.lease_owner is not None and expires is not None and expires <= now
+    return holder_died and message_token == token - 1
+
+
 def claim_job(
-    session_factory: SessionFactory, job_id: str, owner: str, lease_seconds: float
+    session_factory: SessionFactory,
+    job_id: str,
+    owner: str,
+    lease_seconds: float,
+    message_token: int | None = None,
 ) -> Claim:
-    """Take the job's lease if it is free or expired and the job is still active.
+    """Take the job's lease if it is free or expired, the job is still active and the
+    message that asks is current (see ``message_is_current``; None skips that check, for
+    messages sent before tokens travelled with them).
 
     A message that finds the lease live is a duplicate: the live holder sends the next
     message itself when its segment ends, and if it dies its own unacknowledged message
@@ -106,6 +133,8 @@ def claim_job(
         if job.lease_owner is not None and expires is not None and expires > now:
             remaining = (expires - now).total_seconds()
             return Claim(ClaimStatus.HELD, token=token, lease_remaining_seconds=remaining)
+        if message_token is not None and not message_is_current(job, message_token, now):
+            return Claim(ClaimStatus.STALE, token=token)
         result = session.execute(
             update(Job)
             .where(
@@ -311,9 +340,18 @@ def finish_job(
         raise
 
 
-def release_lease(session_factory: SessionFactory, lease: Lease) -> None:
-    """Give the lease back (the job stays running) so the next segment can claim it at once."""
-    _conditional_update(session_factory, lease, {"lease_owner": None, "lease_expires_at": None})
+def release_lease(session_factory: SessionFactory, lease: Lease) -> int:
+    """Give the lease back (the job stays running) so the next segment can claim it at once.
+
+    Returns the token the next segment's message must carry. The release also stamps
+    ``dispatched_at``, because the caller sends that message right away.
+    """
+    _conditional_update(
+        session_factory,
+        lease,
+        {"lease_owner": None, "lease_expires_at": None, "dispatched_at": utcnow()},
+    )
+    return lease.token
 
 
 def is_cancel_requested(session_factory: SessionFactory, job_id: str) -> bool:
@@ -331,20 +369,45 @@ def load_job(session_factory: SessionFactory, job_id: str) -> Job | None:
         return job
 
 
-def jobs_needing_delivery(session_factory: SessionFactory, kind: str) -> list[tuple[str, int]]:
-    """Active jobs of ``kind`` that nobody holds (or whose holder's lease expired).
+def _unheld(now: datetime):  # noqa: ANN202 - a SQLAlchemy clause
+    return or_(Job.lease_owner.is_(None), Job.lease_expires_at <= now)
 
-    A restarted local broker may have lost their messages; sending one more message for
-    each is harmless (claims are fenced, duplicates collapse) and keeps them from waiting
-    forever.
+
+def take_quiet_jobs(
+    session_factory: SessionFactory, kind: str, quiet_seconds: float
+) -> list[tuple[str, int]]:
+    """Active, unheld jobs of ``kind`` whose last message is older than ``quiet_seconds``.
+
+    Each one returned has had ``dispatched_at`` moved to now by a conditional write, so
+    when several workers sweep at once only one of them re-sends a given job's message,
+    and the next re-send waits another ``quiet_seconds``. A job still waiting its turn in
+    a long queue gets an extra message now and then; that copy is dropped as stale once
+    either of them has claimed the job.
     """
     now = utcnow()
+    cutoff = now - timedelta(seconds=quiet_seconds)
+    last_sent = func.coalesce(Job.dispatched_at, Job.updated_at)
+    taken: list[tuple[str, int]] = []
     with session_factory() as session:
         rows = session.execute(
             select(Job.id, Job.fencing_token).where(
-                Job.kind == kind,
-                Job.state.in_(ACTIVE_STATES),
-                or_(Job.lease_owner.is_(None), Job.lease_expires_at <= now),
+                Job.kind == kind, Job.state.in_(ACTIVE_STATES), _unheld(now), last_sent <= cutoff
             )
         ).all()
-    return [(row[0], row[1]) for row in rows]
+        for job_id, token in rows:
+            result = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.fencing_token == token,
+                    Job.state.in_(ACTIVE_STATES),
+                    _unheld(now),
+                    last_sent <= cutoff,
+                )
+                .values(dispatched_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:
+                taken.append((job_id, token))
+        session.commit()
+    return taken

@@ -102,6 +102,11 @@ class Job(Base):
         DateTime(timezone=True), nullable=True
     )
     fencing_token: Mapped[int] = mapped_column(Integer, default=0)
+    # When a task message for the current token was last sent; the worker's sweep re-sends
+    # one for a job nobody holds once this is old, so a lost message never strands a job.
+    dispatched_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, default=utcnow
+    )
     checkpoint_iteration: Mapped[int] = mapped_column(Integer, default=0)
     checkpoint_blob: Mapped[str | None] = mapped_column(String(300), nullable=True)
     preview_blob: Mapped[str | None] = mapped_column(String(300), nullable=True)

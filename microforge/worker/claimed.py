@@ -28,10 +28,18 @@ def run_claimed(
     job_id: str,
     kind: str,
     work: Callable[[WorkerRuntime, Lease], str],
+    message_token: int | None = None,
 ) -> str:
-    """Claim ``job_id``, run ``work`` under the lease; returns what happened (for logs)."""
+    """Claim ``job_id``, run ``work`` under the lease; returns what happened (for logs).
+
+    ``message_token`` is the fencing token the task message was sent for; a stale copy
+    is skipped (see ``job_lifecycle.message_is_current``)."""
     claim = claim_job(
-        runtime.session_factory, job_id, runtime.owner, runtime.settings.lease_seconds
+        runtime.session_factory,
+        job_id,
+        runtime.owner,
+        runtime.settings.lease_seconds,
+        message_token,
     )
     if claim.status is not ClaimStatus.CLAIMED:
         log.info("%s task for %s skipped: %s", kind, job_id, claim.status.value)

@@ -21,18 +21,24 @@ TASK_FOR_KIND = {
 }
 
 
-def send_job_message(celery: Celery, kind: str, job_id: str) -> bool:
+def job_message(kind: str, job_id: str, token: int) -> tuple[str, list[object], str]:
+    """Task name, arguments and queue of a job's message: the job id and the fencing token
+    it was sent for, so that a copy which arrives after the job moved on is recognised
+    as stale (``job_lifecycle.message_is_current``)."""
+    name, queue = TASK_FOR_KIND[kind]
+    return name, [job_id, token], queue
+
+
+def send_job_message(celery: Celery, kind: str, job_id: str, token: int) -> bool:
     """Enqueue the job's next task; False (logged) when the broker is unreachable.
 
-    A lost message is recovered by the sweep a worker runs on start
-    (``recover_undelivered_jobs``), so a broker hiccup must not fail the job itself.
+    A lost message is recovered by the sweep every worker runs on start and then
+    periodically (``worker.redispatch``), so a broker hiccup must not fail the job itself.
     """
-    name, queue = TASK_FOR_KIND[kind]
+    name, args, queue = job_message(kind, job_id, token)
     try:
-        celery.send_task(name, args=[job_id], queue=queue)
+        celery.send_task(name, args=args, queue=queue)
     except Exception:  # noqa: BLE001 - any broker failure: log it, the sweep recovers the job
-        log.exception(
-            "could not enqueue %s for job %s; it resumes on the next worker start", name, job_id
-        )
+        log.exception("could not enqueue %s for job %s; a worker's sweep re-sends it", name, job_id)
         return False
     return True

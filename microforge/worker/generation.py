@@ -39,9 +39,11 @@ class _Stopped(Exception):
     """Raised inside the writers' context so that both discard their partial files."""
 
 
-def run_generate_job(runtime: WorkerRuntime, job_id: str) -> str:
-    """Run a generation job to the end; returns what happened (for logs and tests)."""
-    return run_claimed(runtime, job_id, "generation", _generate_under_lease)
+def run_generate_job(runtime: WorkerRuntime, job_id: str, token: int | None = None) -> str:
+    """Run a generation job to the end; returns what happened (for logs and tests).
+
+    ``token`` is the fencing token the message was sent for (None for old messages)."""
+    return run_claimed(runtime, job_id, "generation", _generate_under_lease, token)
 
 
 def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
@@ -141,8 +143,8 @@ def _after_stop(runtime: WorkerRuntime, lease: Lease, guard: JobGuard) -> str:
         finish_job(runtime.session_factory, lease, "cancelled")
         return "cancelled"
     # The worker is shutting down: give the job back and queue it again from the start.
-    release_lease(runtime.session_factory, lease)
-    send_job_message(runtime.celery, "generate", lease.job_id)
+    token = release_lease(runtime.session_factory, lease)
+    send_job_message(runtime.celery, "generate", lease.job_id, token)
     return "interrupted"
 
 

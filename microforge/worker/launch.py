@@ -1,9 +1,9 @@
 """Starting a worker process: check the settings, recover stranded jobs, run Celery.
 
-Why a sweep on start: the local stack's embedded broker, or a crash between releasing a
-lease and sending the next message, can leave an active job without a message. Sending
-one more message per unheld active job is harmless (claims are fenced and duplicates
-collapse) and means a restart is all it takes to get every job moving again.
+Why a sweep on start, and periodically after it (``worker.redispatch``): the local stack's
+embedded broker, or a crash between releasing a lease and sending the next message, can
+leave an active job without a message. Sending one more message per unheld active job is
+harmless (messages carry the fencing token, so a copy that comes second is dropped).
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import os
 import socket
 
 from microforge.settings import Settings
-from microforge.storage.db import create_db_engine, make_session_factory, upgrade_database
-from microforge.storage.job_lifecycle import jobs_needing_delivery
+from microforge.storage.db import upgrade_database
 from microforge.worker.celery_app import GENERATE_QUEUE, TRAIN_QUEUE
-from microforge.worker.dispatch import send_job_message
+from microforge.worker.redispatch import RedispatchSweeper
 
 log = logging.getLogger(__name__)
 QUEUE_KINDS = {TRAIN_QUEUE: "train", GENERATE_QUEUE: "generate"}
@@ -44,24 +43,6 @@ def check_worker_settings(settings: Settings) -> None:
             f"exceed MICROFORGE_LEASE_SECONDS + MICROFORGE_TRAIN_SEGMENT_SECONDS ({needed:g}); "
             "raise the timeout or shorten the lease or the segment"
         )
-
-
-def recover_undelivered_jobs(settings: Settings, celery, queues: list[str]) -> int:  # noqa: ANN001
-    """Send a message for every active job of these queues that no live worker holds."""
-    engine = create_db_engine(settings.resolved_database_url)
-    try:
-        factory = make_session_factory(engine)
-        sent = 0
-        for queue in queues:
-            kind = QUEUE_KINDS.get(queue)
-            if kind is None:
-                continue
-            for job_id, _token in jobs_needing_delivery(factory, kind):
-                if send_job_message(celery, kind, job_id):
-                    sent += 1
-        return sent
-    finally:
-        engine.dispose()
 
 
 def default_worker_name() -> str:
@@ -95,21 +76,24 @@ def run_worker(
         upgrade_database(settings.resolved_database_url)
     from microforge.worker.tasks import app
 
-    recovered = recover_undelivered_jobs(settings, app, queues)
-    if recovered:
-        log.warning("re-sent messages for %d active job(s) that no worker held", recovered)
-    app.worker_main(
-        argv=[
-            "worker",
-            "--pool=solo",
-            "--concurrency=1",
-            f"--queues={','.join(queues)}",
-            f"--hostname={name or default_worker_name()}",
-            f"--loglevel={loglevel}",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-O",
-            "fair",
-        ]
-    )
+    sweeper = RedispatchSweeper(settings, app, [QUEUE_KINDS[q] for q in queues])
+    sweeper.sweep_now(quiet_seconds=0)
+    sweeper.start()
+    try:
+        app.worker_main(
+            argv=[
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                f"--queues={','.join(queues)}",
+                f"--hostname={name or default_worker_name()}",
+                f"--loglevel={loglevel}",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-O",
+                "fair",
+            ]
+        )
+    finally:
+        sweeper.stop()

@@ -22,14 +22,14 @@ app = make_celery_app()
 
 
 @app.task(name=TRAIN_SEGMENT_TASK, queue=TRAIN_QUEUE, ignore_result=True)
-def train_segment(job_id: str) -> str:
+def train_segment(job_id: str, token: int | None = None) -> str:
     from microforge.worker.training import run_train_segment
 
-    return run_train_segment(get_runtime(), job_id)
+    return run_train_segment(get_runtime(), job_id, token)
 
 
 @app.task(name=GENERATE_VOLUME_TASK, queue=GENERATE_QUEUE, ignore_result=True)
-def generate_volume(job_id: str) -> str:
+def generate_volume(job_id: str, token: int | None = None) -> str:
     from microforge.worker.generation import run_generate_job
 
-    return run_generate_job(get_runtime(), job_id)
+    return run_generate_job(get_runtime(), job_id, token)

@@ -33,9 +33,11 @@ from microforge.worker.runtime import WorkerRuntime
 log = logging.getLogger(__name__)
 
 
-def run_train_segment(runtime: WorkerRuntime, job_id: str) -> str:
-    """Run one segment of a training job; returns what happened (for logs and tests)."""
-    return run_claimed(runtime, job_id, "training", _train_under_lease)
+def run_train_segment(runtime: WorkerRuntime, job_id: str, token: int | None = None) -> str:
+    """Run one segment of a training job; returns what happened (for logs and tests).
+
+    ``token`` is the fencing token the message was sent for (None for old messages)."""
+    return run_claimed(runtime, job_id, "training", _train_under_lease, token)
 
 
 def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
@@ -89,8 +91,8 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         return _finish_training(runtime, lease, job, trainer, config, reporter.last_progress)
     if reached > resumed_at or not job.checkpoint_blob:
         _write_checkpoint(runtime, lease, job, trainer)
-    release_lease(runtime.session_factory, lease)
-    send_job_message(runtime.celery, "train", lease.job_id)
+    token = release_lease(runtime.session_factory, lease)
+    send_job_message(runtime.celery, "train", lease.job_id, token)
     log.info(
         "job %s: segment ended at iteration %d of %d", lease.job_id, reached, config.iterations
     )
