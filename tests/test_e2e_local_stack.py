@@ -116,7 +116,8 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         assert key != first_key.group(1)
         client = MicroForgeClient(stack.url, key)
 
-        job = client.train([image_path], config=TINY_CONFIG, name="synthetic")
+        config = {**TINY_CONFIG, "quality_every": 3}
+        job = client.train([image_path], config=config, name="synthetic")
         assert job["state"] in ("queued", "running")
         seen: list[float] = []
         job = client.wait(
@@ -128,6 +129,11 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         assert job["state"] == "succeeded" and job["progress"]["fraction"] == 1.0
         assert seen == sorted(seen), "progress must not go backwards"
         generator_id = job["result"]["generator_id"]
+        best_id = job["result"]["best_generator_id"]  # the checks at 3 and 6 picked one
+        best = client.get_generator(best_id)
+        assert best["config"]["quality"]["iteration"] in (3, 6)
+        assert job["links"]["result_best_generator"] == f"/v1/generators/{best_id}"
+        assert (best_id == generator_id) == (best["config"]["iteration"] == 6)
 
         gen_job = client.generate(generator_id, (16, 20, 24), seed=5, chunk=16)
         gen_job = client.wait(gen_job["id"], poll_seconds=0.3, timeout=120)

@@ -8,6 +8,7 @@ from microforge.models.config import TrainConfig
 from microforge.models.data import prepare_training_data
 from microforge.models.export import load_generator
 from microforge.models.generation import generate_array
+from microforge.models.quality import quality_rank
 from microforge.models.trainer import Trainer, TrainingError, slices_along
 
 from engine_helpers import blobs
@@ -146,7 +147,7 @@ def test_fidelity_checks_record_history_keep_the_best_and_can_stop_early(isotrop
     history = trainer.quality_history
     assert history and all(np.isfinite(r["score"]) for r in history)
     assert [r["iteration"] for r in history] == list(range(2, reached + 1, 2))
-    best = min(history, key=lambda r: r["score"])
+    best = min(history, key=quality_rank)
     assert trainer.best["iteration"] == best["iteration"]
     after_best = [r for r in history if r["iteration"] > best["iteration"]]
     assert reached == 40 or len(after_best) == 2
@@ -159,6 +160,15 @@ def test_fidelity_checks_record_history_keep_the_best_and_can_stop_early(isotrop
     assert Trainer(isotropic, tiny_config(), "cpu").export_quality() is None
     loaded = load_generator(trainer.export_generator(tmp_path / "b.safetensors", "best"), "cpu")
     assert loaded.info.iteration == best["iteration"]
+
+
+def test_a_collapsed_check_never_ranks_above_a_healthy_one():
+    healthy = {"score": 0.30, "diversity": 0.9}
+    collapsed = {"score": 0.05, "diversity": 0.1}
+    unknown = {"score": 0.10}  # no diversity measured: judged by score alone
+    ranked = sorted([collapsed, healthy, unknown], key=quality_rank)
+    assert ranked == [unknown, healthy, collapsed]
+    assert quality_rank({"score": 0.2, "diversity": 0.5}) < quality_rank(healthy)
 
 
 def test_fidelity_history_and_best_survive_a_checkpoint(isotropic, tmp_path):

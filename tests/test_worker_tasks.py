@@ -79,15 +79,22 @@ def test_training_in_segments_then_generation_to_tiff(
             iterations = session.scalars(
                 select(JobMetric.iteration).where(JobMetric.job_id == job_id)
             ).all()
-        assert [g.id for g in generators] == [job.result_generator_id]
         assert sorted(iterations) == list(range(1, TINY_CONFIG["iterations"] + 1))
-        generator = generators[0]
+        by_id = {g.id: g for g in generators}
+        generator = by_id[job.result_generator_id]
         assert generator.phases == [0, 255] and blobs.exists(generator.blob_key)
         assert generator.config["arch"] == "tiny" and generator.config["iteration"] == 6
         assert generator.config["train"]["iterations"] == 6
+        assert generator.config["weights"] == "latest"
         quality = generator.config["quality"]  # the checks at 3 and 6 survived the segments
         assert quality["iteration"] == 6 and 0.0 <= quality["diversity"] <= 2.0
         assert isinstance(quality["collapsed"], bool) and quality["score"] >= 0.0
+        # The best check's weights are kept too: a second generator unless they are these.
+        best = by_id[job.result_best_generator_id]
+        assert best.config["quality"]["iteration"] == best.config["iteration"] in (3, 6)
+        assert len(generators) == (1 if best.id == generator.id else 2)
+        if best.id != generator.id:
+            assert best.config["weights"] == "best" and blobs.exists(best.blob_key)
         # Only the latest checkpoint is kept.
         checkpoints = list((settings.resolved_blob_dir / "checkpoints").glob("*.pt"))
         assert [p.name for p in checkpoints] == [job.checkpoint_blob.split("/")[1]]

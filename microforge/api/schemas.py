@@ -64,7 +64,17 @@ class JobErrorOut(BaseModel):
 
 
 class JobResult(BaseModel):
-    generator_id: str | None = None
+    generator_id: str | None = Field(
+        default=None,
+        description="Training: the trained generator (the final weights, or the best ones "
+        "when early stopping was on).",
+    )
+    best_generator_id: str | None = Field(
+        default=None,
+        description="Training: the generator of the best fidelity check (non-collapsed "
+        "first, then lowest score); equals generator_id when those are the same weights; "
+        "null when fidelity checks were off.",
+    )
     volume_id: str | None = None
 
 
@@ -218,6 +228,10 @@ def job_out(row: Job) -> JobOut:
     if row.result_generator_id:
         links["result_generator"] = f"/v1/generators/{row.result_generator_id}"
         links["result_generator_file"] = f"/v1/generators/{row.result_generator_id}/file"
+    if row.result_best_generator_id:
+        best = row.result_best_generator_id
+        links["result_best_generator"] = f"/v1/generators/{best}"
+        links["result_best_generator_file"] = f"/v1/generators/{best}/file"
     if row.result_volume_id:
         links["result_volume"] = f"/v1/volumes/{row.result_volume_id}"
         links["result_volume_file"] = f"/v1/volumes/{row.result_volume_id}/file"
@@ -240,7 +254,11 @@ def job_out(row: Job) -> JobOut:
         created_at=as_utc(row.created_at),
         started_at=_utc(row.started_at),
         finished_at=_utc(row.finished_at),
-        result=JobResult(generator_id=row.result_generator_id, volume_id=row.result_volume_id),
+        result=JobResult(
+            generator_id=row.result_generator_id,
+            best_generator_id=row.result_best_generator_id,
+            volume_id=row.result_volume_id,
+        ),
         links=links,
     )
 

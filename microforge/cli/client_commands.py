@@ -141,8 +141,12 @@ def remote_train(
             job = wait_with_progress(client, job)
         except MicroForgeError as error:
             raise _fail(error) from error
-    click.echo(job["result"]["generator_id"])
-    err_console.print(f"Generator {job['result']['generator_id']} is ready.")
+    result = job["result"]
+    click.echo(result["generator_id"])
+    err_console.print(f"Generator {result['generator_id']} is ready.")
+    best = result.get("best_generator_id")
+    if best and best != result["generator_id"]:
+        err_console.print(f"The best fidelity check's weights are generator {best}.")
 
 
 @remote_group.command("status")

@@ -39,6 +39,15 @@ def measure_quality(
     return record
 
 
+def quality_rank(record: dict[str, Any]) -> tuple[bool, float]:
+    """Sort key of fidelity checks, best first: every check that did not look collapsed
+    before any that did, then by score. Why: a collapsed generator (one pattern whatever
+    the noise, usual early in SliceGAN training) can match fractions and S2 well, yet is
+    useless as a generator, so it must not be kept as the best one."""
+    value = record.get("diversity")
+    return (value is not None and value < COLLAPSE_DIVERSITY, record["score"])
+
+
 def diversity(first: torch.Tensor, second: torch.Tensor) -> float:
     """1 - the correlation of two outputs of different latents, voxel by voxel.
 

@@ -313,16 +313,17 @@ class Trainer:
         every = self.config.quality_every
         if not every or self.iteration % every:
             return None
-        from microforge.models.quality import measure_quality
+        from microforge.models.quality import measure_quality, quality_rank
 
         first, second = self.sample_volumes()
         record = measure_quality(first, self.data, second)
         record["iteration"] = self.iteration
         self.quality_history.append(record)
-        if self.best is None or record["score"] < self.best["score"]:
+        if self.best is None or quality_rank(record) < quality_rank(self.best):
             self.best = {
                 "iteration": self.iteration,
                 "score": record["score"],
+                "diversity": record.get("diversity"),
                 "state": {
                     k: v.detach().cpu().clone() for k, v in self.generator.state_dict().items()
                 },

@@ -300,6 +300,7 @@ def finish_job(
     error_code: str | None = None,
     error_message: str | None = None,
     result_generator_id: str | None = None,
+    result_best_generator_id: str | None = None,
     result_volume_id: str | None = None,
     progress: dict[str, Any] | None = None,
     add_rows: Sequence[Base] = (),
@@ -323,6 +324,8 @@ def finish_job(
     }
     if result_generator_id is not None:
         values["result_generator_id"] = result_generator_id
+    if result_best_generator_id is not None:
+        values["result_best_generator_id"] = result_best_generator_id
     if result_volume_id is not None:
         values["result_volume_id"] = result_volume_id
     if progress is not None:

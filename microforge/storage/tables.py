@@ -114,6 +114,8 @@ class Job(Base):
     # SHA-256 of the creating request, so a reused Idempotency-Key with another body is caught.
     idempotency_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     result_generator_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The generator of the best fidelity check (None with checks off); may equal the above.
+    result_best_generator_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     result_volume_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -136,24 +136,17 @@ def _finish_training(
     config: Any,
     last_progress: dict[str, Any] | None,
 ) -> str:
-    blobs = runtime.blobs
-    key = blobs.new_key("generators", ".safetensors")
-    which = "best" if config.early_stop_checks else "latest"
-    with blobs.writing(key) as temporary:
-        trainer.export_generator(temporary, which=which)
-    data = trainer.data
-    generator = Generator(
-        id=new_id("gen"),
-        owner_id=job.owner_id,
-        source_job_id=job.id,
-        blob_key=key,
-        image_type=data.image_type,
-        phases=[_plain(p) for p in data.phases],
-        config=_generator_config(
-            runtime.blobs.path(key), config, data.layout, trainer.export_quality(which)
-        ),
-        size_bytes=blobs.size(key),
-    )
+    """Export the result generator, and the best one by fidelity as a second generator
+    when it is other weights, then finish the job with both rows in one transaction.
+
+    The result is the latest weights, or the best ones when early stopping was asked for
+    (training stopped because the best was not beaten, so those are the ones meant).
+    """
+    primary = "best" if config.early_stop_checks else "latest"
+    rows = [_export_generator_row(runtime, job, trainer, config, primary)]
+    best_iteration = trainer.best["iteration"] if trainer.best is not None else None
+    if best_iteration is not None and best_iteration != rows[0].config.get("iteration"):
+        rows.append(_export_generator_row(runtime, job, trainer, config, "best"))
     progress = dict(last_progress or {})
     progress.update(
         fraction=1.0,
@@ -167,23 +160,49 @@ def _finish_training(
             runtime.session_factory,
             lease,
             "succeeded",
-            result_generator_id=generator.id,
+            result_generator_id=rows[0].id,
+            result_best_generator_id=rows[-1].id if best_iteration is not None else None,
             progress=progress,
-            add_rows=[generator],
+            add_rows=rows,
         )
     except LeaseLost:
-        blobs.delete(key)
+        for row in rows:
+            runtime.blobs.delete(row.blob_key)
         raise
-    log.info("job %s succeeded: generator %s", job.id, generator.id)
+    log.info("job %s succeeded: generator(s) %s", job.id, ", ".join(row.id for row in rows))
     return "succeeded"
 
 
+def _export_generator_row(
+    runtime: WorkerRuntime, job: Job, trainer: Any, config: Any, which: str
+) -> Generator:
+    """Write ``which`` weights (latest or best) to a new blob; the row is not saved yet."""
+    blobs = runtime.blobs
+    key = blobs.new_key("generators", ".safetensors")
+    with blobs.writing(key) as temporary:
+        trainer.export_generator(temporary, which=which)
+    data = trainer.data
+    return Generator(
+        id=new_id("gen"),
+        owner_id=job.owner_id,
+        source_job_id=job.id,
+        blob_key=key,
+        image_type=data.image_type,
+        phases=[_plain(p) for p in data.phases],
+        config=_generator_config(
+            blobs.path(key), config, data.layout, which, trainer.export_quality(which)
+        ),
+        size_bytes=blobs.size(key),
+    )
+
+
 def _generator_config(
-    path: Path, config: Any, layout: str, quality: dict[str, Any] | None
+    path: Path, config: Any, layout: str, which: str, quality: dict[str, Any] | None
 ) -> dict[str, Any]:
     """What the exported file says about itself (as for imported generators), plus the
-    training configuration and layout it came from and its last fidelity check (None when
-    checks were off), so that a collapsed generator is visible before anyone generates."""
+    training configuration and layout it came from, which weights these are (``latest``
+    or ``best``) and their last fidelity check (None when checks were off), so that a
+    collapsed generator is visible before anyone generates."""
     from microforge.models.generator_file import inspect_generator_file
 
     info = inspect_generator_file(path)
@@ -192,6 +211,7 @@ def _generator_config(
             **info.summary(),
             "layout": layout,
             "train": config.model_dump(mode="json"),
+            "weights": which,
             "quality": quality,
         }
     )
