@@ -249,6 +249,15 @@ class MicroForgeClient:
     def get_volume(self, volume_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/volumes/{volume_id}").json()
 
+    def volume_report(self, volume_id: str) -> dict[str, Any]:
+        """The volume's quality report (statistics, comparison, verdict); raises
+        ``MicroForgeError`` with code ``report_not_ready`` while it is being made."""
+        return self._request("GET", f"/v1/volumes/{volume_id}/report").json()
+
+    def download_volume_report_png(self, volume_id: str, out: str | os.PathLike[str]) -> Path:
+        """The report drawn as a PNG: training image beside slices, S2 curves, verdict."""
+        return self._download(f"/v1/volumes/{volume_id}/report.png", Path(out), None)
+
     def download_volume(
         self,
         volume_id: str,

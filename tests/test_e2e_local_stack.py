@@ -153,6 +153,13 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         download = runner.invoke(cli, [*base, "download", volume_id, "--out", str(cli_out)])
         assert download.exit_code == 0, download.output
         assert cli_out.read_bytes() == out.read_bytes()
+        report_png = tmp_path / "report.png"
+        report = runner.invoke(cli, [*base, "report", volume_id, "--png", str(report_png)])
+        assert report.exit_code == 0, report.output
+        assert "perpendicular to z" in report.output and "against the isotropic" in report.output
+        assert report_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        missing = runner.invoke(cli, [*base, "report", "vol_missing"])
+        assert missing.exit_code == 1 and "volume_not_found" in missing.output
         quick = json.dumps({**TINY_CONFIG, "iterations": 3})
         trained = runner.invoke(cli, [*base, "train", str(image_path), "--config", quick, "--wait"])
         assert trained.exit_code == 0, trained.output

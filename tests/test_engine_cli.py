@@ -1,5 +1,6 @@
 """`microforge train` and `microforge generate` as a user runs them."""
 
+import io
 import json
 import os
 
@@ -7,8 +8,10 @@ import numpy as np
 import pytest
 import tifffile
 from click.testing import CliRunner
+from rich.console import Console
 
 from microforge.cli.main import cli
+from microforge.cli.progress_display import progress_display
 
 from engine_helpers import SHARED_DATA, blobs
 
@@ -195,3 +198,13 @@ def test_commands_ask_pytorch_for_huge_pages_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
     assert invoke("stats", "--help").exit_code == 0
     assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
+
+
+def test_a_line_that_carries_the_servers_eta_gets_no_second_one():
+    console = Console(file=io.StringIO(), force_terminal=False, width=200)
+    line = "{description} {percent}: {status}"
+    with progress_display((), line=line, console=console, local_eta=False) as bar:
+        bar.add_task("train job_1", total=1.0, completed=0.5, status="running ETA 0:01:00")
+    printed = console.file.getvalue()
+    assert "train job_1 50%: running ETA 0:01:00, elapsed 0:00:00" in printed
+    assert printed.count("ETA") == 1

@@ -118,3 +118,29 @@ def test_cli_table_with_tortuosity_and_errors(tmp_path):
     assert "255" in result.output
     bad = CliRunner().invoke(cli, ["stats", str(tmp_path / "volume.tif"), "--voxel-size", "-1"])
     assert bad.exit_code != 0 and "positive" in bad.output
+
+
+def test_cli_table_sets_each_axis_slices_beside_the_training_image(tmp_path):
+    from microforge.cli.main import cli
+
+    volume = _write_volume(tmp_path / "volume.tif")
+    Image.fromarray(volume[:, :, 3]).save(tmp_path / "train.png")
+    args = ["stats", str(tmp_path / "volume.tif"), "--no-tortuosity", "--reference"]
+    runner = CliRunner(env={"COLUMNS": "200"})  # rich wraps narrow tables otherwise
+    result = runner.invoke(cli, [*args, str(tmp_path / "train.png")])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "perpendicular to" in line]
+    assert len(rows) == 6  # two phases x three axes
+    fraction = f"{(volume == 255).mean():.4g} | {(volume[:, :, 3] == 255).mean():.4g}"
+    assert any("255" in row and "perpendicular to z" in row and fraction in row for row in rows)
+    assert "against the isotropic reference" in result.output
+
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, size=(12, 14, 16), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "grey.tif", grey)
+    Image.fromarray(grey[6]).save(tmp_path / "grey.png")
+    args = ["stats", str(tmp_path / "grey.tif"), "--no-tortuosity", "--reference"]
+    result = runner.invoke(cli, [*args, str(tmp_path / "grey.png")])
+    assert result.exit_code == 0, result.output
+    assert "histogram distance" in result.output
+    assert sum("perpendicular to" in line for line in result.output.splitlines()) == 3

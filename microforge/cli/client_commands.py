@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, TaskProgressColumn, TextColumn
 
 from microforge.cli.progress_display import progress_display
+from microforge.cli.stats_table import print_statistics_table
 from microforge.client import JobFailed, MicroForgeClient, MicroForgeError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -64,7 +65,7 @@ def wait_with_progress(client: MicroForgeClient, job: dict[str, Any]) -> dict[st
         TextColumn("{task.fields[status]}"),
     )
     line = "{description} {percent}: {status}"
-    with progress_display(columns, line=line, console=err_console) as bar:
+    with progress_display(columns, line=line, console=err_console, local_eta=False) as bar:
         task = bar.add_task(f"{job['kind']} {job['id']}", total=1.0, status=_describe(job))
 
         def show(update: dict[str, Any]) -> None:
@@ -169,6 +170,50 @@ def remote_status(ctx: click.Context, job_id: str, as_json: bool) -> None:
     for name, value in (job.get("result") or {}).items():
         if value:
             click.echo(f"{name}: {value}")
+
+
+@remote_group.command("report")
+@click.argument("volume_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+@click.option(
+    "--png",
+    "png_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also save the report drawn as a PNG here.",
+)
+@click.pass_context
+def remote_report(ctx: click.Context, volume_id: str, as_json: bool, png_path: Path | None) -> None:
+    """How faithful a volume is: its statistics against the training images, and a verdict."""
+    with _client(ctx) as client:
+        try:
+            report = client.volume_report(volume_id)
+            if png_path is not None:
+                client.download_volume_report_png(volume_id, png_path)
+        except MicroForgeError as error:
+            raise _fail(error) from error
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_report(report)
+    if png_path is not None:
+        err_console.print(f"Report drawn in {png_path}.")
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    problem = report.get("error")
+    if problem:
+        click.echo(f"{problem['code']}: {problem['message']}")
+    if report.get("statistics"):
+        output = {**report["statistics"], "comparison": report.get("comparison")}
+        print_statistics_table(output, report["volume_id"])
+    sampled = report.get("sampled")
+    if sampled:
+        region = "x".join(str(n) for n in sampled["shape"])
+        whole = "x".join(str(n) for n in sampled["of"])
+        click.echo(f"measured on the {sampled['region']} {region} of {whole}: {sampled['reason']}")
+    if report.get("note"):
+        click.echo(report["note"])
 
 
 @remote_group.command("jobs")

@@ -27,16 +27,19 @@ def progress_display(
     *,
     line: str,
     console: Console | None = None,
+    local_eta: bool = True,
 ) -> Progress | LineProgress:
     """A rich bar on a terminal, else :class:`LineProgress` printing ``line`` periodically.
 
     ``line`` is a ``str.format`` template over the task's fields plus ``description``,
-    ``completed``, ``total`` and ``percent``; elapsed time and ETA are appended.
+    ``completed``, ``total`` and ``percent``; the elapsed time is appended, and an ETA
+    estimated here unless ``local_eta`` is False (when the line carries a better one,
+    e.g. the server's, which knows the recent pace of the job).
     """
     console = console or Console()
     if console.is_terminal:
         return Progress(*columns, console=console, transient=False)
-    return LineProgress(line, console, progress_interval())
+    return LineProgress(line, console, progress_interval(), local_eta=local_eta)
 
 
 def progress_interval() -> float:
@@ -61,10 +64,13 @@ class _Task:
 class LineProgress:
     """The subset of ``rich.progress.Progress`` the CLI uses, as timestamped plain lines."""
 
-    def __init__(self, line: str, console: Console, interval: float) -> None:
+    def __init__(
+        self, line: str, console: Console, interval: float, *, local_eta: bool = True
+    ) -> None:
         self.line = line
         self.console = console
         self.interval = interval
+        self.local_eta = local_eta
         self.tasks: list[_Task] = []
         self._last_print = -float("inf")
 
@@ -122,12 +128,15 @@ class LineProgress:
             **task.fields,
         )
         elapsed = time.monotonic() - task.started
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        rendered = f"{stamp} {' '.join(text.split())}, elapsed {_clock(elapsed)}"
+        if not self.local_eta:
+            return rendered
         done = task.completed - task.start_completed
         eta = "--"
         if task.total is not None and done > 0:
             eta = _clock((task.total - task.completed) * elapsed / done)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        return f"{stamp} {' '.join(text.split())}, elapsed {_clock(elapsed)}, ETA {eta}"
+        return f"{rendered}, ETA {eta}"
 
 
 def _number(value: float) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from microforge.cli.stats_table import print_statistics_table
+
 _TRAINING_AXES = ("x", "y", "z")
 
 
@@ -90,56 +92,10 @@ def stats_command(
     if as_json:
         click.echo(json.dumps(output, allow_nan=False, default=_json_default))
         return
-    _print_table(output, volume)
+    print_statistics_table(output, volume.name)
 
 
 def _json_default(value: object) -> object:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-def _print_table(output: dict, source: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    shape = "x".join(str(n) for n in output["shape"])
-    if output["kind"] == "grayscale":
-        grey = output["grayscale"]
-        console.print(
-            f"{source.name}: greyscale {shape}, mean {grey['mean']:.4g}, "
-            f"std {grey['std']:.4g}, correlation length "
-            f"{_axes_text(grey['characteristic_length'])}"
-        )
-    else:
-        table = Table(title=f"{source.name}: {shape}, lengths in {output['length_unit']}")
-        for column in ("phase", "fraction", "surface area", "corr. length x/y/z", "tau x/y/z"):
-            table.add_column(column)
-        for name, phase in output["phases"].items():
-            table.add_row(
-                name,
-                f"{phase['volume_fraction']:.4f}",
-                f"{phase['specific_surface_area']:.4g}",
-                _axes_text(phase["characteristic_length"]),
-                _axes_text(phase["tortuosity"], missing="no path")
-                if "tortuosity" in phase
-                else "-",
-            )
-        console.print(table)
-        if "triple_phase_boundary_density" in output:
-            console.print(
-                f"triple-phase boundary density: {output['triple_phase_boundary_density']:.4g}"
-            )
-    comparison = output.get("comparison")
-    if comparison:
-        summary = comparison["summary"]
-        console.print(
-            f"against the {comparison['layout']} reference: fraction error "
-            f"{summary['fraction_error']:.4f}, S2 error {summary['s2_error']:.4f} -> "
-            f"[bold]{summary['verdict']}[/bold]"
-        )
-
-
-def _axes_text(values: dict, missing: str = "-") -> str:
-    return " / ".join(missing if v is None else f"{v:.3g}" for v in values.values())
