@@ -257,3 +257,16 @@ def test_the_preview_volume_is_the_first_of_the_quality_pair(isotropic):
     pair = trainer.sample_volumes()
     assert pair.shape[0] == 2 and not torch.equal(pair[0], pair[1])
     torch.testing.assert_close(trainer.sample_volume(), pair[0], rtol=0, atol=1e-6)
+
+
+def test_slow_iterations_still_report_progress_after_progress_seconds(isotropic):
+    """A big network on a CPU takes ~20 s an iteration: the job must not sit at iteration 0."""
+    config = tiny_config(iterations=3, progress_every=100, progress_seconds=0)
+    quiet = Trainer(isotropic, config, "cpu")
+    heard: list[int] = []
+    quiet.run(on_progress=lambda p: heard.append(p.iteration))
+    assert heard == [3]  # only the end
+    chatty = tiny_config(iterations=3, progress_every=100, progress_seconds=1e-9)
+    heard.clear()
+    Trainer(isotropic, chatty, "cpu").run(on_progress=lambda p: heard.append(p.iteration))
+    assert heard == [1, 2, 3]

@@ -116,7 +116,14 @@ def remote_group(ctx: click.Context, url: str, key: str | None) -> None:
 @click.option("--config", default=None, help="TrainConfig as JSON, or @FILE with JSON.")
 @click.option("--arch", type=click.Choice(["paper", "reference", "tiny"]), default=None)
 @click.option("--iterations", type=click.IntRange(min=1), default=None)
-@click.option("--image-type", type=click.Choice(["nphase", "grayscale", "colour"]), default=None)
+@click.option(
+    "--type",
+    "--image-type",
+    "image_type",
+    type=click.Choice(["nphase", "grayscale", "colour"]),
+    default=None,
+    help="Image type (as for `microforge train`); detected when not given.",
+)
 @click.option("--name", default=None, help="Dataset name (default: first file's name).")
 @click.option("--wait", is_flag=True, help="Show progress until the job ends.")
 @click.pass_context

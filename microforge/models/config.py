@@ -215,6 +215,13 @@ class TrainConfig(BaseModel):
     image_type: Literal["nphase", "grayscale", "colour"] | None = None
     checkpoint_every: int = Field(default=500, ge=1)
     progress_every: int = Field(default=25, ge=1)
+    progress_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Also report progress when this long has passed since the last report "
+        "(slow iterations, e.g. a large network on a CPU, would otherwise leave a job at "
+        "iteration 0 for minutes); 0 = only every progress_every iterations.",
+    )
     preview_every: int = Field(default=250, ge=1)
     quality_every: int = Field(
         default=500, ge=0, description="Fidelity check interval in iterations; 0 = off."

@@ -114,7 +114,8 @@ def analyse_images(images: Sequence[np.ndarray], image_type: str | None = None) 
     if image_type != "colour" and all(colour):
         raise DataError(
             f"image type {image_type} needs single-channel images; these are RGB colour: "
-            "use --type colour, or convert the images to greyscale/labels first"
+            "choose image type colour (--type colour; image_type in the API), or convert the "
+            "images to greyscale/labels first"
         )
 
     if image_type != "nphase":
@@ -137,7 +138,8 @@ def _analyse_phases(
         if values is None:
             raise DataError(
                 f"image {index + 1} has more than {MAX_PHASES} distinct values, too many phases "
-                "for nphase: segment it first, or train it as --type grayscale"
+                "for nphase: segment it first, or choose image type grayscale (--type grayscale; "
+                "image_type in the API)"
             )
         per_image.append(values)
     phases = per_image[0]

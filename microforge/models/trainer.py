@@ -241,6 +241,7 @@ class Trainer:
         self.generator.train()
         self.critics.train()
         rate = _RateMeter()
+        reported = time.monotonic()
         with _translate_errors(self):
             while self.iteration < target:
                 if should_stop is not None and should_stop():
@@ -251,11 +252,19 @@ class Trainer:
                 rate.tick()
                 quality = self._maybe_check_quality()
                 done = self.iteration >= target
-                if on_progress and (self.iteration % self.config.progress_every == 0 or done):
+                if on_progress and (done or self._progress_due(reported)):
                     on_progress(self._progress(target, rate, quality))
+                    reported = time.monotonic()
                 if self._early_stop_due():
                     break
         return self.iteration
+
+    def _progress_due(self, reported: float) -> bool:
+        """Every ``progress_every`` iterations, or once ``progress_seconds`` have passed."""
+        if self.iteration % self.config.progress_every == 0:
+            return True
+        silence = self.config.progress_seconds
+        return silence > 0 and time.monotonic() - reported >= silence
 
     def _progress(self, target: int, rate: _RateMeter, quality: dict[str, Any] | None) -> Progress:
         values = {name: float(t.item()) for name, t in self._last.items()}

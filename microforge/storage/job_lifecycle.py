@@ -75,6 +75,18 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
+def _unheld(now: datetime):  # noqa: ANN202 - a SQLAlchemy clause
+    return or_(Job.lease_owner.is_(None), Job.lease_expires_at <= now)
+
+
+def _unchanged_and_unheld(job_id: str, token: int, now: datetime):  # noqa: ANN202 - a clause
+    """The job is still active, at ``token``, and nobody holds it: the condition of every
+    write that acts on what an earlier read saw (a race lost leaves zero rows changed)."""
+    return and_(
+        Job.id == job_id, Job.fencing_token == token, Job.state.in_(ACTIVE_STATES), _unheld(now)
+    )
+
+
 def _holds(lease: Lease):  # noqa: ANN202 - a SQLAlchemy clause
     return and_(
         Job.id == lease.job_id,
@@ -137,12 +149,7 @@ def claim_job(
             return Claim(ClaimStatus.STALE, token=token)
         result = session.execute(
             update(Job)
-            .where(
-                Job.id == job_id,
-                Job.fencing_token == token,
-                Job.state.in_(ACTIVE_STATES),
-                or_(Job.lease_owner.is_(None), Job.lease_expires_at <= now),
-            )
+            .where(_unchanged_and_unheld(job_id, token, now))
             .values(
                 fencing_token=token + 1,
                 lease_owner=owner,
@@ -372,10 +379,6 @@ def load_job(session_factory: SessionFactory, job_id: str) -> Job | None:
         return job
 
 
-def _unheld(now: datetime):  # noqa: ANN202 - a SQLAlchemy clause
-    return or_(Job.lease_owner.is_(None), Job.lease_expires_at <= now)
-
-
 def take_quiet_jobs(
     session_factory: SessionFactory, kind: str, quiet_seconds: float
 ) -> list[tuple[str, int]]:
@@ -400,13 +403,7 @@ def take_quiet_jobs(
         for job_id, token in rows:
             result = session.execute(
                 update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.fencing_token == token,
-                    Job.state.in_(ACTIVE_STATES),
-                    _unheld(now),
-                    last_sent <= cutoff,
-                )
+                .where(_unchanged_and_unheld(job_id, token, now), last_sent <= cutoff)
                 .values(dispatched_at=now)
                 .execution_options(synchronize_session=False)
             )
