@@ -249,6 +249,11 @@ class MicroForgeClient:
     def get_volume(self, volume_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/volumes/{volume_id}").json()
 
+    def delete(self, artifact_id: str) -> None:
+        """Delete a dataset (``ds_...``), generator (``gen_...``) or volume (``vol_...``)
+        with its files; the server refuses (409) while a queued or running job needs it."""
+        self._request("DELETE", f"/v1/{_collection(artifact_id)}/{artifact_id}")
+
     def volume_report(self, volume_id: str) -> dict[str, Any]:
         """The volume's quality report (statistics, comparison, verdict); raises
         ``MicroForgeError`` with code ``report_not_ready`` while it is being made."""
@@ -312,6 +317,19 @@ class MicroForgeClient:
                     raise
                 time.sleep(0.5 * attempt)
         raise MicroForgeError(0, "download_failed", f"could not download {path}")
+
+
+_COLLECTIONS = {"ds_": "datasets", "gen_": "generators", "vol_": "volumes"}
+
+
+def _collection(artifact_id: str) -> str:
+    """The API collection an id belongs to, from its prefix (ids are made by the server)."""
+    for prefix, collection in _COLLECTIONS.items():
+        if artifact_id.startswith(prefix):
+            return collection
+    raise ValueError(
+        f"{artifact_id!r} is not a dataset, generator or volume id (ds_..., gen_..., vol_...)"
+    )
 
 
 def _raise_for_problem(response: httpx.Response) -> None:

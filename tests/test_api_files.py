@@ -206,3 +206,46 @@ def test_bad_generator_files_are_refused(client, auth, api_app, payload) -> None
     assert [path for path in root.rglob("*") if path.is_file()] == []
     with api_app.state.service.session_factory() as session:
         assert session.query(Generator).count() == 0
+
+
+def test_delete_a_volume_frees_its_files(client, auth, api_app, volume) -> None:
+    volume_id, _ = volume
+    state = api_app.state.service
+    with state.session_factory() as session:
+        row = session.get(Volume, volume_id)
+        report_key = state.blobs.new_key("reports", ".png")
+        with state.blobs.writing(report_key) as temp:
+            Path(temp).write_bytes(b"\x89PNG")
+        row.report_blob = report_key
+        session.commit()
+        tiff_key = row.blob_key
+    other = {"Authorization": "Bearer mf_not_a_key"}
+    assert client.delete(f"/v1/volumes/{volume_id}", headers=other).status_code == 401
+    assert client.delete(f"/v1/volumes/{volume_id}", headers=auth).status_code == 204
+    assert not state.blobs.exists(tiff_key) and not state.blobs.exists(report_key)
+    gone = client.get(f"/v1/volumes/{volume_id}", headers=auth)
+    assert gone.status_code == 404 and gone.json()["code"] == "volume_not_found"
+    again = client.delete(f"/v1/volumes/{volume_id}", headers=auth)
+    assert again.status_code == 404
+
+
+def test_delete_a_generator_is_refused_while_a_job_will_load_it(client, auth, api_app) -> None:
+    response = client.post(
+        "/v1/generators", headers=auth, files={"file": ("g.safetensors", generator_file_bytes())}
+    )
+    generator = response.json()
+    job = client.post(
+        "/v1/jobs",
+        headers=auth,
+        json={"kind": "generate", "generator_id": generator["id"], "shape": [8, 8, 8]},
+    ).json()
+    refused = client.delete(generator["links"]["self"], headers=auth)
+    assert refused.status_code == 409 and refused.json()["code"] == "generator_in_use"
+    assert "cancel" in refused.json()["detail"]
+    cancelled = client.post(job["links"]["cancel"], headers=auth)
+    assert cancelled.status_code == 202 and cancelled.json()["state"] == "cancelled"
+    with api_app.state.service.session_factory() as session:
+        key = session.get(Generator, generator["id"]).blob_key
+    assert client.delete(generator["links"]["self"], headers=auth).status_code == 204
+    assert not api_app.state.service.blobs.exists(key)
+    assert client.get(generator["links"]["self"], headers=auth).status_code == 404

@@ -173,6 +173,14 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         )
         assert generated.exit_code == 0, generated.output
         assert tifffile.imread(cli_volume).shape == (8, 9, 10)
+        cli_volume_id = generated.stdout.strip().splitlines()[-1]
+        deleted = runner.invoke(cli, [*base, "delete", cli_volume_id, cli_generator])
+        assert deleted.exit_code == 0, deleted.output
+        assert f"{cli_volume_id} deleted" in deleted.output and cli_generator in deleted.output
+        again = runner.invoke(cli, [*base, "delete", cli_volume_id])
+        assert again.exit_code == 1 and "volume_not_found" in again.output
+        bogus = runner.invoke(cli, [*base, "delete", gen_job["id"]])
+        assert bogus.exit_code == 2 and "not a dataset, generator or volume id" in bogus.output
 
         long_job = client.train([image_path], config={**TINY_CONFIG, "iterations": 100_000})
         wait_for(

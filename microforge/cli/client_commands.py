@@ -302,6 +302,22 @@ def remote_generate(
     click.echo(volume_id)
 
 
+@remote_group.command("delete")
+@click.argument("artifact_ids", nargs=-1, required=True)
+@click.pass_context
+def remote_delete(ctx: click.Context, artifact_ids: tuple[str, ...]) -> None:
+    """Delete datasets (ds_...), generators (gen_...) or volumes (vol_...) and their files."""
+    with _client(ctx) as client:
+        for artifact_id in artifact_ids:
+            try:
+                client.delete(artifact_id)
+            except ValueError as error:
+                raise click.BadParameter(str(error), param_hint="ARTIFACT_IDS") from error
+            except MicroForgeError as error:
+                raise _fail(error) from error
+            click.echo(f"{artifact_id} deleted")
+
+
 @remote_group.command("download")
 @click.argument("artifact_id")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)

@@ -91,14 +91,19 @@ def find_job_by_idempotency_key(session: Session, owner_id: str, key: str) -> Jo
 
 
 def count_active_jobs_using_dataset(session: Session, owner_id: str, dataset_id: str) -> int:
+    return _count_active_jobs(session, owner_id, Job.dataset_id == dataset_id)
+
+
+def count_active_jobs_using_generator(session: Session, owner_id: str, generator_id: str) -> int:
+    """Queued or running generate jobs that will load this generator's file."""
+    return _count_active_jobs(session, owner_id, Job.generator_id == generator_id)
+
+
+def _count_active_jobs(session: Session, owner_id: str, uses: Any) -> int:
     return session.scalar(
         select(func.count())
         .select_from(Job)
-        .where(
-            Job.owner_id == owner_id,
-            Job.dataset_id == dataset_id,
-            Job.state.in_(ACTIVE_JOB_STATES),
-        )
+        .where(Job.owner_id == owner_id, uses, Job.state.in_(ACTIVE_JOB_STATES))
     )
 
 

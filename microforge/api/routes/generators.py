@@ -18,7 +18,12 @@ from microforge.api.schemas import GeneratorOut, Page, generator_out
 from microforge.api.state import OwnerDep, SessionDep, StateDep
 from microforge.api.uploads import ParsedForm, receive_multipart
 from microforge.models.generator_file import GeneratorFileError, inspect_generator_file
-from microforge.storage.queries import InvalidCursorError, get_owned, list_owned
+from microforge.storage.queries import (
+    InvalidCursorError,
+    count_active_jobs_using_generator,
+    get_owned,
+    list_owned,
+)
 from microforge.storage.tables import Generator
 
 router = APIRouter(prefix="/v1/generators", tags=["generators"])
@@ -117,6 +122,32 @@ def _owned(session, owner_id: str, generator_id: str) -> Generator:
 )
 def get_generator(generator_id: str, session: SessionDep, owner: OwnerDep) -> GeneratorOut:
     return generator_out(_owned(session, owner.id, generator_id))
+
+
+@router.delete(
+    "/{generator_id}",
+    status_code=204,
+    summary="Delete a generator and its file",
+    responses=problem_responses(401, 404, 409),
+)
+def delete_generator(
+    generator_id: str, session: SessionDep, owner: OwnerDep, state: StateDep
+) -> Response:
+    """Refused (409) while a queued or running generate job uses the generator. Volumes
+    made from it stay; the training job that made it keeps its id in ``result``."""
+    row = _owned(session, owner.id, generator_id)
+    active = count_active_jobs_using_generator(session, owner.id, generator_id)
+    if active:
+        raise ProblemError(
+            409,
+            "generator_in_use",
+            f"{active} queued or running generate job(s) use generator {generator_id}; cancel "
+            "them or wait for them to finish, then delete it",
+        )
+    session.delete(row)
+    session.commit()
+    state.blobs.delete(row.blob_key)
+    return Response(status_code=204)
 
 
 @router.get(

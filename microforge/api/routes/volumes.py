@@ -64,6 +64,26 @@ def get_volume(volume_id: str, session: SessionDep, owner: OwnerDep) -> VolumeOu
     return volume_out(_owned(session, owner.id, volume_id))
 
 
+@router.delete(
+    "/{volume_id}",
+    status_code=204,
+    summary="Delete a volume, its TIFF and its report",
+    responses=problem_responses(401, 404),
+)
+def delete_volume(
+    volume_id: str, session: SessionDep, owner: OwnerDep, state: StateDep
+) -> Response:
+    """Frees the disk a large volume takes. The generate job that made it keeps its id in
+    ``result``; a download already under way finishes (the open file outlives its name)."""
+    row = _owned(session, owner.id, volume_id)
+    session.delete(row)
+    session.commit()
+    for key in (row.blob_key, row.report_blob):
+        if key:
+            state.blobs.delete(key)
+    return Response(status_code=204)
+
+
 @router.get(
     "/{volume_id}/file",
     response_class=Response,
