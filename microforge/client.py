@@ -195,6 +195,14 @@ class MicroForgeClient:
             body["chunk"] = chunk
         return self._create("/v1/jobs", idempotency_key, json=body)
 
+    def continue_training(
+        self, job_id: str, iterations: int, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """A new training job that picks up where the ended job ``job_id`` stopped and runs
+        to ``iterations`` in all (same data, network and settings)."""
+        body = {"iterations": int(iterations)}
+        return self._create(f"/v1/jobs/{job_id}/continue", idempotency_key, json=body)
+
     def get_job(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}").json()
 
@@ -250,8 +258,9 @@ class MicroForgeClient:
         return self._request("GET", f"/v1/volumes/{volume_id}").json()
 
     def delete(self, artifact_id: str) -> None:
-        """Delete a dataset (``ds_...``), generator (``gen_...``) or volume (``vol_...``)
-        with its files; the server refuses (409) while a queued or running job needs it."""
+        """Delete a dataset (``ds_...``), generator (``gen_...``), volume (``vol_...``) or
+        ended job (``job_...``) with its files; the server refuses (409) while a queued or
+        running job needs it, or is it."""
         self._request("DELETE", f"/v1/{_collection(artifact_id)}/{artifact_id}")
 
     def volume_report(self, volume_id: str) -> dict[str, Any]:
@@ -319,7 +328,7 @@ class MicroForgeClient:
         raise MicroForgeError(0, "download_failed", f"could not download {path}")
 
 
-_COLLECTIONS = {"ds_": "datasets", "gen_": "generators", "vol_": "volumes"}
+_COLLECTIONS = {"ds_": "datasets", "gen_": "generators", "vol_": "volumes", "job_": "jobs"}
 
 
 def _collection(artifact_id: str) -> str:
@@ -328,7 +337,8 @@ def _collection(artifact_id: str) -> str:
         if artifact_id.startswith(prefix):
             return collection
     raise ValueError(
-        f"{artifact_id!r} is not a dataset, generator or volume id (ds_..., gen_..., vol_...)"
+        f"{artifact_id!r} is not a dataset, generator, volume or job id "
+        "(ds_..., gen_..., vol_..., job_...)"
     )
 
 

@@ -179,8 +179,19 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         assert f"{cli_volume_id} deleted" in deleted.output and cli_generator in deleted.output
         again = runner.invoke(cli, [*base, "delete", cli_volume_id])
         assert again.exit_code == 1 and "volume_not_found" in again.output
-        bogus = runner.invoke(cli, [*base, "delete", gen_job["id"]])
-        assert bogus.exit_code == 2 and "not a dataset, generator or volume id" in bogus.output
+        bogus = runner.invoke(cli, [*base, "delete", "nope_1"])
+        assert bogus.exit_code == 2 and "not a dataset, generator, volume or job id" in bogus.output
+
+        # More iterations for the first job: a new job starts from its last checkpoint.
+        more = runner.invoke(cli, [*base, "continue", job["id"], "--iterations", "9", "--wait"])
+        assert more.exit_code == 0, more.output
+        continued = client.list_jobs(limit=1)["items"][0]
+        assert continued["spec"]["continued_from"] == job["id"]
+        assert continued["state"] == "succeeded" and continued["progress"]["iteration"] == 9
+        assert continued["result"]["generator_id"] == more.stdout.strip().splitlines()[-1]
+        assert "resuming from checkpoint at iteration 6" in stack.output()
+        assert runner.invoke(cli, [*base, "delete", job["id"]]).exit_code == 0
+        assert client.get_job(continued["id"])["state"] == "succeeded"
 
         long_job = client.train([image_path], config={**TINY_CONFIG, "iterations": 100_000})
         wait_for(
@@ -212,7 +223,7 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
     try:
         assert "first API key" not in again.output()
         with MicroForgeClient(again.url, key) as client:
-            assert client.get_job(job["id"])["state"] == "succeeded"
+            assert client.get_job(continued["id"])["state"] == "succeeded"
             assert client.get_volume(volume_id)["shape"] == [16, 20, 24]
             resumed = client.wait(unfinished["id"], poll_seconds=0.3, timeout=180)
             assert resumed["progress"]["iteration"] == 25

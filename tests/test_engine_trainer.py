@@ -270,3 +270,26 @@ def test_slow_iterations_still_report_progress_after_progress_seconds(isotropic)
     heard.clear()
     Trainer(isotropic, chatty, "cpu").run(on_progress=lambda p: heard.append(p.iteration))
     assert heard == [1, 2, 3]
+
+
+def test_an_early_stopped_run_extended_to_more_iterations_trains_on(isotropic, tmp_path):
+    """Stopped early, then asked for more: fresh patience, not an instant second stop."""
+    config = tiny_config(iterations=40, quality_every=2, early_stop_checks=1)
+    trainer = Trainer(isotropic, config, "cpu")
+    stopped = trainer.run()
+    assert stopped < 40, "patience 1 over 20 checks: this seed stops early"
+    path = trainer.save_checkpoint(tmp_path / "stopped.pt")
+
+    resumed = Trainer(isotropic, config, "cpu")  # same target: it stops again at once
+    resumed.load_checkpoint(path)
+    assert resumed.run() == stopped + 1
+
+    extended = Trainer(isotropic, tiny_config(**{**config.model_dump(), "iterations": 60}), "cpu")
+    extended.load_checkpoint(path)
+    assert extended.early_stop_since == stopped
+    reached = extended.run()
+    assert reached >= stopped + 2  # at least up to its own next fidelity check
+    again = extended.save_checkpoint(tmp_path / "extended.pt")
+    reloaded = Trainer(isotropic, tiny_config(**{**config.model_dump(), "iterations": 60}), "cpu")
+    reloaded.load_checkpoint(again)
+    assert reloaded.early_stop_since == stopped  # kept across segments of the longer run

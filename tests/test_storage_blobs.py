@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,30 @@ def test_get_blob_store_follows_settings(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     assert get_blob_store(settings).root == (tmp_path / "blobs").resolve()
     assert set(BLOB_KINDS) >= {"datasets", "checkpoints", "generators", "volumes", "previews"}
+
+
+def test_duplicate_survives_the_deletion_of_its_source(store: LocalBlobStore) -> None:
+    source = store.new_key("checkpoints", ".pt")
+    store.put_bytes(source, b"weights")
+    copy = store.new_key("checkpoints", ".pt")
+    assert store.duplicate(source, copy) == len(b"weights")
+    store.delete(source)
+    assert store.path(copy).read_bytes() == b"weights"
+    with pytest.raises(FileNotFoundError):
+        store.duplicate(source, store.new_key("checkpoints", ".pt"))
+
+
+def test_duplicate_copies_where_hard_links_are_refused(
+    store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = store.new_key("checkpoints", ".pt")
+    store.put_bytes(source, b"weights")
+
+    def cross_device(*_: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    copy = store.new_key("checkpoints", ".pt")
+    store.duplicate(source, copy)
+    assert store.path(copy).read_bytes() == b"weights"
+    assert store.path(copy).stat().st_ino != store.path(source).stat().st_ino

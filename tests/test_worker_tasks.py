@@ -95,7 +95,8 @@ def test_training_in_segments_then_generation_to_tiff(
         assert len(generators) == (1 if best.id == generator.id else 2)
         if best.id != generator.id:
             assert best.config["weights"] == "best" and blobs.exists(best.blob_key)
-        # Only the latest checkpoint is kept.
+        # Only the latest checkpoint is kept: the final one, for a continuation.
+        assert job.checkpoint_iteration == TINY_CONFIG["iterations"]
         checkpoints = list((settings.resolved_blob_dir / "checkpoints").glob("*.pt"))
         assert [p.name for p in checkpoints] == [job.checkpoint_blob.split("/")[1]]
 
@@ -163,6 +164,9 @@ def test_cancel_takes_effect_within_seconds(
     assert job.state == "cancelled"
     assert time.monotonic() - asked < 20
     assert job.progress["iteration"] < config["iterations"]
+    # Where it stopped is kept, so it can be continued from there.
+    assert job.checkpoint_iteration >= job.progress["iteration"] > 0
+    assert get_blob_store(settings).exists(job.checkpoint_blob)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

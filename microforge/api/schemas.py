@@ -219,6 +219,11 @@ def job_out(row: Job) -> JobOut:
     links = {"self": base, "cancel": f"{base}/cancel"}
     if row.kind == "train":
         links.update(metrics=f"{base}/metrics", preview=f"{base}/preview.png")
+        if row.state not in ("queued", "running"):
+            links["continue"] = f"{base}/continue"
+        parent = (row.spec or {}).get("continued_from")
+        if parent:
+            links["continued_from"] = f"/v1/jobs/{parent}"
         dataset_id = (row.spec or {}).get("dataset_id")
         if dataset_id:
             links["dataset"] = f"/v1/datasets/{dataset_id}"

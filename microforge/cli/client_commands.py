@@ -149,12 +149,42 @@ def remote_train(
             job = wait_with_progress(client, job)
         except MicroForgeError as error:
             raise _fail(error) from error
-    result = job["result"]
+    _announce_generators(job["result"])
+
+
+def _announce_generators(result: dict[str, Any]) -> None:
+    """The generator id on stdout (for scripts); the best one, when other, on stderr."""
     click.echo(result["generator_id"])
     err_console.print(f"Generator {result['generator_id']} is ready.")
     best = result.get("best_generator_id")
     if best and best != result["generator_id"]:
         err_console.print(f"The best fidelity check's weights are generator {best}.")
+
+
+@remote_group.command("continue")
+@click.argument("job_id")
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    required=True,
+    help="The new total, more than where the job stopped.",
+)
+@click.option("--wait", is_flag=True, help="Show progress until the job ends.")
+@click.pass_context
+def remote_continue(ctx: click.Context, job_id: str, iterations: int, wait: bool) -> None:
+    """Continue an ended training job from its last checkpoint; prints the new job id
+    (with --wait, the generator id)."""
+    with _client(ctx) as client:
+        try:
+            job = client.continue_training(job_id, iterations)
+            err_console.print(f"Training job {job['id']} continues {job_id}.")
+            if not wait:
+                click.echo(job["id"])
+                return
+            job = wait_with_progress(client, job)
+        except MicroForgeError as error:
+            raise _fail(error) from error
+    _announce_generators(job["result"])
 
 
 @remote_group.command("status")
@@ -306,7 +336,8 @@ def remote_generate(
 @click.argument("artifact_ids", nargs=-1, required=True)
 @click.pass_context
 def remote_delete(ctx: click.Context, artifact_ids: tuple[str, ...]) -> None:
-    """Delete datasets (ds_...), generators (gen_...) or volumes (vol_...) and their files."""
+    """Delete datasets (ds_...), generators (gen_...), volumes (vol_...) or ended jobs
+    (job_...: record, history, preview and checkpoint) with their files."""
     with _client(ctx) as client:
         for artifact_id in artifact_ids:
             try:

@@ -17,6 +17,10 @@ LastLayer = Literal["transpose", "resize_conv"]
 Precision = Literal["fp32", "tf32", "bf16"]
 
 
+#: The most iterations a training run may ask for (a sanity bound, weeks on a GPU).
+MAX_ITERATIONS = 10_000_000
+
+
 class ConfigError(ValueError):
     """A configuration that cannot train; the message says what to change."""
 
@@ -199,7 +203,7 @@ class TrainConfig(BaseModel):
     network: NetworkConfig | None = Field(
         default=None, description="A custom network; overrides the arch preset."
     )
-    iterations: int = Field(default=10_000, ge=1, le=10_000_000)
+    iterations: int = Field(default=10_000, ge=1, le=MAX_ITERATIONS)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     critic_batch: int = Field(default=8, ge=1, le=512)
     generator_batch: int | None = Field(

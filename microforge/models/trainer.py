@@ -130,6 +130,9 @@ class Trainer:
         self.iteration = 0
         self.quality_history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        #: Early stopping counts only the checks after this iteration (and after the best):
+        #: a run extended to more iterations gets a fresh patience from where it was.
+        self.early_stop_since = 0
         self._last: dict[str, torch.Tensor] = {}
         self._preview_noise: torch.Tensor | None = None
 
@@ -343,8 +346,8 @@ class Trainer:
         patience = self.config.early_stop_checks
         if not patience or self.best is None or not self.quality_history:
             return False
-        since_best = [r for r in self.quality_history if r["iteration"] > self.best["iteration"]]
-        return len(since_best) >= patience
+        since = max(self.best["iteration"], self.early_stop_since)
+        return sum(r["iteration"] > since for r in self.quality_history) >= patience
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
@@ -368,6 +371,7 @@ class Trainer:
             "rng": rng_state,
             "quality_history": self.quality_history,
             "best": self.best,
+            "early_stop_since": self.early_stop_since,
         }
 
     def save_checkpoint(self, path: str | Path) -> Path:
@@ -415,6 +419,11 @@ class Trainer:
         self._restore_rng(state["rng"])
         self.quality_history = list(state.get("quality_history") or [])
         self.best = state.get("best")
+        self.early_stop_since = int(state.get("early_stop_since", 0))
+        if self.config.iterations > int(state["config"]["iterations"]):
+            # Extended (asked for more than the run was set to): a run that stopped early
+            # must not stop again at once on the checks that stopped it.
+            self.early_stop_since = self.iteration
 
     def _restore_rng(self, saved: dict[str, Any]) -> None:
         """Continue the saved random stream, or a new one when the device type changed.

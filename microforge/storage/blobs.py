@@ -136,6 +136,26 @@ class LocalBlobStore:
         finally:
             temp.unlink(missing_ok=True)
 
+    def duplicate(self, source_key: str, key: str) -> int:
+        """Make ``key`` a second blob with the content of ``source_key``; returns its size.
+
+        A hard link where the filesystem allows it (free, even for a checkpoint of
+        hundreds of MB), else a copy. Sharing the bytes is safe because a blob is never
+        changed in place, only replaced by a new one, and deleting either key leaves the
+        other intact. ``FileNotFoundError`` when the source does not exist.
+        """
+        source = self.path(source_key)
+        self.path(key)
+        temp = self._temp_path()
+        try:
+            try:
+                os.link(source, temp)
+            except OSError:  # another filesystem, or no links: copy (a missing source raises)
+                shutil.copyfile(source, temp)
+            return self._publish(temp, key)
+        finally:
+            temp.unlink(missing_ok=True)
+
     def put_bytes(self, key: str, data: bytes) -> int:
         """Store ``data`` at ``key`` atomically and return its size."""
         with self.writing(key) as temp:

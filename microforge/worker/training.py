@@ -6,6 +6,8 @@ visibility timeout is delivered again, so no task may run for hours. A segment t
 (never overwriting the one the job row points at), moves the row to it only while holding
 the lease, deletes the old blob, releases the lease and enqueues the next segment. A
 killed worker therefore costs at most one segment, and a duplicate can overwrite nothing.
+The last segment writes its checkpoint too, so an ended job (succeeded or cancelled) can
+be continued for more iterations from exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -81,6 +83,10 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     reached = trainer.run(deadline=deadline, should_stop=guard.should_stop, on_progress=reporter)
     if guard.lease_lost:
         return "lease_lost"
+    if reached > resumed_at or not job.checkpoint_blob:
+        # Also when the job ends here: its last checkpoint is what a continuation
+        # (POST /v1/jobs/{id}/continue) starts from.
+        _write_checkpoint(runtime, lease, job, trainer)
     if guard.cancel_requested:
         finish_job(runtime.session_factory, lease, "cancelled")
         log.info("job %s cancelled at iteration %d", lease.job_id, reached)
@@ -89,8 +95,6 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     if reached >= config.iterations or not stopped_early:
         # Done, or the trainer stopped on its own (early stopping on fidelity).
         return _finish_training(runtime, lease, job, trainer, config, reporter.last_progress)
-    if reached > resumed_at or not job.checkpoint_blob:
-        _write_checkpoint(runtime, lease, job, trainer)
     token = release_lease(runtime.session_factory, lease)
     send_job_message(runtime.celery, "train", lease.job_id, token)
     log.info(

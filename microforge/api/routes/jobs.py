@@ -104,7 +104,8 @@ def _check_periodic_sizes(
             raise ProblemError(422, "invalid_periodic_shape", problem)
 
 
-def _accepted(job: Job, response: Response) -> JobOut:
+def accepted(job: Job, response: Response) -> JobOut:
+    """The 202 answer for a created (or found) job, with its Location."""
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job_out(job)
 
@@ -151,11 +152,11 @@ def create_job(
     request_fingerprint = fingerprint(body.model_dump(mode="json"))
     existing = existing_job_for_key(session, owner.id, key, request_fingerprint)
     if existing is not None:
-        return _accepted(existing, response)
+        return accepted(existing, response)
     job.idempotency_key = key
     job.idempotency_fingerprint = request_fingerprint
     job, _created = create_and_enqueue(state, session, job)
-    return _accepted(job, response)
+    return accepted(job, response)
 
 
 TRAIN_FORM = {
@@ -222,7 +223,7 @@ async def upload_and_train(
         job = await run_in_threadpool(_train_from_form, state, owner.id, form, key)
     finally:
         form.cleanup()
-    return _accepted(job, response)
+    return accepted(job, response)
 
 
 def _train_from_form(state, owner_id: str, form, key: str | None) -> Job:
