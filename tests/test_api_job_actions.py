@@ -159,3 +159,42 @@ def test_delete_an_ended_job_with_its_history_and_files(client, auth, dataset_id
         )
     assert rows == 0
     assert client.delete(f"/v1/jobs/{ended}", headers=auth).status_code == 404
+
+
+def test_a_continued_jobs_metrics_start_with_its_ancestors(client, auth, dataset_id, api_app):
+    first = ended_training_job(client, auth, api_app, dataset_id, checkpoint_at=6)
+    state = api_app.state.service
+    with state.session_factory() as session:
+        for iteration in (2, 4, 7):  # 7: recorded after the checkpoint the child starts from
+            session.add(JobMetric(job_id=first, iteration=iteration, data={"w": 0.1}))
+        session.commit()
+
+    def continue_to(job_id: str, iterations: int, records: tuple[int, ...]) -> str:
+        child = client.post(
+            f"/v1/jobs/{job_id}/continue", headers=auth, json={"iterations": iterations}
+        ).json()["id"]
+        with state.session_factory() as session:
+            job = session.get(Job, child)
+            job.state, job.checkpoint_iteration = "succeeded", iterations
+            for iteration in records:
+                session.add(JobMetric(job_id=child, iteration=iteration, data={"w": 0.2}))
+            session.commit()
+        return child
+
+    second = continue_to(first, 9, (8, 9))
+    third = continue_to(second, 12, (10, 12))
+    points = client.get(f"/v1/jobs/{third}/metrics", headers=auth).json()["points"]
+    assert [(p["iteration"], p["job_id"]) for p in points] == [
+        (2, first),
+        (4, first),
+        (6, first),
+        (8, second),
+        (9, second),
+        (10, third),
+        (12, third),
+    ]
+    later = client.get(f"/v1/jobs/{third}/metrics", headers=auth, params={"after": 8}).json()
+    assert [p["iteration"] for p in later["points"]] == [9, 10, 12]
+    assert client.delete(f"/v1/jobs/{first}", headers=auth).status_code == 204
+    points = client.get(f"/v1/jobs/{third}/metrics", headers=auth).json()["points"]
+    assert [p["iteration"] for p in points] == [8, 9, 10, 12]  # history starts after it

@@ -128,3 +128,14 @@ def test_duplicate_copies_where_hard_links_are_refused(
     store.duplicate(source, copy)
     assert store.path(copy).read_bytes() == b"weights"
     assert store.path(copy).stat().st_ino != store.path(source).stat().st_ino
+
+
+def test_listing_shows_the_stores_own_files_only(store: LocalBlobStore) -> None:
+    key = store.new_key("volumes", ".tif")
+    store.put_bytes(key, b"v")
+    (store.root / "volumes" / ".DS_Store").write_bytes(b"finder")  # not a name keys have
+    (store.root / "notes.txt").write_bytes(b"not a kind folder")
+    scratch = store.new_temp_file()
+    scratch.write_bytes(b"partial")
+    assert list(store.published_keys()) == [key]
+    assert list(store.temp_files()) == [scratch]

@@ -99,6 +99,10 @@ class JobMetricPoint(BaseModel):
     iteration: int
     data: dict[str, Any]
     created_at: datetime
+    job_id: str = Field(
+        description="The job that recorded the point: this one, or for a continued job the "
+        "earlier job it continues (its history up to where the continuation started)."
+    )
 
 
 class JobMetricsOut(BaseModel):

@@ -16,6 +16,7 @@ from microforge.cli.engine_commands import generate_command, train_command
 from microforge.cli.keys_commands import keys_group
 from microforge.cli.server_commands import up_command, worker_command
 from microforge.cli.stats_commands import stats_command
+from microforge.cli.storage_commands import storage_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,3 +46,4 @@ cli.add_command(up_command)
 cli.add_command(worker_command)
 cli.add_command(remote_group)
 cli.add_command(stats_command)
+cli.add_command(storage_group)

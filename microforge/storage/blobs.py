@@ -150,6 +150,9 @@ class LocalBlobStore:
         try:
             try:
                 os.link(source, temp)
+                # A fresh mtime, so the garbage collector's grace period protects the new
+                # key until the row that names it is committed (links share the inode).
+                os.utime(temp)
             except OSError:  # another filesystem, or no links: copy (a missing source raises)
                 shutil.copyfile(source, temp)
             return self._publish(temp, key)
@@ -176,6 +179,28 @@ class LocalBlobStore:
     def delete(self, key: str) -> None:
         """Remove a blob; a missing one is fine, so deletes can be retried safely."""
         self.path(key).unlink(missing_ok=True)
+
+    # -- listing (for the garbage collector) ---------------------------------------------
+    def published_keys(self) -> Iterator[str]:
+        """Every published blob's key. Files whose names no key could have (left there by
+        hand, say) are not listed, so nothing but the store's own files is ever touched."""
+        for kind in BLOB_KINDS:
+            folder = self.root / kind
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.rglob("*")):
+                if not path.is_file():
+                    continue
+                key = path.relative_to(self.root).as_posix()
+                try:
+                    self.path(key)
+                except ValueError:
+                    continue
+                yield key
+
+    def temp_files(self) -> Iterator[Path]:
+        """Files in the store's scratch folder: writes under way, or left by a killed process."""
+        yield from (path for path in sorted(self._temp_root.iterdir()) if path.is_file())
 
     def new_temp_file(self, suffix: str = "") -> Path:
         """A path for scratch data on the store's filesystem (so ``put_file`` is a rename).

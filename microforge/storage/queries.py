@@ -114,3 +114,30 @@ def detach_finished_jobs_from_dataset(session: Session, owner_id: str, dataset_i
         .where(Job.owner_id == owner_id, Job.dataset_id == dataset_id)
         .values(dataset_id=None)
     )
+
+
+def training_lineage(
+    session: Session, owner_id: str, job: Job, max_depth: int = 1000
+) -> list[tuple[str, int | None]]:
+    """The jobs whose history makes up ``job``'s training, oldest first, each with the last
+    iteration of its part (None: all of it, for ``job`` itself).
+
+    A continued job names its parent and the iteration it started from in its spec; the
+    parent's points after that (recorded past its last checkpoint) are not part of this
+    run. A deleted ancestor ends the walk: the history then starts after it.
+    """
+    parts: list[tuple[str, int | None]] = [(job.id, None)]
+    seen = {job.id}
+    current = job
+    while len(parts) <= max_depth:
+        spec = current.spec or {}
+        parent_id, started_at = spec.get("continued_from"), spec.get("continued_at")
+        if not parent_id or parent_id in seen or started_at is None:
+            break
+        parent = get_owned(session, Job, owner_id, parent_id)
+        if parent is None:
+            break
+        parts.append((parent.id, int(started_at)))
+        seen.add(parent.id)
+        current = parent
+    return parts[::-1]

@@ -13,12 +13,17 @@ import os
 import socket
 
 from microforge.settings import Settings
+from microforge.storage.blob_gc import remove_abandoned_temporary_files
+from microforge.storage.blobs import get_blob_store
 from microforge.storage.db import upgrade_database
 from microforge.worker.celery_app import GENERATE_QUEUE, TRAIN_QUEUE
 from microforge.worker.redispatch import RedispatchSweeper
 
 log = logging.getLogger(__name__)
 QUEUE_KINDS = {TRAIN_QUEUE: "train", GENERATE_QUEUE: "generate"}
+#: Scratch files untouched this long are left by killed processes (a file being written,
+#: even a volume of many GB, keeps a fresh modification time), so a worker removes them.
+ABANDONED_TEMPORARY_SECONDS = 24 * 3600
 
 
 class WorkerSettingsError(ValueError):
@@ -74,6 +79,9 @@ def run_worker(
         )
     if migrate:
         upgrade_database(settings.resolved_database_url)
+    freed = remove_abandoned_temporary_files(get_blob_store(settings), ABANDONED_TEMPORARY_SECONDS)
+    if freed:
+        log.warning("removed %d bytes of scratch files left by killed processes", freed)
     from microforge.worker.tasks import app
 
     sweeper = RedispatchSweeper(settings, app, [QUEUE_KINDS[q] for q in queues])

@@ -131,8 +131,9 @@ def _check_continuable(session: Any, state: ServiceState, parent: Job, iteration
 def _continuation(parent: Job, iterations: int, checkpoint: str) -> Job:
     spec = dict(parent.spec or {})
     spec["config"] = {**spec.get("config", {}), "iterations": iterations}
-    spec["continued_from"] = parent.id
     reached = parent.checkpoint_iteration
+    spec["continued_from"] = parent.id
+    spec["continued_at"] = reached
     return Job(
         owner_id=parent.owner_id,
         kind="train",

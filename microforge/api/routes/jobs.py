@@ -46,6 +46,7 @@ from microforge.storage.queries import (
     as_utc,
     get_owned,
     list_owned,
+    training_lineage,
 )
 from microforge.storage.tables import Dataset, Generator, Job, JobMetric, utcnow
 
@@ -346,7 +347,7 @@ def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
 @router.get(
     "/jobs/{job_id}/metrics",
     response_model=JobMetricsOut,
-    summary="Training history of a job",
+    summary="Training history of a job (from the first job, when it continues another)",
     responses=problem_responses(401, 404),
 )
 def job_metrics(
@@ -358,19 +359,23 @@ def job_metrics(
     ] = None,
 ) -> JobMetricsOut:
     job = _owned_job(session, owner.id, job_id)
-    query = select(JobMetric).where(JobMetric.job_id == job.id)
-    if after is not None:
-        query = query.where(JobMetric.iteration > after)
-    rows = session.scalars(query.order_by(JobMetric.iteration))
-    return JobMetricsOut(
-        job_id=job.id,
-        points=[
+    points: list[JobMetricPoint] = []
+    for part_id, upto in training_lineage(session, owner.id, job):
+        query = select(JobMetric).where(JobMetric.job_id == part_id)
+        if after is not None:
+            query = query.where(JobMetric.iteration > after)
+        if upto is not None:
+            query = query.where(JobMetric.iteration <= upto)
+        points += [
             JobMetricPoint(
-                iteration=row.iteration, data=row.data, created_at=as_utc(row.created_at)
+                iteration=row.iteration,
+                data=row.data,
+                created_at=as_utc(row.created_at),
+                job_id=part_id,
             )
-            for row in rows
-        ],
-    )
+            for row in session.scalars(query.order_by(JobMetric.iteration))
+        ]
+    return JobMetricsOut(job_id=job.id, points=points)
 
 
 @router.get(

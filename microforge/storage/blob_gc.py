@@ -1,0 +1,121 @@
+"""Finding blobs that nothing needs any more: unreferenced keys and abandoned scratch files.
+
+Why: a process killed between publishing a blob and committing the row that names it (a
+worker OOM-killed after writing a 40 GB volume, say) leaves the blob behind with no way to
+reach it, and a process killed mid-write leaves its scratch file. Neither is ever cleaned
+by the normal flow. A grace period by modification time protects work under way: a blob
+is published moments before its row is committed, and a file being written keeps a fresh
+modification time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from microforge.storage.blobs import LocalBlobStore
+from microforge.storage.tables import Dataset, Generator, Job, Volume
+
+UNREFERENCED = "unreferenced"
+ABANDONED_TEMPORARY = "abandoned temporary file"
+
+
+class NothingReferencedError(RuntimeError):
+    """The database names no blob while the store holds some: most likely the wrong database
+    (a fresh SQLite file instead of the production PostgreSQL), so nothing is deleted."""
+
+
+@dataclass(frozen=True)
+class Garbage:
+    path: Path
+    size: int
+    age_seconds: float
+    reason: str
+    #: The blob key, or None for a scratch file.
+    key: str | None = None
+
+
+def referenced_keys(session: Session) -> set[str]:
+    """Every blob key any row names."""
+    keys: set[str] = set()
+    for blob_keys, preview in session.execute(select(Dataset.blob_keys, Dataset.preview_blob)):
+        keys.update(blob_keys or [])
+        keys.add(preview)
+    keys.update(session.scalars(select(Job.checkpoint_blob)))
+    keys.update(session.scalars(select(Job.preview_blob)))
+    keys.update(session.scalars(select(Generator.blob_key)))
+    keys.update(session.scalars(select(Volume.blob_key)))
+    keys.update(session.scalars(select(Volume.report_blob)))
+    keys.discard(None)
+    return keys
+
+
+def find_garbage(
+    blobs: LocalBlobStore,
+    session: Session,
+    *,
+    older_than_seconds: float,
+    allow_empty_database: bool = False,
+) -> list[Garbage]:
+    """Unreferenced blobs and scratch files untouched for ``older_than_seconds``.
+
+    Raises ``NothingReferencedError`` when the store holds blobs but the database names
+    none, unless ``allow_empty_database``.
+    """
+    now = time.time()
+    published = [(key, blobs.path(key)) for key in blobs.published_keys()]
+    referenced = referenced_keys(session)
+    if published and not referenced and not allow_empty_database:
+        raise NothingReferencedError(
+            f"the database names no blob, yet {blobs.root} holds {len(published)}: check "
+            "MICROFORGE_DATABASE_URL (and MICROFORGE_BLOB_DIR); if the database really is "
+            "empty, pass --force to treat every blob as garbage"
+        )
+    found: list[Garbage] = []
+    for key, path in published:
+        if key not in referenced:
+            found += _if_old(path, now, older_than_seconds, UNREFERENCED, key)
+    for path in blobs.temp_files():
+        found += _if_old(path, now, older_than_seconds, ABANDONED_TEMPORARY, None)
+    return found
+
+
+def _if_old(
+    path: Path, now: float, older_than_seconds: float, reason: str, key: str | None
+) -> list[Garbage]:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:  # removed meanwhile (published, or deleted by its owner)
+        return []
+    age = now - stat.st_mtime
+    if age < older_than_seconds:
+        return []
+    return [Garbage(path, stat.st_size, age, reason, key)]
+
+
+def remove_abandoned_temporary_files(blobs: LocalBlobStore, older_than_seconds: float) -> int:
+    """Delete scratch files untouched for ``older_than_seconds``; returns the bytes freed.
+
+    Safe without the database (a write under way keeps its file's time fresh), so a
+    worker does it on every start."""
+    now = time.time()
+    found: list[Garbage] = []
+    for path in blobs.temp_files():
+        found += _if_old(path, now, older_than_seconds, ABANDONED_TEMPORARY, None)
+    return remove_garbage(blobs, found)
+
+
+def remove_garbage(blobs: LocalBlobStore, garbage: list[Garbage]) -> int:
+    """Delete what ``find_garbage`` found; returns the bytes freed."""
+    freed = 0
+    for item in garbage:
+        if item.key is not None:
+            blobs.delete(item.key)
+        else:
+            item.path.unlink(missing_ok=True)
+        freed += item.size
+    return freed

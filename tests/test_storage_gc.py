@@ -1,0 +1,132 @@
+"""Garbage in the blob store: unreferenced blobs and abandoned scratch files, on a real DB."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from microforge.cli.storage_commands import storage_group
+from microforge.settings import get_settings
+from microforge.storage.blob_gc import (
+    ABANDONED_TEMPORARY,
+    UNREFERENCED,
+    NothingReferencedError,
+    find_garbage,
+    remove_abandoned_temporary_files,
+    remove_garbage,
+)
+from microforge.storage.blobs import LocalBlobStore, get_blob_store
+from microforge.storage.tables import ApiKey, Generator, Job, Volume
+
+DAY = 24 * 3600
+
+
+def age(path, seconds: float) -> None:
+    """Make ``path`` look untouched for ``seconds``."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+@pytest.fixture
+def blobs(settings) -> LocalBlobStore:
+    return get_blob_store(settings)
+
+
+@pytest.fixture
+def stored(blobs, session_factory) -> dict[str, str]:
+    """A generator, a volume with its report and a job checkpoint that rows name, and
+    three blobs nobody names: old, fresh, and a scratch file from a killed writer."""
+    keys = {
+        name: blobs.new_key(kind, suffix)
+        for name, kind, suffix in [
+            ("generator", "generators", ".safetensors"),
+            ("volume", "volumes", ".tif"),
+            ("report", "reports", ".png"),
+            ("checkpoint", "checkpoints", ".pt"),
+            ("old_orphan", "volumes", ".tif"),
+            ("new_orphan", "generators", ".safetensors"),
+        ]
+    }
+    for key in keys.values():
+        blobs.put_bytes(key, b"x" * 100)
+        age(blobs.path(key), 2 * DAY)
+    age(blobs.path(keys["new_orphan"]), 60)
+    scratch = blobs.new_temp_file(".tif")
+    scratch.write_bytes(b"y" * 1000)
+    age(scratch, 2 * DAY)
+    keys["scratch"] = str(scratch)
+    with session_factory() as session:
+        owner = ApiKey(name="gc", key_hash="g" * 64, prefix="mf_gc")
+        session.add(owner)
+        session.flush()
+        common = {"owner_id": owner.id, "image_type": "nphase", "phases": [0, 1]}
+        session.add(Generator(blob_key=keys["generator"], **common))
+        session.add(
+            Volume(
+                blob_key=keys["volume"],
+                report_blob=keys["report"],
+                dtype="uint8",
+                etag="e",
+                **common,
+            )
+        )
+        session.add(Job(owner_id=owner.id, kind="train", checkpoint_blob=keys["checkpoint"]))
+        session.commit()
+    return keys
+
+
+def test_only_old_unreferenced_blobs_and_scratch_files_are_garbage(
+    blobs, session_factory, stored
+) -> None:
+    with session_factory() as session:
+        garbage = find_garbage(blobs, session, older_than_seconds=DAY)
+    found = {(item.reason, item.key or str(item.path)) for item in garbage}
+    assert found == {(UNREFERENCED, stored["old_orphan"]), (ABANDONED_TEMPORARY, stored["scratch"])}
+    assert remove_garbage(blobs, garbage) == 1100
+    assert not blobs.exists(stored["old_orphan"])
+    for name in ("generator", "volume", "report", "checkpoint", "new_orphan"):
+        assert blobs.exists(stored[name]), name
+
+
+def test_an_empty_database_deletes_nothing_unless_forced(blobs, session_factory) -> None:
+    key = blobs.new_key("volumes", ".tif")
+    blobs.put_bytes(key, b"precious")
+    age(blobs.path(key), 2 * DAY)
+    with session_factory() as session, pytest.raises(NothingReferencedError, match="--force"):
+        find_garbage(blobs, session, older_than_seconds=DAY)
+    with session_factory() as session:
+        garbage = find_garbage(blobs, session, older_than_seconds=DAY, allow_empty_database=True)
+    assert [item.key for item in garbage] == [key]
+
+
+def test_a_worker_start_removes_only_stale_scratch_files(blobs) -> None:
+    stale, live = blobs.new_temp_file(), blobs.new_temp_file()
+    stale.write_bytes(b"z" * 10)
+    live.write_bytes(b"z" * 10)
+    age(stale, 2 * DAY)
+    assert remove_abandoned_temporary_files(blobs, DAY) == 10
+    assert not stale.exists() and live.exists()
+
+
+def test_cli_gc_dry_run_then_delete(settings, stored, monkeypatch) -> None:
+    monkeypatch.setenv("MICROFORGE_DATABASE_URL", settings.resolved_database_url)
+    monkeypatch.setenv("MICROFORGE_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("MICROFORGE_BLOB_DIR", str(settings.resolved_blob_dir))
+    get_settings.cache_clear()
+    blobs = get_blob_store(settings)
+    try:
+        runner = CliRunner()
+        dry = runner.invoke(storage_group, ["gc", "--dry-run"])
+        assert dry.exit_code == 0, dry.output
+        assert stored["old_orphan"] in dry.output and "would free 1.1 KB in 2 file(s)" in dry.output
+        assert blobs.exists(stored["old_orphan"])
+        done = runner.invoke(storage_group, ["gc"])
+        assert done.exit_code == 0 and "freed 1.1 KB in 2 file(s)" in done.output
+        assert not blobs.exists(stored["old_orphan"]) and blobs.exists(stored["volume"])
+        patient = runner.invoke(storage_group, ["gc", "--older-than", "0", "--dry-run"])
+        assert stored["new_orphan"] in patient.output
+    finally:
+        get_settings.cache_clear()
