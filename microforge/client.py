@@ -32,6 +32,8 @@ TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 #: Connection failures worth one more try of a request that is safe to repeat.
 _RETRYABLE = (httpx.ConnectError, httpx.ReadTimeout, httpx.RemoteProtocolError)
 _ATTEMPTS = 3
+#: What ``list_page`` can list.
+LISTABLE = ("datasets", "generators", "volumes", "jobs")
 
 
 class MicroForgeError(Exception):
@@ -207,10 +209,23 @@ class MicroForgeClient:
         return self._request("GET", f"/v1/jobs/{job_id}").json()
 
     def list_jobs(self, *, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        return self.list_page("jobs", limit=limit, cursor=cursor)
+
+    def list_page(
+        self, collection: str, *, limit: int = 20, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page, newest first, of ``datasets``, ``generators``, ``volumes`` or ``jobs``:
+        ``{"items": [...], "next_cursor": ...}``."""
+        if collection not in LISTABLE:
+            raise ValueError(f"cannot list {collection!r}: use one of {', '.join(LISTABLE)}")
         params: dict[str, Any] = {"limit": limit}
         if cursor:
             params["cursor"] = cursor
-        return self._request("GET", "/v1/jobs", params=params).json()
+        return self._request("GET", f"/v1/{collection}", params=params).json()
+
+    def usage(self) -> dict[str, Any]:
+        """Counts and bytes of what this key keeps on the server (``GET /v1/usage``)."""
+        return self._request("GET", "/v1/usage").json()
 
     def iter_jobs(self, *, page_size: int = 50) -> Iterator[dict[str, Any]]:
         cursor = None

@@ -198,3 +198,18 @@ def test_a_continued_jobs_metrics_start_with_its_ancestors(client, auth, dataset
     assert client.delete(f"/v1/jobs/{first}", headers=auth).status_code == 204
     points = client.get(f"/v1/jobs/{third}/metrics", headers=auth).json()["points"]
     assert [p["iteration"] for p in points] == [8, 9, 10, 12]  # history starts after it
+
+
+def test_usage_counts_what_the_caller_keeps(client, auth, other_auth, dataset_id, api_app):
+    empty = client.get("/v1/usage", headers=auth).json()
+    assert empty["checkpoints"] == {"count": 0, "bytes": 0}
+    assert empty["datasets"]["count"] == 1 and empty["volumes"] == {"count": 0, "bytes": 0}
+    ended_training_job(client, auth, api_app, dataset_id, checkpoint_at=6)
+    usage = client.get("/v1/usage", headers=auth).json()
+    assert usage["checkpoints"] == {"count": 1, "bytes": len(b"checkpoint bytes")}
+    dataset_bytes = client.get(f"/v1/datasets/{dataset_id}", headers=auth).json()["size_bytes"]
+    assert usage["datasets"] == {"count": 1, "bytes": dataset_bytes}
+    assert usage["total_bytes"] == dataset_bytes + len(b"checkpoint bytes")
+    theirs = client.get("/v1/usage", headers=other_auth).json()
+    assert theirs["total_bytes"] == 0 and theirs["datasets"]["count"] == 0
+    assert client.get("/v1/usage").status_code == 401

@@ -158,6 +158,17 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         assert report.exit_code == 0, report.output
         assert "perpendicular to z" in report.output and "against the isotropic" in report.output
         assert report_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        listed = runner.invoke(cli, [*base, "ls", "volumes"])
+        assert listed.exit_code == 0 and volume_id in listed.output and "verdict" in listed.output
+        listed = runner.invoke(cli, [*base, "ls", "generators"])
+        assert generator_id in listed.output and "tiny iteration 6" in listed.output
+        usage = runner.invoke(cli, [*base, "usage"])
+        assert usage.exit_code == 0, usage.output
+        assert [line.split()[:2] for line in usage.output.splitlines()][:3] == [
+            ["datasets", "1"],
+            ["generators", str(len(client.list_page("generators")["items"]))],
+            ["volumes", "1"],
+        ]
         missing = runner.invoke(cli, [*base, "report", "vol_missing"])
         assert missing.exit_code == 1 and "volume_not_found" in missing.output
         quick = json.dumps({**TINY_CONFIG, "iterations": 3})

@@ -16,7 +16,15 @@ from fastapi import FastAPI
 
 from microforge import __version__
 from microforge.api.problems import install_problem_handlers
-from microforge.api.routes import datasets, generators, health, job_actions, jobs, volumes
+from microforge.api.routes import (
+    datasets,
+    generators,
+    health,
+    job_actions,
+    jobs,
+    usage,
+    volumes,
+)
 from microforge.api.state import ServiceState
 from microforge.settings import Settings, get_settings
 from microforge.storage.blobs import get_blob_store
@@ -55,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = state
     install_problem_handlers(app)
-    for module in (health, datasets, jobs, job_actions, generators, volumes):
+    for module in (health, datasets, jobs, job_actions, generators, volumes, usage):
         app.include_router(module.router)
     return app
 

@@ -110,6 +110,22 @@ class JobMetricsOut(BaseModel):
     points: list[JobMetricPoint]
 
 
+class UsageItem(BaseModel):
+    count: int
+    bytes: int
+
+
+class UsageOut(BaseModel):
+    datasets: UsageItem
+    generators: UsageItem
+    volumes: UsageItem
+    checkpoints: UsageItem = Field(
+        description="Kept by training jobs so that they can be continued; deleting an ended "
+        "job (DELETE /v1/jobs/{id}) frees its checkpoint."
+    )
+    total_bytes: int
+
+
 class GeneratorOut(BaseModel):
     id: str
     image_type: str

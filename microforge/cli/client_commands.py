@@ -8,6 +8,7 @@ stdout so they can be captured; progress and messages go to stderr.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, TaskProgressColumn, TextColumn
 
+from microforge.cli.formatting import human_size
 from microforge.cli.progress_display import progress_display
 from microforge.cli.stats_table import print_statistics_table
-from microforge.client import JobFailed, MicroForgeClient, MicroForgeError
+from microforge.client import LISTABLE, JobFailed, MicroForgeClient, MicroForgeError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 err_console = Console(stderr=True)
@@ -139,21 +141,33 @@ def remote_train(
 ) -> None:
     """Upload IMAGES (one 2D, three x/y/z, or one 3D TIFF) and train; prints the job id."""
     values = _load_config(config, {"arch": arch, "iterations": iterations})
+    _run_training(
+        ctx,
+        lambda client: client.train(images, values, image_type=image_type, name=name),
+        "Training job {id} queued.",
+        wait,
+    )
+
+
+def _run_training(
+    ctx: click.Context,
+    start: Callable[[MicroForgeClient], dict[str, Any]],
+    announcement: str,
+    wait: bool,
+) -> None:
+    """Start a training job; print its id, or with ``wait`` follow it and print the
+    generator id (stdout, for scripts) and the best one when other (stderr)."""
     with _client(ctx) as client:
         try:
-            job = client.train(images, values, image_type=image_type, name=name)
-            err_console.print(f"Training job {job['id']} queued.")
+            job = start(client)
+            err_console.print(announcement.format(id=job["id"]))
             if not wait:
                 click.echo(job["id"])
                 return
             job = wait_with_progress(client, job)
         except MicroForgeError as error:
             raise _fail(error) from error
-    _announce_generators(job["result"])
-
-
-def _announce_generators(result: dict[str, Any]) -> None:
-    """The generator id on stdout (for scripts); the best one, when other, on stderr."""
+    result = job["result"]
     click.echo(result["generator_id"])
     err_console.print(f"Generator {result['generator_id']} is ready.")
     best = result.get("best_generator_id")
@@ -174,17 +188,12 @@ def _announce_generators(result: dict[str, Any]) -> None:
 def remote_continue(ctx: click.Context, job_id: str, iterations: int, wait: bool) -> None:
     """Continue an ended training job from its last checkpoint; prints the new job id
     (with --wait, the generator id)."""
-    with _client(ctx) as client:
-        try:
-            job = client.continue_training(job_id, iterations)
-            err_console.print(f"Training job {job['id']} continues {job_id}.")
-            if not wait:
-                click.echo(job["id"])
-                return
-            job = wait_with_progress(client, job)
-        except MicroForgeError as error:
-            raise _fail(error) from error
-    _announce_generators(job["result"])
+    _run_training(
+        ctx,
+        lambda client: client.continue_training(job_id, iterations),
+        f"Training job {{id}} continues {job_id}.",
+        wait,
+    )
 
 
 @remote_group.command("status")
@@ -253,18 +262,80 @@ def _print_report(report: dict[str, Any]) -> None:
         click.echo(report["note"])
 
 
-@remote_group.command("jobs")
-@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@remote_group.command("ls")
+@click.argument("collection", type=click.Choice(LISTABLE))
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
 @click.pass_context
-def remote_jobs(ctx: click.Context, limit: int) -> None:
-    """List your newest jobs."""
+def remote_ls(ctx: click.Context, collection: str, limit: int) -> None:
+    """List your newest datasets, generators, volumes or jobs, with their sizes."""
     with _client(ctx) as client:
         try:
-            page = client.list_jobs(limit=limit)
+            page = client.list_page(collection, limit=limit)
         except MicroForgeError as error:
             raise _fail(error) from error
-    for job in page["items"]:
-        click.echo(f"{job['id']}  {job['kind']:<8} {_describe(job)}")
+    for item in page["items"]:
+        click.echo(f"{item['id']}  {_SUMMARIES[collection](item)}")
+    if page.get("next_cursor"):
+        err_console.print(f"(newest {limit} shown; --limit for more)")
+
+
+def _dataset_summary(item: dict[str, Any]) -> str:
+    shapes = ", ".join("x".join(str(n) for n in shape) for shape in item["shapes"])
+    kind = f"{item['image_type']} {item['layout']}"
+    return f"{item['name']}  {kind} {shapes}  {human_size(item['size_bytes'])}"
+
+
+def _generator_summary(item: dict[str, Any]) -> str:
+    config = item.get("config") or {}
+    words = [str(config.get("arch") or "custom"), f"iteration {config.get('iteration', '?')}"]
+    if config.get("weights"):
+        words.append(f"({config['weights']})")
+    quality = config.get("quality")
+    if quality:
+        words.append(f"score {quality['score']:.3f}")
+        if quality.get("collapsed"):
+            words.append("COLLAPSED")
+    return f"{' '.join(words)}  {human_size(item['size_bytes'])}"
+
+
+def _volume_summary(item: dict[str, Any]) -> str:
+    shape = "x".join(str(n) for n in item["shape"])
+    verdict = (item.get("report") or {}).get("verdict") or "-"
+    return f"{shape} {item['image_type']}  verdict {verdict}  {human_size(item['size_bytes'])}"
+
+
+def _job_summary(item: dict[str, Any]) -> str:
+    return f"{item['kind']:<8} {_describe(item)}"
+
+
+_SUMMARIES = {
+    "datasets": _dataset_summary,
+    "generators": _generator_summary,
+    "volumes": _volume_summary,
+    "jobs": _job_summary,
+}
+
+
+@remote_group.command("usage")
+@click.pass_context
+def remote_usage(ctx: click.Context) -> None:
+    """How much you keep on the server, to see what to delete."""
+    with _client(ctx) as client:
+        try:
+            usage = client.usage()
+        except MicroForgeError as error:
+            raise _fail(error) from error
+    for name in ("datasets", "generators", "volumes", "checkpoints"):
+        click.echo(f"{name:<12} {usage[name]['count']:>6}  {human_size(usage[name]['bytes']):>10}")
+    click.echo(f"{'total':<12} {'':>6}  {human_size(usage['total_bytes']):>10}")
+
+
+@remote_group.command("jobs")
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.pass_context
+def remote_jobs(ctx: click.Context, limit: int) -> None:
+    """List your newest jobs (the same as `ls jobs`)."""
+    ctx.invoke(remote_ls, collection="jobs", limit=limit)
 
 
 @remote_group.command("cancel")

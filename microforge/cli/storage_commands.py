@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from microforge.cli.formatting import human_size
 from microforge.settings import get_settings
 from microforge.storage.blob_gc import NothingReferencedError, find_garbage, remove_garbage
 from microforge.storage.blobs import get_blob_store
@@ -56,19 +57,11 @@ def gc_command(older_than_hours: float, dry_run: bool, force: bool) -> None:
     for item in garbage:
         name = item.key or str(item.path)
         click.echo(
-            f"{item.reason}: {name} ({_size(item.size)}, {item.age_seconds / 3600:.1f} h old)"
+            f"{item.reason}: {name} ({human_size(item.size)}, {item.age_seconds / 3600:.1f} h old)"
         )
     total = sum(item.size for item in garbage)
     if dry_run:
-        click.echo(f"would free {_size(total)} in {len(garbage)} file(s) (dry run)")
+        click.echo(f"would free {human_size(total)} in {len(garbage)} file(s) (dry run)")
         return
     freed = remove_garbage(blobs, garbage)
-    click.echo(f"freed {_size(freed)} in {len(garbage)} file(s)")
-
-
-def _size(count: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    raise AssertionError("unreachable")
+    click.echo(f"freed {human_size(freed)} in {len(garbage)} file(s)")

@@ -141,3 +141,27 @@ def training_lineage(
         seen.add(parent.id)
         current = parent
     return parts[::-1]
+
+
+def stored_sizes(session: Session, owner_id: str) -> dict[str, tuple[int, int]]:
+    """(count, bytes) of the owner's datasets, generators and volumes, from their rows."""
+    result = {}
+    for name, model in (("datasets", Dataset), ("generators", Generator), ("volumes", Volume)):
+        count, size = session.execute(
+            select(func.count(), func.coalesce(func.sum(model.size_bytes), 0)).where(
+                model.owner_id == owner_id
+            )
+        ).one()
+        result[name] = (int(count), int(size))
+    return result
+
+
+def checkpoint_keys(session: Session, owner_id: str) -> list[str]:
+    """Blob keys of the checkpoints the owner's jobs keep (for a continuation, or running)."""
+    return list(
+        session.scalars(
+            select(Job.checkpoint_blob).where(
+                Job.owner_id == owner_id, Job.checkpoint_blob.is_not(None)
+            )
+        )
+    )
