@@ -44,12 +44,23 @@ def owned_urls(ids: dict[str, str]) -> list[tuple[str, str]]:
         ("POST", f"/v1/jobs/{j}/cancel"),
         ("GET", f"/v1/jobs/{j}/metrics"),
         ("GET", f"/v1/jobs/{j}/preview.png"),
+        ("POST", f"/v1/jobs/{j}/continue"),
+        ("DELETE", f"/v1/jobs/{j}"),
         ("GET", f"/v1/generators/{g}"),
         ("GET", f"/v1/generators/{g}/file"),
+        ("DELETE", f"/v1/generators/{g}"),
         ("GET", f"/v1/volumes/{v}"),
         ("GET", f"/v1/volumes/{v}/file"),
         ("GET", f"/v1/volumes/{v}/slice.png"),
+        ("GET", f"/v1/volumes/{v}/report"),
+        ("GET", f"/v1/volumes/{v}/report.png"),
+        ("DELETE", f"/v1/volumes/{v}"),
     ]
+
+
+def body_for(url: str) -> dict | None:
+    """A valid body where the route needs one, so that only ownership decides."""
+    return {"iterations": 10} if url.endswith("/continue") else None
 
 
 LISTS = ["/v1/datasets", "/v1/jobs", "/v1/generators", "/v1/volumes"]
@@ -57,7 +68,7 @@ LISTS = ["/v1/datasets", "/v1/jobs", "/v1/generators", "/v1/volumes"]
 
 def test_another_key_gets_404_everywhere(client, auth, other_auth, resources, api_app) -> None:
     for method, url in owned_urls(resources):
-        response = client.request(method, url, headers=other_auth)
+        response = client.request(method, url, headers=other_auth, json=body_for(url))
         assert response.status_code == 404, (method, url, response.text)
         assert response.json()["code"].endswith("_not_found"), url
     for url in LISTS:
@@ -84,8 +95,9 @@ def test_another_key_gets_404_everywhere(client, auth, other_auth, resources, ap
     ],
 )
 def test_missing_or_bad_key_is_401(client, resources, headers) -> None:
-    for method, url in [*owned_urls(resources), *(("GET", url) for url in LISTS)]:
-        response = client.request(method, url, headers=headers)
+    lists = [("GET", url) for url in [*LISTS, "/v1/usage"]]
+    for method, url in [*owned_urls(resources), *lists]:
+        response = client.request(method, url, headers=headers, json=body_for(url))
         assert response.status_code == 401, (method, url)
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert response.json()["code"] == "unauthorized"
@@ -113,9 +125,17 @@ def test_unknown_route_is_a_problem(client) -> None:
 def test_openapi_lists_every_route_with_problem_responses(client, api_app) -> None:
     spec = client.get("/openapi.json").json()
     documented = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
-    from microforge.api.routes import datasets, generators, health, jobs, volumes
+    from microforge.api.routes import (
+        datasets,
+        generators,
+        health,
+        job_actions,
+        jobs,
+        usage,
+        volumes,
+    )
 
-    for module in (datasets, generators, health, jobs, volumes):
+    for module in (datasets, generators, health, jobs, job_actions, volumes, usage):
         for route in module.router.routes:
             for method in route.methods - {"HEAD"}:
                 assert (method, route.path) in documented
@@ -131,15 +151,20 @@ def test_openapi_lists_every_route_with_problem_responses(client, api_app) -> No
         ("POST", "/v1/jobs/{job_id}/cancel"),
         ("GET", "/v1/jobs/{job_id}/metrics"),
         ("GET", "/v1/jobs/{job_id}/preview.png"),
+        ("POST", "/v1/jobs/{job_id}/continue"),
+        ("DELETE", "/v1/jobs/{job_id}"),
         ("POST", "/v1/train"),
         ("GET", "/v1/generators"),
         ("POST", "/v1/generators"),
         ("GET", "/v1/generators/{generator_id}"),
         ("GET", "/v1/generators/{generator_id}/file"),
+        ("DELETE", "/v1/generators/{generator_id}"),
         ("GET", "/v1/volumes"),
         ("GET", "/v1/volumes/{volume_id}"),
         ("GET", "/v1/volumes/{volume_id}/file"),
         ("GET", "/v1/volumes/{volume_id}/slice.png"),
+        ("DELETE", "/v1/volumes/{volume_id}"),
+        ("GET", "/v1/usage"),
         ("GET", "/v1/health"),
     }
     assert expected <= documented

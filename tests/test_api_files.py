@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from microforge.api.app import create_app
 from microforge.models.config import TrainConfig
 from microforge.models.generator_file import FORMAT, METADATA_KEY, VERSION, expected_tensor_shapes
 from microforge.storage.api_keys import authenticate
@@ -249,3 +251,23 @@ def test_delete_a_generator_is_refused_while_a_job_will_load_it(client, auth, ap
     assert client.delete(generator["links"]["self"], headers=auth).status_code == 204
     assert not api_app.state.service.blobs.exists(key)
     assert client.get(generator["links"]["self"], headers=auth).status_code == 404
+
+
+def test_a_volume_larger_than_the_free_disk_is_refused_at_once(api_settings, auth, broker):
+    roomy = api_settings.model_copy(update={"max_generate_voxels": 10**16})
+    with TestClient(create_app(roomy)) as client:
+        generator = client.post(
+            "/v1/generators",
+            headers=auth,
+            files={"file": ("g.safetensors", generator_file_bytes())},
+        ).json()
+        free = create_app(roomy).state.service.blobs.free_bytes()
+        shape = [free // 10**6 + 1, 1000, 1000]  # one byte per voxel: more than is free
+        response = client.post(
+            "/v1/jobs",
+            headers=auth,
+            json={"kind": "generate", "generator_id": generator["id"], "shape": shape},
+        )
+        assert response.status_code == 507, response.text
+        assert response.json()["code"] == "disk_full" and "/v1/usage" in response.json()["detail"]
+        assert broker.llen("generate") == 0

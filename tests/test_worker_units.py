@@ -12,9 +12,15 @@ from microforge.models.config import TrainConfig
 from microforge.models.phases import DataError
 from microforge.models.trainer import TrainingError
 from microforge.settings import Settings
+from microforge.storage.blobs import LocalBlobStore
 from microforge.storage.job_lifecycle import claim_job, load_job
 from microforge.storage.tables import ApiKey, Job
 from microforge.worker.failures import describe_failure
+from microforge.worker.generation import (
+    DISK_RESERVE_BYTES,
+    NotEnoughDiskError,
+    check_disk_space,
+)
 from microforge.worker.guard import JobGuard
 from microforge.worker.launch import WorkerSettingsError, check_worker_settings
 from microforge.worker.progress import json_safe, training_eta
@@ -106,3 +112,19 @@ def test_guard_reads_cancel_at_most_once_per_interval_and_renews_the_lease(sessi
         session.commit()
     clock.now = 10.0
     assert renewing.should_stop() is True and renewing.lease_lost
+
+
+def test_a_volume_that_cannot_fit_on_disk_is_refused_before_generating(tmp_path):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    check_disk_space(blobs, (4, 4, 4), 1, 1)  # 64 bytes: fits
+    free = blobs.free_bytes()
+    slices = free // 10**6 + 1  # one byte per voxel: just over the free space
+    with pytest.raises(NotEnoughDiskError, match="GET /v1/usage") as refused:
+        check_disk_space(blobs, (slices, 1000, 1000), 1, 1)
+    assert describe_failure(refused.value).code == "disk_full"
+    with pytest.raises(NotEnoughDiskError):  # the reserve counts too
+        check_disk_space(blobs, (1, 1, max(free - DISK_RESERVE_BYTES // 2, 1)), 1, 1)
+    with pytest.raises(NotEnoughDiskError):  # three samples per voxel for colour
+        check_disk_space(blobs, (slices // 3 + 1, 1000, 1000), 1, 3)
+    full = describe_failure(OSError(28, "No space left on device"))
+    assert full.code == "disk_full" and "/v1/usage" in full.message

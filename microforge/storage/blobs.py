@@ -180,6 +180,10 @@ class LocalBlobStore:
         """Remove a blob; a missing one is fine, so deletes can be retried safely."""
         self.path(key).unlink(missing_ok=True)
 
+    def free_bytes(self) -> int:
+        """Free space on the store's filesystem."""
+        return shutil.disk_usage(self.root).free
+
     # -- listing (for the garbage collector) ---------------------------------------------
     def published_keys(self) -> Iterator[str]:
         """Every published blob's key. Files whose names no key could have (left there by

@@ -51,7 +51,9 @@ def describe_failure(error: BaseException) -> Failure:
         )
     if isinstance(error, OSError) and getattr(error, "errno", None) == 28:
         return Failure(
-            "disk_full", "the server's disk is full: free space in the data directory and retry"
+            "disk_full",
+            "the server's disk is full: delete volumes, jobs or generators you no longer need "
+            "(GET /v1/usage shows what you keep) or ask the operator for space, then retry",
         )
     return Failure(
         "internal_error",

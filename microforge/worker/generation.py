@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import random
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from microforge.storage.job_lifecycle import (
     Lease,
@@ -33,6 +36,34 @@ from microforge.worker.runtime import WorkerRuntime
 log = logging.getLogger(__name__)
 #: Record progress at most this often: chunks can take milliseconds each.
 PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+#: Space a volume must leave free (at most; a small volume leaves as much as its own
+#: size), so that the database, checkpoints and other jobs can still write when it is done.
+DISK_RESERVE_BYTES = 1 << 30
+
+
+class NotEnoughDiskError(RuntimeError):
+    """Refused before generating: the finished TIFF would not fit on the blob store's disk."""
+
+    code = "disk_full"
+
+
+def check_disk_space(blobs: Any, shape: tuple[int, ...], itemsize: int, samples: int) -> None:
+    """Fail at once, not after hours of generation, when the volume cannot be stored.
+
+    The uncompressed TIFF is the voxels plus a few hundred bytes of tags per page.
+    """
+    needed = math.prod(shape) * itemsize * samples + 512 * shape[0]
+    reserve = min(DISK_RESERVE_BYTES, needed)
+    free = blobs.free_bytes()
+    if needed + reserve > free:
+        raise NotEnoughDiskError(
+            f"the volume needs {needed / 1e9:.1f} GB but the server has {free / 1e9:.1f} GB "
+            f"free (keeping {reserve / 1e9:.1f} GB in reserve): delete volumes, jobs "
+            "or generators you no longer need (GET /v1/usage shows what you keep), or ask for "
+            "a smaller volume"
+        )
 
 
 class _Stopped(Exception):
@@ -65,6 +96,8 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         seed = random.SystemRandom().getrandbits(31)
     periodic = _periodic(spec.get("periodic", False))
     loaded = load_generator(runtime.blobs.path(generator_row.blob_key), device=settings.device)
+    rgb = loaded.image_type == "colour"
+    check_disk_space(runtime.blobs, shape, np.dtype(loaded.output_dtype).itemsize, 3 if rgb else 1)
     guard = JobGuard(runtime.session_factory, lease, settings.lease_seconds)
     on_chunk = _ChunkProgress(runtime, guard)
     key = runtime.blobs.new_key("volumes", ".tif")
@@ -72,9 +105,7 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     try:
         with (
             runtime.blobs.writing(key) as temporary,
-            VolumeTiffWriter(
-                temporary, shape, loaded.output_dtype, rgb=loaded.image_type == "colour"
-            ) as writer,
+            VolumeTiffWriter(temporary, shape, loaded.output_dtype, rgb=rgb) as writer,
         ):
             try:
                 generate_volume(

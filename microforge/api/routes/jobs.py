@@ -37,7 +37,7 @@ from microforge.api.schemas import (
     Page,
     job_out,
 )
-from microforge.api.state import OwnerDep, SessionDep, StateDep
+from microforge.api.state import OwnerDep, ServiceState, SessionDep, StateDep
 from microforge.api.uploads import receive_multipart
 from microforge.models.config import NetworkConfig, TrainConfig, periodic_size_problem
 from microforge.storage.queries import (
@@ -105,6 +105,21 @@ def _check_periodic_sizes(
             raise ProblemError(422, "invalid_periodic_shape", problem)
 
 
+def _check_disk_space(state: ServiceState, at_least_bytes: int) -> None:
+    """Refuse at once a volume that cannot fit (the worker checks again, exactly, before it
+    starts: space may go meanwhile). ``at_least_bytes`` is a lower bound, one byte per
+    voxel and sample, so nothing that fits is refused."""
+    free = state.blobs.free_bytes()
+    if at_least_bytes > free:
+        raise ProblemError(
+            507,
+            "disk_full",
+            f"the volume needs at least {at_least_bytes / 1e9:.1f} GB but the server has "
+            f"{free / 1e9:.1f} GB free: delete volumes, jobs or generators you no longer need "
+            "(GET /v1/usage shows what you keep), or ask for a smaller volume",
+        )
+
+
 def accepted(job: Job, response: Response) -> JobOut:
     """The 202 answer for a created (or found) job, with its Location."""
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -116,7 +131,7 @@ def accepted(job: Job, response: Response) -> JobOut:
     status_code=202,
     response_model=JobOut,
     summary="Start a training or generation job",
-    responses={**ACCEPTED, **problem_responses(401, 404, 409, 422, 503)},
+    responses={**ACCEPTED, **problem_responses(401, 404, 409, 422, 503, 507)},
 )
 def create_job(
     body: JobRequest,
@@ -146,6 +161,7 @@ def create_job(
                 f"shape {list(body.shape)} is {voxels} voxels; the limit is "
                 f"{state.settings.max_generate_voxels} (MICROFORGE_MAX_GENERATE_VOXELS)",
             )
+        _check_disk_space(state, voxels * (3 if generator.image_type == "colour" else 1))
         spec = body.model_dump(mode="json", exclude={"kind"})
         spec["seed"] = body.seed if body.seed is not None else secrets.randbelow(2**31)
         job = Job(owner_id=owner.id, kind="generate", spec=spec, generator_id=body.generator_id)
