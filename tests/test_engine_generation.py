@@ -4,14 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from microforge.models.generation import (
-    ChunkEvaluator,
-    GenerationError,
-    generate_array,
-    generate_probabilities,
-    make_latent,
-    plan_volume,
-)
+from microforge.models.chunk_plan import GenerationError, make_latent, plan_volume
+from microforge.models.generation import ChunkEvaluator, generate_array, generate_probabilities
 
 from engine_helpers import assert_chunked_equals_one_shot, random_generator
 

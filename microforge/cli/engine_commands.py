@@ -351,8 +351,9 @@ def _generate(
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from microforge.cli.progress_display import progress_display
+    from microforge.models.chunk_plan import GenerationError, plan_volume
     from microforge.models.export import load_generator
-    from microforge.models.generation import GenerationError, generate_volume, plan_volume
+    from microforge.models.generation import generate_volume
     from microforge.storage.tiff import VolumeTiffWriter
 
     loaded = load_generator(_generator_path(source, best), device)

@@ -24,192 +24,37 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from microforge.models.config import NetworkConfig, periodic_size_problem
+from microforge.models.chunk_output import Decoder, HostCopier, SlabSink
+from microforge.models.chunk_plan import (
+    AxisPlan,
+    GenerationError,
+    Op,
+    Range,
+    layer_ops,
+    make_latent,
+    plan_axis,
+    plan_volume,
+    upsample_sources_on,
+)
+from microforge.models.config import NetworkConfig
 from microforge.models.export import LoadedGenerator
 
-Range = tuple[int, int]
 GenerationPrecision = Literal["fp32", "tf32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
 #: A latent up to this size is moved to the device once instead of per chunk.
 _LATENT_ON_DEVICE_BYTES = 1 << 30
 
 
-class GenerationError(ValueError):
-    """A volume that cannot be generated as asked; the message says what to change."""
-
-
 class GenerationCancelled(RuntimeError):
     """``should_stop`` asked to stop between chunks."""
-
-
-@dataclass(frozen=True)
-class Op:
-    """One layer as seen along one axis: what it needs and how it maps indices."""
-
-    kind: str  # transpose | upsample | conv3
-    index: int = 0
-    kernel: int = 1
-    stride: int = 1
-    padding: int = 0
-    hidden: bool = False
-
-    def out_size(self, n: int, periodic: bool) -> int:
-        if self.kind == "transpose":
-            return (
-                n * self.stride
-                if periodic
-                else (n - 1) * self.stride - 2 * self.padding + self.kernel
-            )
-        if self.kind == "upsample":
-            return 2 * n if periodic else 2 * (n - 1)
-        return n if periodic else n - 2
-
-    def needed(self, out: Range, n_in: int, n_out: int, periodic: bool) -> Range:
-        """Input range that outputs [start, stop) depend on (clipped unless periodic)."""
-        start, stop = out
-        if self.kind == "transpose":
-            k, s, p = self.kernel, self.stride, self.padding
-            low = -((-(start + p - k + 1)) // s)  # ceil division
-            high = (stop - 1 + p) // s + 1
-        elif self.kind == "upsample":
-            low = upsample_sources(np.array([start]), n_in, n_out, periodic)[0][0]
-            high = upsample_sources(np.array([stop - 1]), n_in, n_out, periodic)[1][0] + 1
-        else:
-            low, high = (start - 1, stop + 1) if periodic else (start, stop + 2)
-        if periodic:
-            return int(low), int(high)
-        return max(0, int(low)), min(n_in, int(high))
-
-    def origin(self, window_start: int, periodic: bool) -> int:
-        """Global index of the first voxel of an uncropped result on a window."""
-        if self.kind == "transpose":
-            return window_start * self.stride - self.padding
-        if self.kind == "conv3":
-            return window_start + (1 if periodic else 0)
-        raise AssertionError("upsample computes exactly the asked range")
-
-
-def upsample_sources(
-    out: np.ndarray, n_in: int, n_out: int, periodic: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear-interpolation sources as PyTorch's ``align_corners=False`` computes them.
-
-    Non-periodic axes resize n -> 2(n-1) (the public code's resize-convolution, with each
-    axis sized by itself); periodic axes double exactly and wrap.
-    """
-    scale = 0.5 if periodic else n_in / n_out
-    source = (out + 0.5) * scale - 0.5
-    if not periodic:
-        source = np.maximum(source, 0.0)
-    low = np.floor(source).astype(np.int64)
-    high = low + 1 if periodic else np.minimum(low + 1, n_in - 1)
-    return low, high, (source - low).astype(np.float32)
-
-
-def upsample_sources_on(
-    device: torch.device, low: int, high: int, n_in: int, n_out: int, periodic: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``upsample_sources(np.arange(low, high), ...)`` computed on ``device``.
-
-    Why a second copy: building the indices with NumPy and uploading them costs a
-    host-to-device copy from pageable memory per axis and chunk, which stalls the host
-    until the GPU is idle. The arithmetic is the same float64 arithmetic as NumPy's
-    (IEEE-exact +, *, floor), so the results are bit for bit the same.
-    """
-    out = torch.arange(low, high, dtype=torch.float64, device=device)
-    scale = 0.5 if periodic else n_in / n_out
-    source = (out + 0.5) * scale - 0.5
-    if not periodic:
-        source = source.clamp_min(0.0)
-    first = source.floor()
-    second = first + 1 if periodic else (first + 1).clamp_max(n_in - 1)
-    return first.long(), second.long(), (source - first).float()
-
-
-def layer_ops(network: NetworkConfig) -> list[Op]:
-    layers = len(network.generator_kernels)
-    ops: list[Op] = []
-    for index in range(layers):
-        if index == layers - 1 and network.last_layer == "resize_conv":
-            ops += [Op("upsample"), Op("conv3", kernel=3)]
-        else:
-            ops.append(
-                Op(
-                    "transpose",
-                    index=index,
-                    kernel=network.generator_kernels[index],
-                    stride=network.generator_strides[index],
-                    padding=network.generator_paddings[index],
-                    hidden=index < layers - 1,
-                )
-            )
-    return ops
-
-
-@dataclass(frozen=True)
-class AxisPlan:
-    """Sizes of every layer along one axis and where the asked volume sits in the output."""
-
-    size: int
-    periodic: bool
-    sizes: tuple[int, ...]  # sizes[0] = latent, sizes[i + 1] = after op i
-    offset: int
-
-    @property
-    def latent(self) -> int:
-        return self.sizes[0]
-
-
-def plan_axis(network: NetworkConfig, size: int, periodic: bool, name: str) -> AxisPlan:
-    ops = layer_ops(network)
-
-    def sizes_for(latent: int) -> tuple[int, ...]:
-        sizes = [latent]
-        for op in ops:
-            sizes.append(op.out_size(sizes[-1], periodic))
-        return tuple(sizes)
-
-    if periodic:
-        problem = periodic_size_problem(network, size, name)
-        if problem:
-            raise GenerationError(problem)
-        return AxisPlan(size, True, sizes_for(size // network.period), 0)
-    latent = 1
-    while sizes_for(latent)[-1] < size or min(sizes_for(latent)) < 1:
-        latent += 1
-    sizes = sizes_for(latent)
-    return AxisPlan(size, False, sizes, (sizes[-1] - size) // 2)
-
-
-def plan_volume(
-    network: NetworkConfig, shape: Sequence[int], periodic: Sequence[bool]
-) -> list[AxisPlan]:
-    if len(shape) != 3 or any(int(n) < 1 for n in shape):
-        raise GenerationError(f"shape must be three positive sizes (z, y, x), got {list(shape)}")
-    if len(periodic) != 3:
-        raise GenerationError("periodic needs three flags (z, y, x)")
-    return [
-        plan_axis(network, int(n), bool(p), name)
-        for n, p, name in zip(shape, periodic, ("z", "y", "x"))
-    ]
-
-
-def make_latent(network: NetworkConfig, plans: Sequence[AxisPlan], seed: int) -> torch.Tensor:
-    """The whole latent, drawn on the CPU: the same seed gives the same volume on any device."""
-    generator = torch.Generator().manual_seed(int(seed))
-    shape = (1, network.latent_channels, *(plan.latent for plan in plans))
-    return torch.randn(shape, generator=generator)
 
 
 class ChunkEvaluator:
@@ -350,163 +195,6 @@ def _cudnn_tf32(allow: bool) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = previous
 
 
-class Decoder:
-    """Network output -> stored voxels, on the device, so only bytes cross to the host.
-
-    n-phase: argmax mapped to the original phase values; grey: the original value range;
-    colour: (z, y, x, 3) uint8.
-    """
-
-    def __init__(self, loaded: LoadedGenerator) -> None:
-        self.image_type = loaded.image_type
-        self.dtype = loaded.output_dtype
-        self.device = loaded.device
-        self.low, self.high = loaded.info.value_range
-        self.torch_dtype = torch.uint8 if self.dtype == np.uint8 else torch.int16
-        # Phase values as the stored integers; 16-bit ones as the int16 with the same bits.
-        bits = 8 * self.dtype.itemsize
-        self.phase_codes = [
-            _same_bits(int(v), bits) for v in (loaded.phases if self.image_type == "nphase" else [])
-        ]
-
-    @property
-    def rgb(self) -> bool:
-        return self.image_type == "colour"
-
-    def _narrow(self, values: torch.Tensor) -> torch.Tensor:
-        if self.dtype == np.uint8:
-            return values.to(torch.uint8)
-        return values.to(torch.int16)  # the same 16 bits as uint16; viewed as such on the host
-
-    def decode(self, output: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            if self.image_type == "nphase":
-                return self._labels(output)
-            top = float(np.iinfo(self.dtype).max)
-            low = max(self.low, 0.0)
-            high = min(self.high, top)
-            # The same operations as (clamp * (high - low) + low).round(), in place.
-            values = output.clamp(0, 1).mul_(high - low).add_(low).round_()
-            values = values.to(torch.uint8) if self.dtype == np.uint8 else values.to(torch.int32)
-            if self.rgb:
-                return self._narrow(values).permute(1, 2, 3, 0).contiguous()
-            return self._narrow(values[0])
-
-    def _labels(self, probabilities: torch.Tensor) -> torch.Tensor:
-        """Phase value of the most probable channel, exactly as ``argmax(0)`` picks it.
-
-        Why not argmax: it reduces over the outermost dimension (slow on the CPU, more
-        than half of a chunk's time) and returns int64, eight bytes a voxel, then a
-        lookup. A running maximum with strict ``>`` keeps the first of equal maxima, as
-        argmax does, and writes the phase values directly in the output dtype.
-        """
-        best = probabilities[0]
-        labels = torch.full(
-            best.shape, self.phase_codes[0], dtype=self.torch_dtype, device=best.device
-        )
-        for channel in range(1, probabilities.shape[0]):
-            candidate = probabilities[channel]
-            better = candidate > best
-            labels.masked_fill_(better, self.phase_codes[channel])
-            if channel + 1 < probabilities.shape[0]:
-                best = torch.maximum(best, candidate)
-        return labels
-
-    def to_host(self, decoded: torch.Tensor) -> np.ndarray:
-        return decoded.cpu().numpy().view(self.dtype)
-
-
-def _same_bits(value: int, bits: int) -> int:
-    """An unsigned ``bits``-bit value as the signed integer with the same bit pattern."""
-    if bits == 16 and value >= 1 << 15:
-        return value - (1 << 16)
-    return value
-
-
-class _HostCopier:
-    """Decoded chunks -> their place in the host slab, without stalling the device.
-
-    CPU: a plain copy. CUDA: each chunk goes to a pinned staging buffer with a
-    non-blocking copy and an event; it is moved into the slab only when the next chunk
-    has been queued, so the GPU computes chunk k+1 while the host copies chunk k. Two
-    staging buffers at most are alive (PyTorch's pinned-memory cache reuses them).
-    """
-
-    def __init__(self, device: torch.device, dtype: np.dtype) -> None:
-        self.cuda = device.type == "cuda"
-        self.dtype = dtype
-        self.pending: deque[tuple[torch.cuda.Event, torch.Tensor, np.ndarray]] = deque()
-
-    def put(self, decoded: torch.Tensor, destination: np.ndarray) -> None:
-        if not self.cuda:
-            destination[...] = decoded.numpy().view(self.dtype)
-            return
-        staging = torch.empty(decoded.shape, dtype=decoded.dtype, pin_memory=True)
-        staging.copy_(decoded, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        self.pending.append((event, staging, destination))
-        while len(self.pending) > 1:
-            self._land()
-
-    def flush(self) -> None:
-        while self.pending:
-            self._land()
-
-    def _land(self) -> None:
-        event, staging, destination = self.pending.popleft()
-        event.synchronize()
-        destination[...] = staging.numpy().view(self.dtype)
-
-
-class _SlabSink:
-    """Hands finished slabs to ``write_slab`` on a background thread, one at a time.
-
-    Why: ``VolumeTiffWriter.write`` returns only once a slab is on disk; writing in the
-    background lets the next slab be generated meanwhile. ``submit`` first waits for the
-    previous write, so at most two slabs exist (one written, one filled), and a write's
-    error surfaces at the next submit or on exit. On exit the pending write is always
-    waited for, so the caller's writer is never closed under a running write.
-    """
-
-    def __init__(self, write_slab: Callable[[np.ndarray], None], background: bool) -> None:
-        self.write_slab = write_slab
-        self.executor = ThreadPoolExecutor(1, "slab-writer") if background else None
-        self.pending: Future[None] | None = None
-
-    def __enter__(self) -> _SlabSink:
-        return self
-
-    def submit(self, slab: np.ndarray) -> None:
-        self.wait()
-        if self.executor is None:
-            self.write_slab(slab)
-        else:
-            self.pending = self.executor.submit(self.write_slab, slab)
-
-    def wait(self) -> None:
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            pending.result()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            if exc_type is None:
-                self.wait()
-            elif self.pending is not None:
-                # Already failing: wait for the write, but report the first error.
-                pending, self.pending = self.pending, None
-                pending.exception()
-        finally:
-            if self.executor is not None:
-                self.executor.shutdown(wait=True)
-
-
 def chunk_edges(chunk: int | Sequence[int], size: Sequence[int]) -> list[int]:
     """One edge for every axis, or one per axis; 0 means the whole axis (one shot)."""
     per_axis = [chunk] * 3 if isinstance(chunk, int) else [int(c) for c in chunk]
@@ -602,11 +290,11 @@ def generate_volume(
         latent = latent.to(loaded.device)  # once, not a window per chunk
     evaluator = ChunkEvaluator(loaded, plans, precision)
     decoder = Decoder(loaded)
-    copier = _HostCopier(loaded.device, decoder.dtype)
+    copier = HostCopier(loaded.device, decoder.dtype)
     spans = [_spans(n, e) for n, e in zip(size, edges)]
     total = len(spans[0]) * len(spans[1]) * len(spans[2])
     done = 0
-    with _SlabSink(write_slab, background_writes) as sink:
+    with SlabSink(write_slab, background_writes) as sink:
         for z0, z1 in spans[0]:
             slab_shape = (z1 - z0, size[1], size[2]) + ((3,) if decoder.rgb else ())
             slab = np.empty(slab_shape, dtype=loaded.output_dtype)
