@@ -208,3 +208,19 @@ def test_a_line_that_carries_the_servers_eta_gets_no_second_one():
     printed = console.file.getvalue()
     assert "train job_1 50%: running ETA 0:01:00, elapsed 0:00:00" in printed
     assert printed.count("ETA") == 1
+
+
+def test_ctrl_c_while_waiting_stops_the_waiting_not_the_job(capsys):
+    from microforge.cli.client_commands import wait_with_progress
+
+    class UserPressesCtrlC:
+        def wait(self, job_id: str, on_update) -> dict:  # noqa: ANN001
+            raise KeyboardInterrupt
+
+    job = {"id": "job_1", "kind": "train", "state": "running", "progress": {}}
+    with pytest.raises(SystemExit) as stopped:
+        wait_with_progress(UserPressesCtrlC(), job)
+    assert stopped.value.code == 130
+    said = " ".join(capsys.readouterr().err.split())
+    assert "job job_1 goes on on the server" in said
+    assert "microforge remote cancel job_1" in said

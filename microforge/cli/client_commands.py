@@ -80,6 +80,14 @@ def wait_with_progress(client: MicroForgeClient, job: dict[str, Any]) -> dict[st
             raise click.ClickException(
                 f"job {job['id']} {failed.job['state']}: {failed.code}: {failed.detail}"
             ) from failed
+        except KeyboardInterrupt:
+            # Ctrl-C stops the waiting, not the job: say so, and how to reach it again.
+            err_console.print(
+                f"Stopped waiting; job {job['id']} goes on on the server. Follow it with "
+                f"`microforge remote status {job['id']}`, stop it with "
+                f"`microforge remote cancel {job['id']}`."
+            )
+            raise SystemExit(130) from None
 
 
 def _load_config(config: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
