@@ -73,12 +73,15 @@ def up_command(host: str, port: int, data_dir: Path | None) -> None:
 )
 @click.option("--name", default=None, help="Worker name in logs (default microforge-PID@HOST).")
 @click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--quiet", is_flag=True, help="No Celery start-up banner.")
 @click.option(
     "--device",
     default=None,
     help="auto, cpu or cuda[:N] [env MICROFORGE_DEVICE]; one worker per GPU.",
 )
-def worker_command(queues: str, name: str | None, loglevel: str, device: str | None) -> None:
+def worker_command(
+    queues: str, name: str | None, loglevel: str, quiet: bool, device: str | None
+) -> None:
     """Run one job worker: one job at a time, on one device. Start one per GPU."""
     from microforge.worker.launch import WorkerSettingsError, run_worker
 
@@ -92,6 +95,7 @@ def worker_command(queues: str, name: str | None, loglevel: str, device: str | N
             [q.strip() for q in queues.split(",") if q.strip()],
             name=name,
             loglevel=loglevel,
+            quiet=quiet,
         )
     except WorkerSettingsError as error:
         raise click.ClickException(str(error)) from error

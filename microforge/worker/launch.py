@@ -61,6 +61,7 @@ def run_worker(
     name: str | None = None,
     loglevel: str = "INFO",
     migrate: bool = True,
+    quiet: bool = False,
 ) -> None:
     """Run one Celery worker (solo pool: one job at a time, in this very process) until stopped.
 
@@ -90,6 +91,7 @@ def run_worker(
     try:
         app.worker_main(
             argv=[
+                *(["--quiet"] if quiet else []),
                 "worker",
                 "--pool=solo",
                 "--concurrency=1",

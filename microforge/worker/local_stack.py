@@ -127,7 +127,7 @@ class LocalStack:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade_database(self.settings.resolved_database_url)
         self.broker_url = self.settings.redis_url or self._start_broker()
-        self._spawn("worker", [sys.executable, "-m", "microforge.worker"])
+        self._spawn("worker", [sys.executable, "-m", "microforge.worker", "--quiet"])
         self._spawn(
             "api",
             [
