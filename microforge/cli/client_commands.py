@@ -1,4 +1,5 @@
-"""``microforge remote ...``: drive a MicroForge server from the command line.
+"""``microforge remote ...`` commands that run jobs: train, continue, generate, cancel,
+download, delete (the group is in ``remote_group``, the read-only views in ``client_views``).
 
 Why: the same walk-through a script does with ``MicroForgeClient`` (upload, train, wait,
 generate, download), with a progress bar for people. Results (ids, file paths) go to
@@ -13,49 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, TaskProgressColumn, TextColumn
 
-from microforge.cli.formatting import human_size
 from microforge.cli.progress_display import progress_display
-from microforge.cli.stats_table import print_statistics_table
-from microforge.client import LISTABLE, JobFailed, MicroForgeClient, MicroForgeError
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-err_console = Console(stderr=True)
-
-
-def _client(ctx: click.Context) -> MicroForgeClient:
-    url, key = ctx.obj["url"], ctx.obj["key"]
-    if not key:
-        raise click.UsageError(
-            "no API key: pass --key or set MICROFORGE_API_KEY (create one on the server with "
-            "`microforge keys create NAME`)"
-        )
-    return MicroForgeClient(url, key)
-
-
-def _fail(error: MicroForgeError) -> click.ClickException:
-    return click.ClickException(f"{error.code}: {error.detail}")
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "ETA --"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"ETA {hours:d}:{rest // 60:02d}:{rest % 60:02d}"
-
-
-def _describe(job: dict[str, Any]) -> str:
-    progress = job.get("progress") or {}
-    if progress.get("iteration") is not None and progress.get("total"):
-        where = f"iteration {progress['iteration']}/{progress['total']}"
-    elif progress.get("chunks_total"):
-        where = f"chunk {progress.get('chunks_done') or 0}/{progress['chunks_total']}"
-    else:
-        where = ""
-    return f"{job['state']:<9} {where}  {_eta(progress.get('eta_seconds'))}"
+from microforge.cli.remote_group import client_for, describe_job, err_console, fail, remote_group
+from microforge.client import JobFailed, MicroForgeClient, MicroForgeError
 
 
 def wait_with_progress(client: MicroForgeClient, job: dict[str, Any]) -> dict[str, Any]:
@@ -68,11 +31,11 @@ def wait_with_progress(client: MicroForgeClient, job: dict[str, Any]) -> dict[st
     )
     line = "{description} {percent}: {status}"
     with progress_display(columns, line=line, console=err_console, local_eta=False) as bar:
-        task = bar.add_task(f"{job['kind']} {job['id']}", total=1.0, status=_describe(job))
+        task = bar.add_task(f"{job['kind']} {job['id']}", total=1.0, status=describe_job(job))
 
         def show(update: dict[str, Any]) -> None:
             fraction = float((update.get("progress") or {}).get("fraction") or 0.0)
-            bar.update(task, completed=fraction, status=_describe(update))
+            bar.update(task, completed=fraction, status=describe_job(update))
 
         try:
             return client.wait(job["id"], on_update=show)
@@ -102,23 +65,6 @@ def _load_config(config: str | None, overrides: dict[str, Any]) -> dict[str, Any
             raise click.BadParameter("must be a JSON object", param_hint="--config")
     values.update({k: v for k, v in overrides.items() if v is not None})
     return values
-
-
-@click.group("remote")
-@click.option(
-    "--url",
-    envvar="MICROFORGE_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="Server URL [env MICROFORGE_URL].",
-)
-@click.option(
-    "--key", envvar="MICROFORGE_API_KEY", default=None, help="API key [env MICROFORGE_API_KEY]."
-)
-@click.pass_context
-def remote_group(ctx: click.Context, url: str, key: str | None) -> None:
-    """Use a MicroForge server: upload, train, generate and download over HTTP."""
-    ctx.obj = {"url": url, "key": key}
 
 
 @remote_group.command("train")
@@ -165,7 +111,7 @@ def _run_training(
 ) -> None:
     """Start a training job; print its id, or with ``wait`` follow it and print the
     generator id (stdout, for scripts) and the best one when other (stderr)."""
-    with _client(ctx) as client:
+    with client_for(ctx) as client:
         try:
             job = start(client)
             err_console.print(announcement.format(id=job["id"]))
@@ -174,7 +120,7 @@ def _run_training(
                 return
             job = wait_with_progress(client, job)
         except MicroForgeError as error:
-            raise _fail(error) from error
+            raise fail(error) from error
     result = job["result"]
     click.echo(result["generator_id"])
     err_console.print(f"Generator {result['generator_id']} is ready.")
@@ -204,158 +150,16 @@ def remote_continue(ctx: click.Context, job_id: str, iterations: int, wait: bool
     )
 
 
-@remote_group.command("status")
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole job as JSON.")
-@click.pass_context
-def remote_status(ctx: click.Context, job_id: str, as_json: bool) -> None:
-    """Show a job's state, progress, error and results."""
-    with _client(ctx) as client:
-        try:
-            job = client.get_job(job_id)
-        except MicroForgeError as error:
-            raise _fail(error) from error
-    if as_json:
-        click.echo(json.dumps(job, indent=2))
-        return
-    click.echo(f"{job['id']} ({job['kind']}): {_describe(job)}")
-    if job.get("error"):
-        click.echo(f"error {job['error']['code']}: {job['error']['message']}")
-    for name, value in (job.get("result") or {}).items():
-        if value:
-            click.echo(f"{name}: {value}")
-
-
-@remote_group.command("report")
-@click.argument("volume_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
-@click.option(
-    "--png",
-    "png_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also save the report drawn as a PNG here.",
-)
-@click.pass_context
-def remote_report(ctx: click.Context, volume_id: str, as_json: bool, png_path: Path | None) -> None:
-    """How faithful a volume is: its statistics against the training images, and a verdict."""
-    with _client(ctx) as client:
-        try:
-            report = client.volume_report(volume_id)
-            if png_path is not None:
-                client.download_volume_report_png(volume_id, png_path)
-        except MicroForgeError as error:
-            raise _fail(error) from error
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        _print_report(report)
-    if png_path is not None:
-        err_console.print(f"Report drawn in {png_path}.")
-
-
-def _print_report(report: dict[str, Any]) -> None:
-    problem = report.get("error")
-    if problem:
-        click.echo(f"{problem['code']}: {problem['message']}")
-    if report.get("statistics"):
-        output = {**report["statistics"], "comparison": report.get("comparison")}
-        print_statistics_table(output, report["volume_id"])
-    sampled = report.get("sampled")
-    if sampled:
-        region = "x".join(str(n) for n in sampled["shape"])
-        whole = "x".join(str(n) for n in sampled["of"])
-        click.echo(f"measured on the {sampled['region']} {region} of {whole}: {sampled['reason']}")
-    if report.get("note"):
-        click.echo(report["note"])
-
-
-@remote_group.command("ls")
-@click.argument("collection", type=click.Choice(LISTABLE))
-@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
-@click.pass_context
-def remote_ls(ctx: click.Context, collection: str, limit: int) -> None:
-    """List your newest datasets, generators, volumes or jobs, with their sizes."""
-    with _client(ctx) as client:
-        try:
-            page = client.list_page(collection, limit=limit)
-        except MicroForgeError as error:
-            raise _fail(error) from error
-    for item in page["items"]:
-        click.echo(f"{item['id']}  {_SUMMARIES[collection](item)}")
-    if page.get("next_cursor"):
-        err_console.print(f"(newest {limit} shown; --limit for more)")
-
-
-def _dataset_summary(item: dict[str, Any]) -> str:
-    shapes = ", ".join("x".join(str(n) for n in shape) for shape in item["shapes"])
-    kind = f"{item['image_type']} {item['layout']}"
-    return f"{item['name']}  {kind} {shapes}  {human_size(item['size_bytes'])}"
-
-
-def _generator_summary(item: dict[str, Any]) -> str:
-    config = item.get("config") or {}
-    words = [str(config.get("arch") or "custom"), f"iteration {config.get('iteration', '?')}"]
-    if config.get("weights"):
-        words.append(f"({config['weights']})")
-    quality = config.get("quality")
-    if quality:
-        words.append(f"score {quality['score']:.3f}")
-        if quality.get("collapsed"):
-            words.append("COLLAPSED")
-    return f"{' '.join(words)}  {human_size(item['size_bytes'])}"
-
-
-def _volume_summary(item: dict[str, Any]) -> str:
-    shape = "x".join(str(n) for n in item["shape"])
-    verdict = (item.get("report") or {}).get("verdict") or "-"
-    return f"{shape} {item['image_type']}  verdict {verdict}  {human_size(item['size_bytes'])}"
-
-
-def _job_summary(item: dict[str, Any]) -> str:
-    return f"{item['kind']:<8} {_describe(item)}"
-
-
-_SUMMARIES = {
-    "datasets": _dataset_summary,
-    "generators": _generator_summary,
-    "volumes": _volume_summary,
-    "jobs": _job_summary,
-}
-
-
-@remote_group.command("usage")
-@click.pass_context
-def remote_usage(ctx: click.Context) -> None:
-    """How much you keep on the server, to see what to delete."""
-    with _client(ctx) as client:
-        try:
-            usage = client.usage()
-        except MicroForgeError as error:
-            raise _fail(error) from error
-    for name in ("datasets", "generators", "volumes", "checkpoints"):
-        click.echo(f"{name:<12} {usage[name]['count']:>6}  {human_size(usage[name]['bytes']):>10}")
-    click.echo(f"{'total':<12} {'':>6}  {human_size(usage['total_bytes']):>10}")
-
-
-@remote_group.command("jobs")
-@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
-@click.pass_context
-def remote_jobs(ctx: click.Context, limit: int) -> None:
-    """List your newest jobs (the same as `ls jobs`)."""
-    ctx.invoke(remote_ls, collection="jobs", limit=limit)
-
-
 @remote_group.command("cancel")
 @click.argument("job_id")
 @click.pass_context
 def remote_cancel(ctx: click.Context, job_id: str) -> None:
     """Ask a job to stop; a running job stops within seconds."""
-    with _client(ctx) as client:
+    with client_for(ctx) as client:
         try:
             job = client.cancel_job(job_id)
         except MicroForgeError as error:
-            raise _fail(error) from error
+            raise fail(error) from error
     click.echo(f"{job['id']}: {job['state']} (cancel requested)")
 
 
@@ -393,7 +197,7 @@ def remote_generate(
     """Generate a Z x Y x X volume; prints the job id (or, with --wait, the volume id)."""
     if out is not None and not wait:
         raise click.UsageError("--out needs --wait")
-    with _client(ctx) as client:
+    with client_for(ctx) as client:
         try:
             job = client.generate(
                 generator_id, shape, seed=seed, periodic=(periodic,) * 3, chunk=chunk
@@ -407,7 +211,7 @@ def remote_generate(
             if out is not None:
                 _download(client, volume_id, out)
         except MicroForgeError as error:
-            raise _fail(error) from error
+            raise fail(error) from error
     click.echo(volume_id)
 
 
@@ -417,14 +221,14 @@ def remote_generate(
 def remote_delete(ctx: click.Context, artifact_ids: tuple[str, ...]) -> None:
     """Delete datasets (ds_...), generators (gen_...), volumes (vol_...) or ended jobs
     (job_...: record, history, preview and checkpoint) with their files."""
-    with _client(ctx) as client:
+    with client_for(ctx) as client:
         for artifact_id in artifact_ids:
             try:
                 client.delete(artifact_id)
             except ValueError as error:
                 raise click.BadParameter(str(error), param_hint="ARTIFACT_IDS") from error
             except MicroForgeError as error:
-                raise _fail(error) from error
+                raise fail(error) from error
             click.echo(f"{artifact_id} deleted")
 
 
@@ -434,11 +238,11 @@ def remote_delete(ctx: click.Context, artifact_ids: tuple[str, ...]) -> None:
 @click.pass_context
 def remote_download(ctx: click.Context, artifact_id: str, out: Path) -> None:
     """Download a volume (vol_...) as TIFF or a generator (gen_...) file to OUT."""
-    with _client(ctx) as client:
+    with client_for(ctx) as client:
         try:
             _download(client, artifact_id, out)
         except MicroForgeError as error:
-            raise _fail(error) from error
+            raise fail(error) from error
     click.echo(str(out))
 
 

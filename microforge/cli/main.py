@@ -11,9 +11,10 @@ import os
 import click
 
 from microforge import __version__
-from microforge.cli.client_commands import remote_group
+from microforge.cli import client_commands, client_views  # noqa: F401 - register remote commands
 from microforge.cli.engine_commands import generate_command, train_command
 from microforge.cli.keys_commands import keys_group
+from microforge.cli.remote_group import remote_group
 from microforge.cli.server_commands import up_command, worker_command
 from microforge.cli.stats_commands import stats_command
 from microforge.cli.storage_commands import storage_group
