@@ -196,3 +196,16 @@ def auth(api_app) -> dict[str, str]:
 def other_auth(api_app) -> dict[str, str]:
     """Headers with a second, unrelated API key ("bob"), to check isolation."""
     return _make_key(api_app, "bob")
+
+
+@pytest.fixture
+def dataset_id(client, auth) -> str:  # noqa: ANN001
+    """One small two-phase dataset uploaded through the API by ``auth``."""
+    from tests.test_api_datasets import png_bytes, two_phase
+
+    response = client.post(
+        "/v1/datasets",
+        headers=auth,
+        files={"files": ("a.png", png_bytes(two_phase()), "image/png")},
+    )
+    return response.json()["id"]

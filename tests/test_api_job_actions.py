@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from microforge.api.app import create_app
 from microforge.storage.tables import Dataset, Job, JobMetric
 from tests.test_api_datasets import png_bytes, stored_files, two_phase
-
-
-@pytest.fixture
-def dataset_id(client, auth) -> str:
-    response = client.post(
-        "/v1/datasets",
-        headers=auth,
-        files={"files": ("a.png", png_bytes(two_phase()), "image/png")},
-    )
-    return response.json()["id"]
 
 
 def ended_training_job(client, auth, api_app, dataset_id: str, *, checkpoint_at: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -16,16 +15,6 @@ from tests.test_api_datasets import png_bytes, stored_files, two_phase
 def queued_task_names(broker, queue: str) -> list[str]:
     """Celery messages waiting on a Redis list ``queue`` (kombu's Redis transport layout)."""
     return [json.loads(raw)["headers"]["task"] for raw in broker.lrange(queue, 0, -1)]
-
-
-@pytest.fixture
-def dataset_id(client, auth) -> str:
-    response = client.post(
-        "/v1/datasets",
-        headers=auth,
-        files={"files": ("a.png", png_bytes(two_phase()), "image/png")},
-    )
-    return response.json()["id"]
 
 
 def test_train_job_is_enqueued_on_the_train_queue(client, auth, dataset_id, broker) -> None:
