@@ -172,7 +172,10 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         missing = runner.invoke(cli, [*base, "report", "vol_missing"])
         assert missing.exit_code == 1 and "volume_not_found" in missing.output
         quick = json.dumps({**TINY_CONFIG, "iterations": 3})
-        trained = runner.invoke(cli, [*base, "train", str(image_path), "--config", quick, "--wait"])
+        dataset = job["spec"]["dataset_id"]  # uploaded once, trained on again
+        trained = runner.invoke(
+            cli, [*base, "train", "--dataset", dataset, "--config", quick, "--wait"]
+        )
         assert trained.exit_code == 0, trained.output
         cli_generator = trained.stdout.strip().splitlines()[-1]
         assert cli_generator.startswith("gen_"), trained.output
@@ -184,6 +187,10 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         )
         assert generated.exit_code == 0, generated.output
         assert tifffile.imread(cli_volume).shape == (8, 9, 10)
+        periodic = runner.invoke(
+            cli, [*base, "generate", cli_generator, "--shape", "8", "9", "10", "--periodic", "x"]
+        )
+        assert periodic.exit_code == 1 and "invalid_periodic_shape" in periodic.output
         cli_volume_id = generated.stdout.strip().splitlines()[-1]
         deleted = runner.invoke(cli, [*base, "delete", cli_volume_id, cli_generator])
         assert deleted.exit_code == 0, deleted.output

@@ -224,3 +224,19 @@ def test_ctrl_c_while_waiting_stops_the_waiting_not_the_job(capsys):
     said = " ".join(capsys.readouterr().err.split())
     assert "job job_1 goes on on the server" in said
     assert "microforge remote cancel job_1" in said
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give IMAGES to upload, or --dataset"),
+        (["x.png", "--dataset", "ds_1"], "not both"),
+        (["--dataset", "ds_1", "--name", "n"], "describe an upload"),
+    ],
+)
+def test_remote_train_needs_images_or_a_dataset(tmp_path, args, message):
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")  # a file IMAGES can name; the command stops before reading it
+    args = [str(image) if arg == "x.png" else arg for arg in args]
+    result = CliRunner().invoke(cli, ["remote", "--key", "mf_k", "train", *args])
+    assert result.exit_code == 2 and message in result.output

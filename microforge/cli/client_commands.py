@@ -16,6 +16,7 @@ from typing import Any
 import click
 from rich.progress import BarColumn, TaskProgressColumn, TextColumn
 
+from microforge.cli.engine_commands import parse_periodic
 from microforge.cli.progress_display import progress_display
 from microforge.cli.remote_group import client_for, describe_job, err_console, fail, remote_group
 from microforge.client import JobFailed, MicroForgeClient, MicroForgeError
@@ -68,7 +69,7 @@ def _load_config(config: str | None, overrides: dict[str, Any]) -> dict[str, Any
 
 
 @remote_group.command("train")
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option("--config", default=None, help="TrainConfig as JSON, or @FILE with JSON.")
 @click.option("--arch", type=click.Choice(["paper", "reference", "tiny"]), default=None)
 @click.option("--iterations", type=click.IntRange(min=1), default=None)
@@ -81,6 +82,12 @@ def _load_config(config: str | None, overrides: dict[str, Any]) -> dict[str, Any
     help="Image type (as for `microforge train`); detected when not given.",
 )
 @click.option("--name", default=None, help="Dataset name (default: first file's name).")
+@click.option(
+    "--dataset",
+    "dataset_id",
+    default=None,
+    help="Train on a dataset already uploaded (ds_...) instead of IMAGES.",
+)
 @click.option("--wait", is_flag=True, help="Show progress until the job ends.")
 @click.pass_context
 def remote_train(
@@ -91,16 +98,23 @@ def remote_train(
     iterations: int | None,
     image_type: str | None,
     name: str | None,
+    dataset_id: str | None,
     wait: bool,
 ) -> None:
-    """Upload IMAGES (one 2D, three x/y/z, or one 3D TIFF) and train; prints the job id."""
+    """Upload IMAGES (one 2D, three x/y/z, or one 3D TIFF) and train, or train on an
+    uploaded --dataset; prints the job id."""
+    if bool(images) == bool(dataset_id):
+        raise click.UsageError("give IMAGES to upload, or --dataset ds_... (not both)")
+    if dataset_id and (image_type or name):
+        raise click.UsageError("--type and --name describe an upload: drop them with --dataset")
     values = _load_config(config, {"arch": arch, "iterations": iterations})
-    _run_training(
-        ctx,
-        lambda client: client.train(images, values, image_type=image_type, name=name),
-        "Training job {id} queued.",
-        wait,
-    )
+
+    def start(client: MicroForgeClient) -> dict[str, Any]:
+        if dataset_id:
+            return client.create_train_job(dataset_id, values)
+        return client.train(images, values, image_type=image_type, name=name)
+
+    _run_training(ctx, start, "Training job {id} queued.", wait)
 
 
 def _run_training(
@@ -174,7 +188,11 @@ def remote_cancel(ctx: click.Context, job_id: str) -> None:
     help="Volume size in voxels.",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=None)
-@click.option("--periodic", is_flag=True, help="Periodic boundaries on all axes.")
+@click.option(
+    "--periodic",
+    default=None,
+    help="Periodic axes, e.g. 'z,x' or 'true,false,true' (as for `microforge generate`).",
+)
 @click.option("--chunk", type=click.IntRange(min=1), default=None, help="Chunk edge in voxels.")
 @click.option("--wait", is_flag=True, help="Show progress until the volume is ready.")
 @click.option(
@@ -189,7 +207,7 @@ def remote_generate(
     generator_id: str,
     shape: tuple[int, int, int],
     seed: int | None,
-    periodic: bool,
+    periodic: str | None,
     chunk: int | None,
     wait: bool,
     out: Path | None,
@@ -197,11 +215,10 @@ def remote_generate(
     """Generate a Z x Y x X volume; prints the job id (or, with --wait, the volume id)."""
     if out is not None and not wait:
         raise click.UsageError("--out needs --wait")
+    flags = parse_periodic(periodic)
     with client_for(ctx) as client:
         try:
-            job = client.generate(
-                generator_id, shape, seed=seed, periodic=(periodic,) * 3, chunk=chunk
-            )
+            job = client.generate(generator_id, shape, seed=seed, periodic=flags, chunk=chunk)
             err_console.print(f"Generation job {job['id']} queued.")
             if not wait:
                 click.echo(job["id"])
