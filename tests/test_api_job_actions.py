@@ -82,6 +82,7 @@ def test_continue_says_what_to_do_when_it_cannot(client, auth, dataset_id, api_a
     assert attempt(queued) == (409, "job_not_finished")
     client.post(f"/v1/jobs/{queued}/cancel", headers=auth)
     assert attempt(queued) == (409, "no_checkpoint")  # cancelled before any training
+    assert "continue" not in client.get(f"/v1/jobs/{queued}", headers=auth).json()["links"]
     with api_app.state.service.session_factory() as session:
         generate = Job(owner_id=session.get(Job, ended).owner_id, kind="generate", state="failed")
         session.add(generate)

@@ -239,7 +239,7 @@ def job_out(row: Job) -> JobOut:
     links = {"self": base, "cancel": f"{base}/cancel"}
     if row.kind == "train":
         links.update(metrics=f"{base}/metrics", preview=f"{base}/preview.png")
-        if row.state not in ("queued", "running"):
+        if row.state not in ("queued", "running") and row.checkpoint_blob:
             links["continue"] = f"{base}/continue"
         parent = (row.spec or {}).get("continued_from")
         if parent:
