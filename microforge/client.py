@@ -278,6 +278,12 @@ class MicroForgeClient:
         running job needs it, or is it."""
         self._request("DELETE", f"/v1/{_collection(artifact_id)}/{artifact_id}")
 
+    def share_volume(self, volume_id: str, *, expires_in: int = 24 * 3600) -> dict[str, Any]:
+        """A link to the volume's TIFF that works without a key for ``expires_in`` seconds:
+        ``{"url", "path", "expires_at"}``."""
+        body = {"expires_in": int(expires_in)}
+        return self._request("POST", f"/v1/volumes/{volume_id}/share", json=body).json()
+
     def volume_report(self, volume_id: str) -> dict[str, Any]:
         """The volume's quality report (statistics, comparison, verdict); raises
         ``MicroForgeError`` with code ``report_not_ready`` while it is being made."""

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
             "worker starts."
         ),
     )
+    share_secret: str | None = Field(
+        default=None,
+        description="Secret that signs download links (POST /v1/volumes/{id}/share); unset = "
+        "one made on first use and kept in the blob directory. Changing it revokes every link.",
+    )
     device: str = Field(default="auto", description="Worker device: auto, cpu or cuda[:N].")
     health_timeout_seconds: float = Field(
         default=1.0, description="How long GET /v1/health waits for the broker and workers."

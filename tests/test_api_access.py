@@ -55,6 +55,7 @@ def owned_urls(ids: dict[str, str]) -> list[tuple[str, str]]:
         ("GET", f"/v1/volumes/{v}/slice.png"),
         ("GET", f"/v1/volumes/{v}/report"),
         ("GET", f"/v1/volumes/{v}/report.png"),
+        ("POST", f"/v1/volumes/{v}/share"),
         ("DELETE", f"/v1/volumes/{v}"),
     ]
 
@@ -155,15 +156,20 @@ def test_openapi_lists_every_route_with_problem_responses(client, api_app) -> No
         ("GET", "/v1/volumes/{volume_id}/file"),
         ("GET", "/v1/volumes/{volume_id}/slice.png"),
         ("DELETE", "/v1/volumes/{volume_id}"),
+        ("POST", "/v1/volumes/{volume_id}/share"),
+        ("GET", "/v1/shared/{token}"),
         ("GET", "/v1/usage"),
         ("GET", "/v1/health"),
     }
     assert expected <= documented
-    for method, path in documented - {("GET", "/v1/health")}:
+    public = {("GET", "/v1/health"), ("GET", "/v1/shared/{token}")}
+    for method, path in documented - public:
         operation = spec["paths"][path][method.lower()]
         assert "401" in operation["responses"], (method, path)
         assert "application/problem+json" in operation["responses"]["401"]["content"]
         assert operation.get("security"), (method, path)
+    shared = spec["paths"]["/v1/shared/{token}"]["get"]
+    assert not shared.get("security") and "410" in shared["responses"]  # no key: honest docs
     upload = spec["paths"]["/v1/datasets"]["post"]
     assert "multipart/form-data" in upload["requestBody"]["content"]
     assert "202" in spec["paths"]["/v1/jobs"]["post"]["responses"]

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import psutil
 import pytest
@@ -153,6 +154,10 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         download = runner.invoke(cli, [*base, "download", volume_id, "--out", str(cli_out)])
         assert download.exit_code == 0, download.output
         assert cli_out.read_bytes() == out.read_bytes()
+        shared = runner.invoke(cli, [*base, "share", volume_id, "--hours", "1"])
+        assert shared.exit_code == 0, shared.output
+        link = shared.stdout.strip().splitlines()[-1]
+        assert httpx.get(link).content == out.read_bytes()  # no key needed
         report_png = tmp_path / "report.png"
         report = runner.invoke(cli, [*base, "report", volume_id, "--png", str(report_png)])
         assert report.exit_code == 0, report.output

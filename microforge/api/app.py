@@ -22,6 +22,7 @@ from microforge.api.routes import (
     health,
     job_actions,
     jobs,
+    shares,
     usage,
     volumes,
 )
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = state
     install_problem_handlers(app)
-    for module in (health, datasets, jobs, job_actions, generators, volumes, usage):
+    for module in (health, datasets, jobs, job_actions, generators, volumes, shares, usage):
         app.include_router(module.router)
     return app
 

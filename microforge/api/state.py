@@ -6,6 +6,7 @@ different settings in one process, and each must use its own database and blob s
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from microforge.api.problems import ProblemError
 from microforge.settings import Settings
 from microforge.storage.api_keys import authenticate
 from microforge.storage.blobs import LocalBlobStore
+from microforge.storage.share_links import load_or_create_secret
 from microforge.storage.tables import ApiKey
 
 
@@ -30,7 +32,20 @@ class ServiceState:
     session_factory: sessionmaker[Session]
     blobs: LocalBlobStore
     _celery: Any = None
+    _share_secret: bytes | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def share_secret(self) -> bytes:
+        """The key that signs download links: from the settings, else the blob store's."""
+        with self._lock:
+            if self._share_secret is None:
+                configured = self.settings.share_secret
+                self._share_secret = (
+                    hashlib.sha256(configured.encode()).digest()
+                    if configured
+                    else load_or_create_secret(self.blobs.root)
+                )
+            return self._share_secret
 
     def celery(self) -> Any:
         """The Celery app used to enqueue by name; made once, on first use."""

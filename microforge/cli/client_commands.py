@@ -249,6 +249,28 @@ def remote_delete(ctx: click.Context, artifact_ids: tuple[str, ...]) -> None:
             click.echo(f"{artifact_id} deleted")
 
 
+@remote_group.command("share")
+@click.argument("volume_id")
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=1 / 60, max=30 * 24),
+    default=24.0,
+    show_default=True,
+    help="How long the link works.",
+)
+@click.pass_context
+def remote_share(ctx: click.Context, volume_id: str, hours: float) -> None:
+    """Print a download link for a volume that needs no API key (for a colleague, a
+    browser or a batch job); it dies when it expires or the volume is deleted."""
+    with client_for(ctx) as client:
+        try:
+            link = client.share_volume(volume_id, expires_in=round(hours * 3600))
+        except MicroForgeError as error:
+            raise fail(error) from error
+    click.echo(link["url"])
+    err_console.print(f"Anyone with this link can download {volume_id} until {link['expires_at']}.")
+
+
 @remote_group.command("download")
 @click.argument("artifact_id")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
