@@ -212,13 +212,19 @@ class MicroForgeClient:
         return self.list_page("jobs", limit=limit, cursor=cursor)
 
     def list_page(
-        self, collection: str, *, limit: int = 20, cursor: str | None = None
+        self,
+        collection: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        **filters: str | None,
     ) -> dict[str, Any]:
         """One page, newest first, of ``datasets``, ``generators``, ``volumes`` or ``jobs``:
-        ``{"items": [...], "next_cursor": ...}``."""
+        ``{"items": [...], "next_cursor": ...}``. Jobs take ``kind`` and ``state`` filters."""
         if collection not in LISTABLE:
             raise ValueError(f"cannot list {collection!r}: use one of {', '.join(LISTABLE)}")
         params: dict[str, Any] = {"limit": limit}
+        params.update({name: value for name, value in filters.items() if value})
         if cursor:
             params["cursor"] = cursor
         return self._request("GET", f"/v1/{collection}", params=params).json()
@@ -268,6 +274,17 @@ class MicroForgeClient:
     # -- artifacts -------------------------------------------------------------------------
     def get_generator(self, generator_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/generators/{generator_id}").json()
+
+    def import_generator(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Upload a generator file exported elsewhere (``microforge train`` or another
+        server); it is checked without being loaded. Not retried (no idempotency key)."""
+        return self._request(
+            "POST", "/v1/generators", make_files=_files_opener([path], field="file")
+        ).json()
+
+    def download_job_preview(self, job_id: str, out: str | os.PathLike[str]) -> Path:
+        """The training job's latest preview (slices along x, y, z, and the score curve)."""
+        return self._download(f"/v1/jobs/{job_id}/preview.png", Path(out), None)
 
     def get_volume(self, volume_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/volumes/{volume_id}").json()
@@ -394,7 +411,7 @@ def _form(**fields: str | None) -> dict[str, str]:
 
 
 def _files_opener(
-    images: Sequence[str | os.PathLike[str]],
+    images: Sequence[str | os.PathLike[str]], field: str = "files"
 ) -> Callable[[], tuple[list, list[Any]]]:
     paths = [Path(p) for p in images]
     if not paths:
@@ -405,7 +422,7 @@ def _files_opener(
 
     def open_all() -> tuple[list, list[Any]]:
         handles = [open(p, "rb") for p in paths]  # noqa: SIM115 - closed by _request
-        files = [("files", (p.name, h, "application/octet-stream")) for p, h in zip(paths, handles)]
+        files = [(field, (p.name, h, "application/octet-stream")) for p, h in zip(paths, handles)]
         return files, handles
 
     return open_all

@@ -167,6 +167,19 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         assert listed.exit_code == 0 and volume_id in listed.output and "verdict" in listed.output
         listed = runner.invoke(cli, [*base, "ls", "generators"])
         assert generator_id in listed.output and "tiny iteration 6" in listed.output
+        jobs = runner.invoke(cli, [*base, "jobs", "--kind", "generate", "--state", "succeeded"])
+        assert gen_job["id"] in jobs.output and job["id"] not in jobs.output
+        preview = tmp_path / "preview.png"
+        assert (
+            runner.invoke(cli, [*base, "preview", job["id"], "--out", str(preview)]).exit_code == 0
+        )
+        assert preview.read_bytes()[:4] == b"\x89PNG"
+        exported = tmp_path / "exported.safetensors"
+        client.download_generator(generator_id, exported)
+        imported = runner.invoke(cli, [*base, "import", str(exported)])
+        assert imported.exit_code == 0, imported.output
+        assert client.get_generator(imported.stdout.strip())["config"]["arch"] == "tiny"
+        client.delete(imported.stdout.strip())
         usage = runner.invoke(cli, [*base, "usage"])
         assert usage.exit_code == 0, usage.output
         assert [line.split()[:2] for line in usage.output.splitlines()][:3] == [

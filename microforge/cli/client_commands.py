@@ -249,6 +249,19 @@ def remote_delete(ctx: click.Context, artifact_ids: tuple[str, ...]) -> None:
             click.echo(f"{artifact_id} deleted")
 
 
+@remote_group.command("import")
+@click.argument("generator_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def remote_import(ctx: click.Context, generator_file: Path) -> None:
+    """Upload a generator file (from `microforge train` or another server); prints its id."""
+    with client_for(ctx) as client:
+        try:
+            generator = client.import_generator(generator_file)
+        except MicroForgeError as error:
+            raise fail(error) from error
+    click.echo(generator["id"])
+
+
 @remote_group.command("share")
 @click.argument("volume_id")
 @click.option(

@@ -60,6 +60,20 @@ def _print_report(report: dict[str, Any]) -> None:
         click.echo(report["note"])
 
 
+@remote_group.command("preview")
+@click.argument("job_id")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.pass_context
+def remote_preview(ctx: click.Context, job_id: str, out: Path) -> None:
+    """Save a training job's latest preview (slices along x, y, z and the fidelity curve)."""
+    with client_for(ctx) as client:
+        try:
+            client.download_job_preview(job_id, out)
+        except MicroForgeError as error:
+            raise fail(error) from error
+    click.echo(str(out))
+
+
 @remote_group.command("ls")
 @click.argument("collection", type=click.Choice(LISTABLE))
 @click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
@@ -130,10 +144,22 @@ def remote_usage(ctx: click.Context) -> None:
 
 @remote_group.command("jobs")
 @click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.option("--kind", type=click.Choice(["train", "generate"]), default=None)
+@click.option(
+    "--state",
+    type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]),
+    default=None,
+)
 @click.pass_context
-def remote_jobs(ctx: click.Context, limit: int) -> None:
-    """List your newest jobs (the same as `ls jobs`)."""
-    ctx.invoke(remote_ls, collection="jobs", limit=limit)
+def remote_jobs(ctx: click.Context, limit: int, kind: str | None, state: str | None) -> None:
+    """List your newest jobs, optionally of one kind or in one state."""
+    with client_for(ctx) as client:
+        try:
+            page = client.list_page("jobs", limit=limit, kind=kind, state=state)
+        except MicroForgeError as error:
+            raise fail(error) from error
+    for job in page["items"]:
+        click.echo(f"{job['id']}  {_job_summary(job)}")
 
 
 @remote_group.command("status")
