@@ -182,9 +182,11 @@ class MicroForgeClient:
         seed: int | None = None,
         periodic: Sequence[bool] = (False, False, False),
         chunk: int | None = None,
+        compression: str | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Start generating a volume of ``shape`` = (z, y, x) voxels."""
+        """Start generating a volume of ``shape`` = (z, y, x) voxels (``compression``:
+        None, ``"zlib"`` or ``"lzw"``, lossless)."""
         body: dict[str, Any] = {
             "kind": "generate",
             "generator_id": generator_id,
@@ -195,6 +197,8 @@ class MicroForgeClient:
             body["seed"] = seed
         if chunk is not None:
             body["chunk"] = chunk
+        if compression is not None:
+            body["compression"] = compression
         return self._create("/v1/jobs", idempotency_key, json=body)
 
     def continue_training(

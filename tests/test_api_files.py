@@ -271,3 +271,27 @@ def test_a_volume_larger_than_the_free_disk_is_refused_at_once(api_settings, aut
         assert response.status_code == 507, response.text
         assert response.json()["code"] == "disk_full" and "/v1/usage" in response.json()["detail"]
         assert broker.llen("generate") == 0
+        # Compressed, the size is unknown until written: accepted (the worker reports a
+        # full disk with the same code should it happen).
+        compressed = client.post(
+            "/v1/jobs",
+            headers=auth,
+            json={
+                "kind": "generate",
+                "generator_id": generator["id"],
+                "shape": shape,
+                "compression": "zlib",
+            },
+        )
+        assert compressed.status_code == 202 and compressed.json()["spec"]["compression"] == "zlib"
+        bad = client.post(
+            "/v1/jobs",
+            headers=auth,
+            json={
+                "kind": "generate",
+                "generator_id": generator["id"],
+                "shape": [4, 4, 4],
+                "compression": "jpeg",
+            },
+        )
+        assert bad.status_code == 422

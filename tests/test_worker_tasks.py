@@ -105,7 +105,13 @@ def test_training_in_segments_then_generation_to_tiff(
             owner,
             "generate",
             generator_id=generator.id,
-            spec={"shape": [20, 24, 32], "seed": 3, "chunk": [16, 20, 24], "periodic": [0, 0, 1]},
+            spec={
+                "shape": [20, 24, 32],
+                "seed": 3,
+                "chunk": [16, 20, 24],
+                "periodic": [0, 0, 1],
+                "compression": "zlib",
+            },
         )
         celery.send_task(GENERATE_VOLUME_TASK, args=[gen_job_id, 0], queue="generate")
         gen_job = wait_for(lambda: finished_job(session_factory, gen_job_id), 90, "generation")
@@ -115,6 +121,8 @@ def test_training_in_segments_then_generation_to_tiff(
     assert volume.shape == [20, 24, 32] and volume.seed == 3 and volume.phases == [0, 255]
     array = tifffile.imread(blobs.path(volume.blob_key))
     assert array.shape == (20, 24, 32) and array.dtype == np.uint8
+    with tifffile.TiffFile(blobs.path(volume.blob_key)) as tiff:
+        assert tiff.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
     assert set(np.unique(array)) <= {0, 255}
     assert volume.size_bytes == blobs.size(volume.blob_key) and len(volume.etag) == 64
     assert volume.report["statistics"]["kind"] == "nphase"

@@ -194,6 +194,12 @@ def remote_cancel(ctx: click.Context, job_id: str) -> None:
     help="Periodic axes, e.g. 'z,x' or 'true,false,true' (as for `microforge generate`).",
 )
 @click.option("--chunk", type=click.IntRange(min=1), default=None, help="Chunk edge in voxels.")
+@click.option(
+    "--compress",
+    type=click.Choice(["zlib", "lzw"]),
+    default=None,
+    help="Lossless TIFF compression (labels shrink many-fold).",
+)
 @click.option("--wait", is_flag=True, help="Show progress until the volume is ready.")
 @click.option(
     "--out",
@@ -209,6 +215,7 @@ def remote_generate(
     seed: int | None,
     periodic: str | None,
     chunk: int | None,
+    compress: str | None,
     wait: bool,
     out: Path | None,
 ) -> None:
@@ -218,7 +225,9 @@ def remote_generate(
     flags = parse_periodic(periodic)
     with client_for(ctx) as client:
         try:
-            job = client.generate(generator_id, shape, seed=seed, periodic=flags, chunk=chunk)
+            job = client.generate(
+                generator_id, shape, seed=seed, periodic=flags, chunk=chunk, compression=compress
+            )
             err_console.print(f"Generation job {job['id']} queued.")
             if not wait:
                 click.echo(job["id"])

@@ -97,7 +97,10 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     periodic = _periodic(spec.get("periodic", False))
     loaded = load_generator(runtime.blobs.path(generator_row.blob_key), device=settings.device)
     rgb = loaded.image_type == "colour"
-    check_disk_space(runtime.blobs, shape, np.dtype(loaded.output_dtype).itemsize, 3 if rgb else 1)
+    compression = spec.get("compression")
+    if compression is None:  # compressed, the size is not known before writing
+        itemsize = np.dtype(loaded.output_dtype).itemsize
+        check_disk_space(runtime.blobs, shape, itemsize, 3 if rgb else 1)
     guard = JobGuard(runtime.session_factory, lease, settings.lease_seconds)
     on_chunk = _ChunkProgress(runtime, guard)
     key = runtime.blobs.new_key("volumes", ".tif")
@@ -105,7 +108,9 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     try:
         with (
             runtime.blobs.writing(key) as temporary,
-            VolumeTiffWriter(temporary, shape, loaded.output_dtype, rgb=rgb) as writer,
+            VolumeTiffWriter(
+                temporary, shape, loaded.output_dtype, rgb=rgb, compression=compression
+            ) as writer,
         ):
             try:
                 generate_volume(

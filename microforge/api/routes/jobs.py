@@ -85,6 +85,11 @@ class GenerateJobRequest(BaseModel):
         ]
         | None
     ) = Field(default=None, description="Chunk edge in voxels (or [z, y, x]); omit for auto.")
+    compression: Literal["zlib", "lzw"] | None = Field(
+        default=None,
+        description="Lossless TIFF compression: label volumes shrink many-fold on disk and "
+        "in transfer; readers decompress page by page. Omit for an uncompressed TIFF.",
+    )
 
 
 JobRequest = Annotated[TrainJobRequest | GenerateJobRequest, Field(discriminator="kind")]
@@ -161,7 +166,8 @@ def create_job(
                 f"shape {list(body.shape)} is {voxels} voxels; the limit is "
                 f"{state.settings.max_generate_voxels} (MICROFORGE_MAX_GENERATE_VOXELS)",
             )
-        _check_disk_space(state, voxels * (3 if generator.image_type == "colour" else 1))
+        if body.compression is None:  # a compressed size is not known in advance
+            _check_disk_space(state, voxels * (3 if generator.image_type == "colour" else 1))
         spec = body.model_dump(mode="json", exclude={"kind"})
         spec["seed"] = body.seed if body.seed is not None else secrets.randbelow(2**31)
         job = Job(owner_id=owner.id, kind="generate", spec=spec, generator_id=body.generator_id)
