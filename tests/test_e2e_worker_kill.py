@@ -64,7 +64,7 @@ def test_killed_worker_job_resumes_from_its_checkpoint(
 
     assert job.state == "succeeded", (job.error_code, job.error_message)
     assert job.progress["iteration"] == config["iterations"]
-    assert job.attempts > killed_at.attempts > 1
+    assert job.attempts > killed_at.attempts >= 1  # worker 2 took the job over
     resumed = f"resuming from checkpoint at iteration {killed_at.checkpoint_iteration}"
     assert resumed in log2.read_text(), "worker 2 must continue from worker 1's checkpoint"
     with session_factory() as session:

@@ -101,3 +101,18 @@ def test_real_micrographs_are_detected():
     )
     volume = prepare_training_data([read_image(SHARED_DATA / "volumes/sofc_anode_3phase_62.tif")])
     assert volume.layout == "volume" and volume.phases == [0, 1, 2]
+
+
+def test_images_as_trained_keep_their_values_at_the_training_scale():
+    labels = np.zeros((64, 64), dtype=np.uint8)
+    labels[:, 32:] = 255
+    data = prepare_training_data([labels], scale_factor=0.5)
+    (scaled,) = data.as_images()
+    assert scaled.shape == (32, 32) and set(np.unique(scaled)) == {0, 255}
+    assert (scaled[:, 16:] == 255).all() and (scaled[:, :16] == 0).all()
+    grey = np.tile(np.arange(64, dtype=np.uint16) * 1000, (64, 1))
+    (grey_scaled,) = prepare_training_data([grey], scale_factor=0.5).as_images()
+    assert grey_scaled.shape == (32, 32)
+    assert grey_scaled[0, 0] == pytest.approx(500, abs=1)  # mean of 0 and 1000
+    (same,) = prepare_training_data([grey]).as_images()
+    assert np.allclose(same, grey, atol=0.01)

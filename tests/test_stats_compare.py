@@ -144,3 +144,26 @@ def test_cli_table_sets_each_axis_slices_beside_the_training_image(tmp_path):
     assert result.exit_code == 0, result.output
     assert "histogram distance" in result.output
     assert sum("perpendicular to" in line for line in result.output.splitlines()) == 3
+
+
+def test_cli_reference_scale_compares_a_voxel_with_a_training_pixel(tmp_path):
+    """A generator trained with --scale-factor 0.5 makes voxels of two raw pixels: the
+    upload, rescaled as training did, is what the volume must be compared with."""
+    from microforge.cli.main import cli
+
+    volume = _write_volume(tmp_path / "volume.tif")
+    as_trained = volume[:, :, 3]
+    Image.fromarray(as_trained).save(tmp_path / "as_trained.png")
+    raw = np.kron(as_trained, np.ones((2, 2), dtype=np.uint8))  # the upload, at 2x
+    Image.fromarray(raw).save(tmp_path / "raw.png")
+
+    def comparison(reference: str, scale: str) -> dict:
+        args = ["stats", str(tmp_path / "volume.tif"), "--json", "--no-tortuosity"]
+        args += ["--reference", str(tmp_path / reference), "--reference-scale", scale]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["comparison"]
+
+    rescaled = comparison("raw.png", "0.5")
+    assert rescaled == comparison("as_trained.png", "1")
+    assert rescaled["summary"]["s2_error"] < comparison("raw.png", "1")["summary"]["s2_error"]

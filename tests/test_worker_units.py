@@ -20,6 +20,7 @@ from microforge.worker.generation import (
     DISK_RESERVE_BYTES,
     NotEnoughDiskError,
     check_disk_space,
+    images_as_trained,
 )
 from microforge.worker.guard import JobGuard
 from microforge.worker.launch import WorkerSettingsError, check_worker_settings
@@ -128,3 +129,11 @@ def test_a_volume_that_cannot_fit_on_disk_is_refused_before_generating(tmp_path)
         check_disk_space(blobs, (slices // 3 + 1, 1000, 1000), 1, 3)
     full = describe_failure(OSError(28, "No space left on device"))
     assert full.code == "disk_full" and "/v1/usage" in full.message
+
+
+def test_reports_compare_with_the_images_at_the_scale_they_were_trained_at():
+    labels = np.zeros((64, 48), dtype=np.uint8)
+    labels[:, 24:] = 255
+    assert images_as_trained([labels], "nphase", 1.0)[0] is labels
+    (half,) = images_as_trained([labels], "nphase", 0.5)
+    assert half.shape == (32, 24) and set(np.unique(half)) == {0, 255}

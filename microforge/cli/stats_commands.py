@@ -26,6 +26,14 @@ _TRAINING_AXES = ("x", "y", "z")
     help="Training image(s): one 2D (isotropic), three 2D perpendicular to x, y, z in that "
     "order, or one 3D volume. Repeat the option for three images.",
 )
+@click.option(
+    "--reference-scale",
+    type=click.FloatRange(min=0.01, max=16, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="The --scale-factor the generator was trained with: the references are rescaled "
+    "the same way, so that a voxel compares with a training pixel.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--voxel-size", type=float, default=None, help="Voxel edge length (any unit).")
 @click.option("--no-tortuosity", is_flag=True, help="Skip tortuosity (slow on large volumes).")
@@ -40,6 +48,7 @@ _TRAINING_AXES = ("x", "y", "z")
 def stats_command(
     volume: Path,
     references: tuple[Path, ...],
+    reference_scale: float,
     as_json: bool,
     voxel_size: float | None,
     no_tortuosity: bool,
@@ -62,6 +71,14 @@ def stats_command(
         reference_arrays = [read_image(path) for path in references]
     except ImageError as error:
         raise click.ClickException(str(error)) from error
+    if reference_arrays and reference_scale != 1.0:
+        from microforge.models.data import DataError, prepare_training_data
+
+        try:
+            data = prepare_training_data(reference_arrays, scale_factor=reference_scale)
+        except DataError as error:
+            raise click.ClickException(str(error)) from error
+        reference_arrays = data.as_images()
     try:
         result = microstructure_statistics(
             array, voxel_size=voxel_size, tortuosity=not no_tortuosity, max_lag=max_lag

@@ -53,6 +53,22 @@ class TrainingData:
     def describe(self) -> str:
         return self.analysis.describe()
 
+    def as_images(self) -> list[np.ndarray]:
+        """The images at the resolution they are trained at, in their original values
+        (phase labels, grey levels; colour as (..., 3)).
+
+        Why: a generated voxel is a training pixel after the scale factor, so statistics
+        of a volume (S2 lags, surface per length) compare with these, not the raw uploads.
+        """
+        if self.image_type == "nphase":
+            values = np.asarray(self.phases)
+            return [values[indices] for indices in self.arrays]
+        low, high = self.value_range
+        images = [array * (high - low) + low for array in self.arrays]
+        if self.image_type == "colour":
+            return [np.moveaxis(image, 0, -1) for image in images]
+        return [image[0] for image in images]
+
 
 def prepare_training_data(
     images: Sequence[np.ndarray], image_type: str | None = None, scale_factor: float = 1.0

@@ -242,8 +242,9 @@ def _volume_report(
 
 
 def _training_images(runtime: WorkerRuntime, generator_row: Generator) -> list[Any]:
-    """The images the generator was trained on (generator -> train job -> dataset), or []
-    when that chain is broken (an imported generator, a deleted dataset or file)."""
+    """The images the generator was trained on (generator -> train job -> dataset), at the
+    scale it was trained at, or [] when that chain is broken (an imported generator, a
+    deleted dataset or file)."""
     from microforge.storage.images import read_image
 
     if not generator_row.source_job_id:
@@ -255,9 +256,22 @@ def _training_images(runtime: WorkerRuntime, generator_row: Generator) -> list[A
         if dataset is None or dataset.owner_id != generator_row.owner_id:
             return []
         keys = list(dataset.blob_keys or [])
+        config = dict((train_job.spec or {}).get("config") or {})
+        image_type = config.get("image_type") or dataset.image_type
     if not keys or not all(runtime.blobs.exists(k) for k in keys):
         return []
-    return [read_image(runtime.blobs.path(k)) for k in keys]
+    images = [read_image(runtime.blobs.path(k)) for k in keys]
+    return images_as_trained(images, image_type, float(config.get("scale_factor") or 1.0))
+
+
+def images_as_trained(images: list[Any], image_type: str, scale_factor: float) -> list[Any]:
+    """Uploaded images as the generator saw them: a voxel it makes is a training pixel
+    after the scale factor, so a report compares the volume with these."""
+    if scale_factor == 1.0:
+        return images
+    from microforge.models.data import prepare_training_data
+
+    return prepare_training_data(images, image_type, scale_factor).as_images()
 
 
 class _ChunkProgress:
