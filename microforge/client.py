@@ -183,6 +183,8 @@ class MicroForgeClient:
         periodic: Sequence[bool] = (False, False, False),
         chunk: int | None = None,
         compression: str | None = None,
+        voxel_size: float | None = None,
+        unit: str = "um",
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Start generating a volume of ``shape`` = (z, y, x) voxels (``compression``:
@@ -199,6 +201,9 @@ class MicroForgeClient:
             body["chunk"] = chunk
         if compression is not None:
             body["compression"] = compression
+        if voxel_size is not None:
+            body["voxel_size"] = voxel_size
+            body["unit"] = unit
         return self._create("/v1/jobs", idempotency_key, json=body)
 
     def continue_training(

@@ -195,6 +195,13 @@ def test_import_generator_and_download_it(client, auth, broker) -> None:
     assert periodic.json()["code"] == "invalid_periodic_shape"
     assert "use 32 or 48" in periodic.json()["detail"]
     assert broker.llen("generate") == 1
+    for bad in ({"voxel_size": 0}, {"voxel_size": 0.5, "unit": "inch"}):
+        body = {"kind": "generate", "generator_id": generator["id"], "shape": [8, 8, 8], **bad}
+        assert client.post("/v1/jobs", headers=auth, json=body).status_code == 422, bad
+    body = {"kind": "generate", "generator_id": generator["id"], "shape": [8, 8, 8]}
+    sized = client.post("/v1/jobs", headers=auth, json={**body, "voxel_size": 0.5, "unit": "nm"})
+    assert sized.status_code == 202
+    assert (sized.json()["spec"]["voxel_size"], sized.json()["spec"]["unit"]) == (0.5, "nm")
 
 
 @pytest.mark.parametrize(

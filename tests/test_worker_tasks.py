@@ -27,6 +27,7 @@ from worker_helpers import (
 from microforge.storage.blobs import get_blob_store
 from microforge.storage.job_lifecycle import load_job
 from microforge.storage.tables import Generator, Job, JobMetric, Volume
+from microforge.storage.tiff import read_volume_info
 from microforge.worker.celery_app import (
     GENERATE_VOLUME_TASK,
     TRAIN_SEGMENT_TASK,
@@ -111,6 +112,8 @@ def test_training_in_segments_then_generation_to_tiff(
                 "chunk": [16, 20, 24],
                 "periodic": [0, 0, 1],
                 "compression": "zlib",
+                "voxel_size": 0.5,
+                "unit": "um",
             },
         )
         celery.send_task(GENERATE_VOLUME_TASK, args=[gen_job_id, 0], queue="generate")
@@ -121,8 +124,11 @@ def test_training_in_segments_then_generation_to_tiff(
     assert volume.shape == [20, 24, 32] and volume.seed == 3 and volume.phases == [0, 255]
     array = tifffile.imread(blobs.path(volume.blob_key))
     assert array.shape == (20, 24, 32) and array.dtype == np.uint8
-    with tifffile.TiffFile(blobs.path(volume.blob_key)) as tiff:
-        assert tiff.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+    info = read_volume_info(blobs.path(volume.blob_key))
+    assert info["compression"] == "adobe_deflate"
+    assert info["voxel_size"] == pytest.approx((0.5, 0.5, 0.5)) and info["unit"] == "um"
+    assert volume.report["statistics"]["length_unit"] == "um"
+    assert volume.report["statistics"]["voxel_size"] == 0.5
     assert set(np.unique(array)) <= {0, 255}
     assert volume.size_bytes == blobs.size(volume.blob_key) and len(volume.etag) == 64
     assert volume.report["statistics"]["kind"] == "nphase"

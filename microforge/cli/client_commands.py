@@ -200,6 +200,15 @@ def remote_cancel(ctx: click.Context, job_id: str) -> None:
     default=None,
     help="Lossless TIFF compression (labels shrink many-fold).",
 )
+@click.option(
+    "--voxel-size",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Voxel edge (a training pixel): stored in the TIFF, physical units in the report.",
+)
+@click.option(
+    "--unit", type=click.Choice(["nm", "um", "mm", "cm", "m"]), default="um", show_default=True
+)
 @click.option("--wait", is_flag=True, help="Show progress until the volume is ready.")
 @click.option(
     "--out",
@@ -216,6 +225,8 @@ def remote_generate(
     periodic: str | None,
     chunk: int | None,
     compress: str | None,
+    voxel_size: float | None,
+    unit: str,
     wait: bool,
     out: Path | None,
 ) -> None:
@@ -226,7 +237,14 @@ def remote_generate(
     with client_for(ctx) as client:
         try:
             job = client.generate(
-                generator_id, shape, seed=seed, periodic=flags, chunk=chunk, compression=compress
+                generator_id,
+                shape,
+                seed=seed,
+                periodic=flags,
+                chunk=chunk,
+                compression=compress,
+                voxel_size=voxel_size,
+                unit=unit,
             )
             err_console.print(f"Generation job {job['id']} queued.")
             if not wait:

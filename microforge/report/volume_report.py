@@ -36,6 +36,7 @@ def build_volume_report(
     reference_arrays: Sequence[np.ndarray],
     *,
     voxel_size: float | None = None,
+    unit: str | None = None,
     tortuosity: bool = False,
     kind: str | None = None,
     max_edge: int = MAX_SAMPLE_EDGE,
@@ -51,7 +52,7 @@ def build_volume_report(
     """
     sample, full_shape = read_central_sample(volume_path, max_edge)
     stats = microstructure_statistics(
-        sample, kind=kind, voxel_size=voxel_size, tortuosity=tortuosity
+        sample, kind=kind, voxel_size=voxel_size, tortuosity=tortuosity, unit=unit
     )
     comparison = None
     if reference_arrays:

@@ -109,7 +109,13 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         with (
             runtime.blobs.writing(key) as temporary,
             VolumeTiffWriter(
-                temporary, shape, loaded.output_dtype, rgb=rgb, compression=compression
+                temporary,
+                shape,
+                loaded.output_dtype,
+                rgb=rgb,
+                compression=compression,
+                voxel_size=spec.get("voxel_size"),
+                unit=spec.get("unit") or "um",
             ) as writer,
         ):
             try:
@@ -129,7 +135,7 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         return _after_stop(runtime, lease, guard)
     seconds = time.monotonic() - started
     size = runtime.blobs.size(key)
-    report, report_key = _volume_report(runtime, generator_row, key, loaded)
+    report, report_key = _volume_report(runtime, generator_row, key, loaded, spec)
     volume = Volume(
         id=new_id("vol"),
         owner_id=job.owner_id,
@@ -216,7 +222,7 @@ def file_etag(path: Path) -> str:
 
 
 def _volume_report(
-    runtime: WorkerRuntime, generator_row: Generator, key: str, loaded: Any
+    runtime: WorkerRuntime, generator_row: Generator, key: str, loaded: Any, spec: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The quality report (statistics of a central sample, comparison with the training
     images, verdict) as JSON, and its PNG stored as a blob; returns (report, PNG key).
@@ -232,7 +238,13 @@ def _volume_report(
     try:
         references = _training_images(runtime, generator_row)
         kind = "nphase" if loaded.image_type == "nphase" else "grayscale"
-        report, png = build_volume_report(runtime.blobs.path(key), references, kind=kind)
+        report, png = build_volume_report(
+            runtime.blobs.path(key),
+            references,
+            kind=kind,
+            voxel_size=spec.get("voxel_size"),
+            unit=spec.get("unit") or "um",
+        )
         png_key = runtime.blobs.new_key("reports", ".png")
         runtime.blobs.put_bytes(png_key, png)
         return report, png_key

@@ -85,6 +85,16 @@ class GenerateJobRequest(BaseModel):
         ]
         | None
     ) = Field(default=None, description="Chunk edge in voxels (or [z, y, x]); omit for auto.")
+    voxel_size: float | None = Field(
+        default=None,
+        gt=0,
+        description="Edge of a voxel in `unit` (a training pixel, after any scale factor): "
+        "stored in the TIFF for Fiji/napari, and the report's lengths and surface densities "
+        "are then physical. Omit for voxel units.",
+    )
+    unit: Literal["nm", "um", "mm", "cm", "m"] = Field(
+        default="um", description="Unit of voxel_size."
+    )
     compression: Literal["zlib", "lzw"] | None = Field(
         default=None,
         description="Lossless TIFF compression: label volumes shrink many-fold on disk and "

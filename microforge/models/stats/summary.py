@@ -36,14 +36,16 @@ def microstructure_statistics(
     max_lag: int | None = None,
     device: str | None = None,
     workers: int | None = None,
+    unit: str | None = None,
 ) -> dict:
     """Statistics of a (y, x) image or (z, y, x) volume; see docs of each measure.
 
     Lengths (characteristic lengths) are in voxels, surface densities in 1/voxel, unless
-    ``voxel_size`` is given, then in its unit. S2 curves are listed per lag 0, 1, 2, ...
-    voxels. Tortuosity is computed for 3D volumes only, and only when ``tortuosity``; it
-    needs taufactor (PyTorch), imported only then, so that a process without torch (the
-    API) can compute everything else. ``workers`` caps the threads (default: all CPUs).
+    ``voxel_size`` is given, then in its unit (``unit`` names it). S2 curves are listed per
+    lag 0, 1, 2, ... voxels. Tortuosity is computed for 3D volumes only, and only when
+    ``tortuosity``; it needs taufactor (PyTorch), imported only then, so that a process
+    without torch (the API) can compute everything else. ``workers`` caps the threads
+    (default: all CPUs).
     """
     if array.ndim not in (2, 3):
         raise ValueError(
@@ -59,7 +61,7 @@ def microstructure_statistics(
         "kind": kind,
         "shape": list(array.shape),
         "voxel_size": voxel_size,
-        "length_unit": "voxel" if voxel_size is None else "voxel_size unit",
+        "length_unit": "voxel" if voxel_size is None else (unit or "voxel_size unit"),
     }
     if kind == "grayscale":
         stats = greyscale_statistics(array, max_lag=max_lag, workers=workers)
