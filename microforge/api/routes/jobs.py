@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from microforge.api.dataset_ingest import FILES_FIELD, delete_dataset_blobs, ingest_dataset
@@ -18,6 +18,12 @@ from microforge.api.job_creation import (
     create_and_enqueue,
     existing_job_for_key,
     fingerprint,
+)
+from microforge.api.job_requests import (
+    JobRequest,
+    TrainJobRequest,
+    check_disk_space,
+    check_periodic_sizes,
 )
 from microforge.api.problems import FieldError, ProblemError, problem_responses
 from microforge.api.routes.common import (
@@ -37,9 +43,9 @@ from microforge.api.schemas import (
     Page,
     job_out,
 )
-from microforge.api.state import OwnerDep, ServiceState, SessionDep, StateDep
+from microforge.api.state import OwnerDep, SessionDep, StateDep
 from microforge.api.uploads import receive_multipart
-from microforge.models.config import NetworkConfig, TrainConfig, periodic_size_problem
+from microforge.models.config import TrainConfig
 from microforge.storage.queries import (
     ACTIVE_JOB_STATES,
     InvalidCursorError,
@@ -60,79 +66,7 @@ IdempotencyHeader = Annotated[
 ]
 
 
-class TrainJobRequest(BaseModel):
-    kind: Literal["train"]
-    dataset_id: str
-    config: TrainConfig = Field(default_factory=TrainConfig)
-
-
-class GenerateJobRequest(BaseModel):
-    kind: Literal["generate"]
-    generator_id: str
-    shape: tuple[
-        Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]
-    ] = Field(description="Voxels along [z, y, x]; any size.")
-    seed: int | None = Field(
-        default=None, ge=0, le=2**63 - 1, description="Omit for a random (recorded) seed."
-    )
-    periodic: tuple[bool, bool, bool] = Field(
-        default=(False, False, False), description="Periodic boundaries along [z, y, x]."
-    )
-    chunk: (
-        Annotated[int, Field(ge=1)]
-        | tuple[
-            Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]
-        ]
-        | None
-    ) = Field(default=None, description="Chunk edge in voxels (or [z, y, x]); omit for auto.")
-    voxel_size: float | None = Field(
-        default=None,
-        gt=0,
-        description="Edge of a voxel in `unit` (a training pixel, after any scale factor): "
-        "stored in the TIFF for Fiji/napari, and the report's lengths and surface densities "
-        "are then physical. Omit for voxel units.",
-    )
-    unit: Literal["nm", "um", "mm", "cm", "m"] = Field(
-        default="um", description="Unit of voxel_size."
-    )
-    compression: Literal["zlib", "lzw"] | None = Field(
-        default=None,
-        description="Lossless TIFF compression: label volumes shrink many-fold on disk and "
-        "in transfer; readers decompress page by page. Omit for an uncompressed TIFF.",
-    )
-
-
-JobRequest = Annotated[TrainJobRequest | GenerateJobRequest, Field(discriminator="kind")]
 ACCEPTED = {202: {"description": "The job was created (or found by Idempotency-Key)."}}
-
-
-def _check_periodic_sizes(
-    generator: Generator, shape: tuple[int, int, int], periodic: tuple[bool, bool, bool]
-) -> None:
-    """Refuse at once what the worker could only fail on later."""
-    described = (generator.config or {}).get("network")
-    if not described:
-        return  # an old row without its network: the worker checks the shape instead
-    network = NetworkConfig(**described)
-    for size, flag, axis in zip(shape, periodic, ("z", "y", "x")):
-        problem = periodic_size_problem(network, size, axis) if flag else None
-        if problem:
-            raise ProblemError(422, "invalid_periodic_shape", problem)
-
-
-def _check_disk_space(state: ServiceState, at_least_bytes: int) -> None:
-    """Refuse at once a volume that cannot fit (the worker checks again, exactly, before it
-    starts: space may go meanwhile). ``at_least_bytes`` is a lower bound, one byte per
-    voxel and sample, so nothing that fits is refused."""
-    free = state.blobs.free_bytes()
-    if at_least_bytes > free:
-        raise ProblemError(
-            507,
-            "disk_full",
-            f"the volume needs at least {at_least_bytes / 1e9:.1f} GB but the server has "
-            f"{free / 1e9:.1f} GB free: delete volumes, jobs or generators you no longer need "
-            "(GET /v1/usage shows what you keep), or ask for a smaller volume",
-        )
 
 
 def accepted(job: Job, response: Response) -> JobOut:
@@ -167,7 +101,7 @@ def create_job(
         generator = get_owned(session, Generator, owner.id, body.generator_id)
         if generator is None:
             raise not_found("generator", body.generator_id)
-        _check_periodic_sizes(generator, body.shape, body.periodic)
+        check_periodic_sizes(generator, body.shape, body.periodic)
         voxels = math.prod(body.shape)
         if voxels > state.settings.max_generate_voxels:
             raise ProblemError(
@@ -177,7 +111,7 @@ def create_job(
                 f"{state.settings.max_generate_voxels} (MICROFORGE_MAX_GENERATE_VOXELS)",
             )
         if body.compression is None:  # a compressed size is not known in advance
-            _check_disk_space(state, voxels * (3 if generator.image_type == "colour" else 1))
+            check_disk_space(state, voxels * (3 if generator.image_type == "colour" else 1))
         spec = body.model_dump(mode="json", exclude={"kind"})
         spec["seed"] = body.seed if body.seed is not None else secrets.randbelow(2**31)
         job = Job(owner_id=owner.id, kind="generate", spec=spec, generator_id=body.generator_id)
