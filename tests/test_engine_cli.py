@@ -240,3 +240,12 @@ def test_remote_train_needs_images_or_a_dataset(tmp_path, args, message):
     args = [str(image) if arg == "x.png" else arg for arg in args]
     result = CliRunner().invoke(cli, ["remote", "--key", "mf_k", "train", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_an_unreachable_server_is_one_line_that_says_what_to_check():
+    result = CliRunner().invoke(
+        cli, ["remote", "--url", "http://127.0.0.1:1", "--key", "mf_k", "ls", "volumes"]
+    )
+    assert result.exit_code == 1
+    assert "cannot reach the MicroForge server at http://127.0.0.1:1" in result.output
+    assert "microforge up" in result.output and "Traceback" not in result.output

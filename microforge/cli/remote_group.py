@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import httpx
 from rich.console import Console
 
 from microforge.client import MicroForgeClient, MicroForgeError
@@ -51,7 +52,22 @@ def describe_job(job: dict[str, Any]) -> str:
     return f"{job['state']:<9} {where}  {eta_text(progress.get('eta_seconds'))}"
 
 
-@click.group("remote")
+class _RemoteGroup(click.Group):
+    """Turns a server that cannot be reached into one line that says what to check,
+    whichever command met it (a traceback from the HTTP library helps nobody)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except httpx.TransportError as error:
+            url = (ctx.obj or {}).get("url", DEFAULT_URL)
+            raise click.ClickException(
+                f"cannot reach the MicroForge server at {url} ({type(error).__name__}: "
+                f"{error}): is it running (`microforge up`)? check --url or MICROFORGE_URL"
+            ) from error
+
+
+@click.group("remote", cls=_RemoteGroup)
 @click.option(
     "--url",
     envvar="MICROFORGE_URL",
