@@ -18,7 +18,14 @@ from rich.progress import BarColumn, TaskProgressColumn, TextColumn
 
 from microforge.cli.engine_commands import parse_periodic
 from microforge.cli.progress_display import progress_display
-from microforge.cli.remote_group import client_for, describe_job, err_console, fail, remote_group
+from microforge.cli.remote_group import (
+    call_server,
+    client_for,
+    describe_job,
+    err_console,
+    fail,
+    remote_group,
+)
 from microforge.client import JobFailed, MicroForgeClient, MicroForgeError
 
 
@@ -169,11 +176,7 @@ def remote_continue(ctx: click.Context, job_id: str, iterations: int, wait: bool
 @click.pass_context
 def remote_cancel(ctx: click.Context, job_id: str) -> None:
     """Ask a job to stop; a running job stops within seconds."""
-    with client_for(ctx) as client:
-        try:
-            job = client.cancel_job(job_id)
-        except MicroForgeError as error:
-            raise fail(error) from error
+    job = call_server(ctx, lambda client: client.cancel_job(job_id))
     click.echo(f"{job['id']}: {job['state']} (cancel requested)")
 
 
@@ -281,11 +284,7 @@ def remote_delete(ctx: click.Context, artifact_ids: tuple[str, ...]) -> None:
 @click.pass_context
 def remote_import(ctx: click.Context, generator_file: Path) -> None:
     """Upload a generator file (from `microforge train` or another server); prints its id."""
-    with client_for(ctx) as client:
-        try:
-            generator = client.import_generator(generator_file)
-        except MicroForgeError as error:
-            raise fail(error) from error
+    generator = call_server(ctx, lambda client: client.import_generator(generator_file))
     click.echo(generator["id"])
 
 
@@ -302,11 +301,9 @@ def remote_import(ctx: click.Context, generator_file: Path) -> None:
 def remote_share(ctx: click.Context, volume_id: str, hours: float) -> None:
     """Print a download link for a volume that needs no API key (for a colleague, a
     browser or a batch job); it dies when it expires or the volume is deleted."""
-    with client_for(ctx) as client:
-        try:
-            link = client.share_volume(volume_id, expires_in=round(hours * 3600))
-        except MicroForgeError as error:
-            raise fail(error) from error
+    link = call_server(
+        ctx, lambda client: client.share_volume(volume_id, expires_in=round(hours * 3600))
+    )
     click.echo(link["url"])
     err_console.print(f"Anyone with this link can download {volume_id} until {link['expires_at']}.")
 

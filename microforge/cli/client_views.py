@@ -11,7 +11,14 @@ from typing import Any
 import click
 
 from microforge.cli.formatting import human_size
-from microforge.cli.remote_group import client_for, describe_job, err_console, fail, remote_group
+from microforge.cli.remote_group import (
+    call_server,
+    client_for,
+    describe_job,
+    err_console,
+    fail,
+    remote_group,
+)
 from microforge.cli.stats_table import print_statistics_table
 from microforge.client import LISTABLE, MicroForgeError
 
@@ -66,11 +73,7 @@ def _print_report(report: dict[str, Any]) -> None:
 @click.pass_context
 def remote_preview(ctx: click.Context, job_id: str, out: Path) -> None:
     """Save a training job's latest preview (slices along x, y, z and the fidelity curve)."""
-    with client_for(ctx) as client:
-        try:
-            client.download_job_preview(job_id, out)
-        except MicroForgeError as error:
-            raise fail(error) from error
+    call_server(ctx, lambda client: client.download_job_preview(job_id, out))
     click.echo(str(out))
 
 
@@ -80,11 +83,7 @@ def remote_preview(ctx: click.Context, job_id: str, out: Path) -> None:
 @click.pass_context
 def remote_ls(ctx: click.Context, collection: str, limit: int) -> None:
     """List your newest datasets, generators, volumes or jobs, with their sizes."""
-    with client_for(ctx) as client:
-        try:
-            page = client.list_page(collection, limit=limit)
-        except MicroForgeError as error:
-            raise fail(error) from error
+    page = call_server(ctx, lambda client: client.list_page(collection, limit=limit))
     for item in page["items"]:
         click.echo(f"{item['id']}  {_SUMMARIES[collection](item)}")
     if page.get("next_cursor"):
@@ -132,11 +131,7 @@ _SUMMARIES = {
 @click.pass_context
 def remote_usage(ctx: click.Context) -> None:
     """How much you keep on the server, to see what to delete."""
-    with client_for(ctx) as client:
-        try:
-            usage = client.usage()
-        except MicroForgeError as error:
-            raise fail(error) from error
+    usage = call_server(ctx, lambda client: client.usage())
     for name in ("datasets", "generators", "volumes", "checkpoints"):
         click.echo(f"{name:<12} {usage[name]['count']:>6}  {human_size(usage[name]['bytes']):>10}")
     click.echo(f"{'total':<12} {'':>6}  {human_size(usage['total_bytes']):>10}")
@@ -153,11 +148,9 @@ def remote_usage(ctx: click.Context) -> None:
 @click.pass_context
 def remote_jobs(ctx: click.Context, limit: int, kind: str | None, state: str | None) -> None:
     """List your newest jobs, optionally of one kind or in one state."""
-    with client_for(ctx) as client:
-        try:
-            page = client.list_page("jobs", limit=limit, kind=kind, state=state)
-        except MicroForgeError as error:
-            raise fail(error) from error
+    page = call_server(
+        ctx, lambda client: client.list_page("jobs", limit=limit, kind=kind, state=state)
+    )
     for job in page["items"]:
         click.echo(f"{job['id']}  {_job_summary(job)}")
 
@@ -168,11 +161,7 @@ def remote_jobs(ctx: click.Context, limit: int, kind: str | None, state: str | N
 @click.pass_context
 def remote_status(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Show a job's state, progress, error and results."""
-    with client_for(ctx) as client:
-        try:
-            job = client.get_job(job_id)
-        except MicroForgeError as error:
-            raise fail(error) from error
+    job = call_server(ctx, lambda client: client.get_job(job_id))
     if as_json:
         click.echo(json.dumps(job, indent=2))
         return

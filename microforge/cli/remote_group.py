@@ -7,13 +7,16 @@ Why apart: the commands that run jobs (``client_commands``) and those that only 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import httpx
 from rich.console import Console
 
 from microforge.client import MicroForgeClient, MicroForgeError
+
+T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 err_console = Console(stderr=True)
@@ -27,6 +30,16 @@ def client_for(ctx: click.Context) -> MicroForgeClient:
             "`microforge keys create NAME`)"
         )
     return MicroForgeClient(url, key)
+
+
+def call_server(ctx: click.Context, action: Callable[[MicroForgeClient], T]) -> T:
+    """Run ``action`` with a client for the group's server; a refused request becomes one
+    line with the server's code and message."""
+    with client_for(ctx) as client:
+        try:
+            return action(client)
+        except MicroForgeError as error:
+            raise fail(error) from error
 
 
 def fail(error: MicroForgeError) -> click.ClickException:
