@@ -135,12 +135,15 @@ class MicroForgeClient:
         *,
         image_type: str | None = None,
         name: str | None = None,
+        pixel_size: float | None = None,
+        unit: str | None = None,
     ) -> dict[str, Any]:
         """Upload one 2D image, three (x, y, z) or one 3D TIFF; returns the dataset.
+        ``pixel_size`` (in ``unit``, default um) makes statistics and volumes physical.
 
         Not retried: uploads carry no idempotency key, so a retry could store it twice.
         """
-        data = _form(image_type=image_type, name=name)
+        data = _form(image_type=image_type, name=name, **_pixel_fields(pixel_size, unit))
         return self._request(
             "POST", "/v1/datasets", data=data, make_files=_files_opener(images)
         ).json()
@@ -166,10 +169,17 @@ class MicroForgeClient:
         *,
         image_type: str | None = None,
         name: str | None = None,
+        pixel_size: float | None = None,
+        unit: str | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Upload images and start training in one request (``POST /v1/train``)."""
-        data = _form(image_type=image_type, name=name, config=json.dumps(config or {}))
+        data = _form(
+            image_type=image_type,
+            name=name,
+            config=json.dumps(config or {}),
+            **_pixel_fields(pixel_size, unit),
+        )
         return self._create(
             "/v1/train", idempotency_key, data=data, make_files=_files_opener(images)
         )
@@ -413,6 +423,12 @@ def _total_size(response: httpx.Response, offset: int) -> int | None:
         return int(content_range.rsplit("/", 1)[1])
     length = response.headers.get("Content-Length")
     return offset + int(length) if length is not None else None
+
+
+def _pixel_fields(pixel_size: float | None, unit: str | None) -> dict[str, str | None]:
+    if pixel_size is None:
+        return {}
+    return {"pixel_size": repr(float(pixel_size)), "unit": unit}
 
 
 def _form(**fields: str | None) -> dict[str, str]:

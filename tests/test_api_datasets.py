@@ -138,6 +138,21 @@ def test_given_image_type_is_used(client, auth) -> None:
             422,
             "invalid_image_type",
         ),
+        *(
+            (
+                [("files", ("a.png", png_bytes(two_phase()), "image/png"))],
+                bad,
+                422,
+                "invalid_pixel_size",
+            )
+            for bad in (
+                {"pixel_size": "-1"},
+                {"pixel_size": "fine"},
+                {"pixel_size": "nan"},
+                {"unit": "um"},
+                {"pixel_size": "0.1", "unit": "furlong"},
+            )
+        ),
     ],
 )
 def test_bad_uploads_leave_nothing_behind(client, auth, api_app, files, data, status, code):
@@ -256,3 +271,17 @@ def test_real_micrographs(client, auth, shared_data, name, image_type, layout) -
     assert response.status_code == 201, response.text
     assert response.json()["image_type"] == image_type
     assert response.json()["layout"] == layout
+
+
+def test_a_pixel_size_makes_the_statistics_physical(client, auth) -> None:
+    files = {"files": ("a.png", png_bytes(two_phase()), "image/png")}
+    plain = client.post("/v1/datasets", headers=auth, files=files).json()
+    sized = client.post(
+        "/v1/datasets", headers=auth, files=files, data={"pixel_size": "0.5", "unit": "nm"}
+    ).json()
+    assert (plain["pixel_size"], plain["unit"]) == (None, None)
+    assert (sized["pixel_size"], sized["unit"]) == (0.5, "nm")
+    voxels, physical = plain["statistics"][0], sized["statistics"][0]
+    assert (voxels["length_unit"], physical["length_unit"]) == ("voxel", "nm")
+    area = voxels["phases"]["255"]["specific_surface_area"]
+    assert physical["phases"]["255"]["specific_surface_area"] == pytest.approx(area / 0.5)

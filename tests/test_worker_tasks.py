@@ -52,7 +52,9 @@ def owner(session_factory) -> str:  # noqa: ANN001
 def test_training_in_segments_then_generation_to_tiff(
     settings, session_factory, celery, broker_url, owner, tmp_path
 ):
-    dataset_id = create_dataset(settings, session_factory, owner, two_phase_image())
+    dataset_id = create_dataset(
+        settings, session_factory, owner, two_phase_image(), pixel_size=0.25
+    )
     config = {**TINY_CONFIG, "quality_every": 3}
     job_id = create_job(
         session_factory, owner, "train", dataset_id=dataset_id, spec={"config": config}
@@ -87,6 +89,7 @@ def test_training_in_segments_then_generation_to_tiff(
         assert generator.config["arch"] == "tiny" and generator.config["iteration"] == 6
         assert generator.config["train"]["iterations"] == 6
         assert generator.config["weights"] == "latest"
+        assert (generator.config["voxel_size"], generator.config["unit"]) == (0.25, "um")
         quality = generator.config["quality"]  # the checks at 3 and 6 survived the segments
         assert quality["iteration"] == 6 and 0.0 <= quality["diversity"] <= 2.0
         assert isinstance(quality["collapsed"], bool) and quality["score"] >= 0.0
@@ -111,9 +114,7 @@ def test_training_in_segments_then_generation_to_tiff(
                 "seed": 3,
                 "chunk": [16, 20, 24],
                 "periodic": [0, 0, 1],
-                "compression": "zlib",
-                "voxel_size": 0.5,
-                "unit": "um",
+                "compression": "zlib",  # no voxel_size: the generator's (the upload's pixel)
             },
         )
         celery.send_task(GENERATE_VOLUME_TASK, args=[gen_job_id, 0], queue="generate")
@@ -126,9 +127,9 @@ def test_training_in_segments_then_generation_to_tiff(
     assert array.shape == (20, 24, 32) and array.dtype == np.uint8
     info = read_volume_info(blobs.path(volume.blob_key))
     assert info["compression"] == "adobe_deflate"
-    assert info["voxel_size"] == pytest.approx((0.5, 0.5, 0.5)) and info["unit"] == "um"
+    assert info["voxel_size"] == pytest.approx((0.25, 0.25, 0.25)) and info["unit"] == "um"
     assert volume.report["statistics"]["length_unit"] == "um"
-    assert volume.report["statistics"]["voxel_size"] == 0.5
+    assert volume.report["statistics"]["voxel_size"] == 0.25
     assert set(np.unique(array)) <= {0, 255}
     assert volume.size_bytes == blobs.size(volume.blob_key) and len(volume.etag) == 64
     assert volume.report["statistics"]["kind"] == "nphase"

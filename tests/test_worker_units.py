@@ -14,12 +14,13 @@ from microforge.models.trainer import TrainingError
 from microforge.settings import Settings
 from microforge.storage.blobs import LocalBlobStore
 from microforge.storage.job_lifecycle import claim_job, load_job
-from microforge.storage.tables import ApiKey, Job
+from microforge.storage.tables import ApiKey, Generator, Job
 from microforge.worker.failures import describe_failure
 from microforge.worker.generation import (
     DISK_RESERVE_BYTES,
     NotEnoughDiskError,
     check_disk_space,
+    effective_voxel_size,
     images_as_trained,
 )
 from microforge.worker.guard import JobGuard
@@ -137,3 +138,10 @@ def test_reports_compare_with_the_images_at_the_scale_they_were_trained_at():
     assert images_as_trained([labels], "nphase", 1.0)[0] is labels
     (half,) = images_as_trained([labels], "nphase", 0.5)
     assert half.shape == (32, 24) and set(np.unique(half)) == {0, 255}
+
+
+def test_a_jobs_voxel_size_wins_over_the_generators_and_none_means_voxels():
+    trained = Generator(config={"voxel_size": 0.1, "unit": "nm"})
+    assert effective_voxel_size({"voxel_size": 2.0, "unit": "mm"}, trained) == (2.0, "mm")
+    assert effective_voxel_size({}, trained) == (0.1, "nm")
+    assert effective_voxel_size({}, Generator(config={})) == (None, "um")

@@ -113,7 +113,13 @@ def create_owner(session_factory) -> str:  # noqa: ANN001
         return key.id
 
 
-def create_dataset(settings: Settings, session_factory, owner_id: str, image: np.ndarray) -> str:  # noqa: ANN001
+def create_dataset(  # noqa: ANN001
+    settings: Settings,
+    session_factory,
+    owner_id: str,
+    image: np.ndarray,
+    pixel_size: float | None = None,
+) -> str:
     blobs = get_blob_store(settings)
     key = blobs.new_key("datasets", ".png")
     with blobs.writing(key) as temporary:
@@ -129,6 +135,7 @@ def create_dataset(settings: Settings, session_factory, owner_id: str, image: np
             shapes=[list(image.shape)],
             blob_keys=[key],
             size_bytes=blobs.size(key),
+            stats={"pixel_size": pixel_size, "unit": "um" if pixel_size else None},
         )
         session.add(dataset)
         session.commit()

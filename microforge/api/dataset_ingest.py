@@ -8,6 +8,7 @@ leaves neither a row nor a blob behind.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -42,6 +43,37 @@ def check_form_image_type(form: ParsedForm) -> str | None:
     return image_type
 
 
+LENGTH_UNITS = ("nm", "um", "mm", "cm", "m")
+
+
+def check_form_pixel_size(form: ParsedForm) -> tuple[float | None, str | None]:
+    """The images' pixel size and unit from the form, if given; 422 with the fix if bad."""
+    raw = (form.fields.get("pixel_size") or "").strip()
+    unit = (form.fields.get("unit") or "").strip() or None
+    if not raw:
+        if unit is not None:
+            raise ProblemError(
+                422, "invalid_pixel_size", "unit was given without pixel_size: give both"
+            )
+        return None, None
+    try:
+        size = float(raw)
+    except ValueError:
+        size = math.nan
+    if not (math.isfinite(size) and size > 0):
+        raise ProblemError(
+            422,
+            "invalid_pixel_size",
+            f"pixel_size {raw!r} is not a positive number: give the edge of one pixel, "
+            "e.g. 0.05 with unit um",
+        )
+    if unit is not None and unit not in LENGTH_UNITS:
+        raise ProblemError(
+            422, "invalid_pixel_size", f"unit {unit!r} is unknown: use one of {LENGTH_UNITS}"
+        )
+    return size, unit or "um"
+
+
 def ingest_dataset(
     state: ServiceState, session: Session, owner_id: str, form: ParsedForm
 ) -> Dataset:
@@ -59,6 +91,7 @@ def ingest_dataset(
             "three 2D images perpendicular to x, y and z (anisotropic), or one 3D TIFF stack",
         )
     image_type = check_form_image_type(form)
+    pixel_size, unit = check_form_pixel_size(form)
     settings = state.settings
     infos = []
     for upload in uploads:
@@ -96,7 +129,11 @@ def ingest_dataset(
         raise ProblemError(422, "invalid_training_data", str(exc)) from exc
     preview = render_dataset_preview(arrays, analysis.image_type, analysis.phases)
     statistics = dataset_statistics(
-        arrays, analysis.image_type, [upload.filename for upload in uploads]
+        arrays,
+        analysis.image_type,
+        [upload.filename for upload in uploads],
+        pixel_size=pixel_size,
+        unit=unit,
     )
     del arrays
 
@@ -129,6 +166,8 @@ def ingest_dataset(
                 "file_names": [upload.filename for upload in uploads],
                 "sha256": [upload.sha256 for upload in uploads],
                 "statistics": statistics,
+                "pixel_size": pixel_size,
+                "unit": unit,
             },
             size_bytes=size,
         )

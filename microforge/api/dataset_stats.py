@@ -28,7 +28,12 @@ MAX_EDGE_3D = 128
 
 
 def dataset_statistics(
-    arrays: Sequence[np.ndarray], image_type: str, file_names: Sequence[str]
+    arrays: Sequence[np.ndarray],
+    image_type: str,
+    file_names: Sequence[str],
+    *,
+    pixel_size: float | None = None,
+    unit: str | None = None,
 ) -> list[dict[str, Any]] | None:
     """One entry per image, in upload order: its statistics and, when it was cropped,
     ``sampled`` = {"shape": crop, "of": full shape}. None for colour images, which have
@@ -41,7 +46,9 @@ def dataset_statistics(
         crop = central_crop(array, MAX_EDGE_3D if array.ndim == 3 else MAX_EDGE_2D)
         entry: dict[str, Any] = {"file_name": name}
         try:
-            entry |= microstructure_statistics(crop, kind=kind, tortuosity=False, workers=1)
+            entry |= microstructure_statistics(
+                crop, kind=kind, tortuosity=False, workers=1, voxel_size=pixel_size, unit=unit
+            )
         except ValueError as error:  # e.g. more distinct labels than phases allow
             log.info("no statistics for %s: %s", name, error)
             entry["error"] = str(error)

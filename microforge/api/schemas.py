@@ -45,6 +45,12 @@ class DatasetOut(BaseModel):
         "tpc). Big images are measured on a central crop, described by `sampled` "
         "({shape, of}). No tortuosity. Null for colour images and older datasets.",
     )
+    pixel_size: float | None = Field(
+        default=None,
+        description="Edge of one pixel of the uploaded images in `unit`, when given at upload; "
+        "generated volumes then carry it (divided by the training scale factor).",
+    )
+    unit: str | None = None
     created_at: datetime
     links: dict[str, str]
 
@@ -229,6 +235,8 @@ def dataset_out(row: Dataset) -> DatasetOut:
         shapes=[list(shape) for shape in row.shapes or []],
         size_bytes=row.size_bytes,
         statistics=(row.stats or {}).get("statistics"),
+        pixel_size=(row.stats or {}).get("pixel_size"),
+        unit=(row.stats or {}).get("unit"),
         created_at=as_utc(row.created_at),
         links={"self": base, "preview": f"{base}/preview.png"},
     )

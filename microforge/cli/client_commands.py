@@ -90,6 +90,15 @@ def _load_config(config: str | None, overrides: dict[str, Any]) -> dict[str, Any
 )
 @click.option("--name", default=None, help="Dataset name (default: first file's name).")
 @click.option(
+    "--pixel-size",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Edge of one pixel of IMAGES: statistics and generated volumes become physical.",
+)
+@click.option(
+    "--unit", type=click.Choice(["nm", "um", "mm", "cm", "m"]), default="um", show_default=True
+)
+@click.option(
     "--dataset",
     "dataset_id",
     default=None,
@@ -105,6 +114,8 @@ def remote_train(
     iterations: int | None,
     image_type: str | None,
     name: str | None,
+    pixel_size: float | None,
+    unit: str,
     dataset_id: str | None,
     wait: bool,
 ) -> None:
@@ -112,14 +123,18 @@ def remote_train(
     uploaded --dataset; prints the job id."""
     if bool(images) == bool(dataset_id):
         raise click.UsageError("give IMAGES to upload, or --dataset ds_... (not both)")
-    if dataset_id and (image_type or name):
-        raise click.UsageError("--type and --name describe an upload: drop them with --dataset")
+    if dataset_id and (image_type or name or pixel_size):
+        raise click.UsageError(
+            "--type, --name and --pixel-size describe an upload: drop them with --dataset"
+        )
     values = _load_config(config, {"arch": arch, "iterations": iterations})
 
     def start(client: MicroForgeClient) -> dict[str, Any]:
         if dataset_id:
             return client.create_train_job(dataset_id, values)
-        return client.train(images, values, image_type=image_type, name=name)
+        return client.train(
+            images, values, image_type=image_type, name=name, pixel_size=pixel_size, unit=unit
+        )
 
     _run_training(ctx, start, "Training job {id} queued.", wait)
 

@@ -97,6 +97,7 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     periodic = _periodic(spec.get("periodic", False))
     loaded = load_generator(runtime.blobs.path(generator_row.blob_key), device=settings.device)
     rgb = loaded.image_type == "colour"
+    voxel_size, unit = effective_voxel_size(spec, generator_row)
     compression = spec.get("compression")
     if compression is None:  # compressed, the size is not known before writing
         itemsize = np.dtype(loaded.output_dtype).itemsize
@@ -114,8 +115,8 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
                 loaded.output_dtype,
                 rgb=rgb,
                 compression=compression,
-                voxel_size=spec.get("voxel_size"),
-                unit=spec.get("unit") or "um",
+                voxel_size=voxel_size,
+                unit=unit,
             ) as writer,
         ):
             try:
@@ -135,7 +136,7 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         return _after_stop(runtime, lease, guard)
     seconds = time.monotonic() - started
     size = runtime.blobs.size(key)
-    report, report_key = _volume_report(runtime, generator_row, key, loaded, spec)
+    report, report_key = _volume_report(runtime, generator_row, key, loaded, voxel_size, unit)
     volume = Volume(
         id=new_id("vol"),
         owner_id=job.owner_id,
@@ -221,8 +222,26 @@ def file_etag(path: Path) -> str:
     return digest.hexdigest()
 
 
+def effective_voxel_size(
+    spec: dict[str, Any], generator_row: Generator
+) -> tuple[float | None, str]:
+    """The job's voxel size, else the generator's (its training pixel, when the upload
+    gave a pixel size), else none (voxel units)."""
+    if spec.get("voxel_size"):
+        return float(spec["voxel_size"]), spec.get("unit") or "um"
+    config = generator_row.config or {}
+    if config.get("voxel_size"):
+        return float(config["voxel_size"]), config.get("unit") or "um"
+    return None, "um"
+
+
 def _volume_report(
-    runtime: WorkerRuntime, generator_row: Generator, key: str, loaded: Any, spec: dict[str, Any]
+    runtime: WorkerRuntime,
+    generator_row: Generator,
+    key: str,
+    loaded: Any,
+    voxel_size: float | None,
+    unit: str,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The quality report (statistics of a central sample, comparison with the training
     images, verdict) as JSON, and its PNG stored as a blob; returns (report, PNG key).
@@ -242,8 +261,8 @@ def _volume_report(
             runtime.blobs.path(key),
             references,
             kind=kind,
-            voxel_size=spec.get("voxel_size"),
-            unit=spec.get("unit") or "um",
+            voxel_size=voxel_size,
+            unit=unit,
         )
         png_key = runtime.blobs.new_key("reports", ".png")
         runtime.blobs.put_bytes(png_key, png)

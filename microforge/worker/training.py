@@ -94,7 +94,8 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     stopped_early = guard.shutting_down or time.monotonic() > deadline
     if reached >= config.iterations or not stopped_early:
         # Done, or the trainer stopped on its own (early stopping on fidelity).
-        return _finish_training(runtime, lease, job, trainer, config, reporter.last_progress)
+        scale = _voxel_scale(dataset, config)
+        return _finish_training(runtime, lease, job, trainer, config, reporter.last_progress, scale)
     token = release_lease(runtime.session_factory, lease)
     send_job_message(runtime.celery, "train", lease.job_id, token)
     log.info(
@@ -139,6 +140,7 @@ def _finish_training(
     trainer: Any,
     config: Any,
     last_progress: dict[str, Any] | None,
+    voxel_scale: dict[str, Any],
 ) -> str:
     """Export the result generator, and the best one by fidelity as a second generator
     when it is other weights, then finish the job with both rows in one transaction.
@@ -147,10 +149,10 @@ def _finish_training(
     (training stopped because the best was not beaten, so those are the ones meant).
     """
     primary = "best" if config.early_stop_checks else "latest"
-    rows = [_export_generator_row(runtime, job, trainer, config, primary)]
+    rows = [_export_generator_row(runtime, job, trainer, config, primary, voxel_scale)]
     best_iteration = trainer.best["iteration"] if trainer.best is not None else None
     if best_iteration is not None and best_iteration != rows[0].config.get("iteration"):
-        rows.append(_export_generator_row(runtime, job, trainer, config, "best"))
+        rows.append(_export_generator_row(runtime, job, trainer, config, "best", voxel_scale))
     progress = dict(last_progress or {})
     progress.update(
         fraction=1.0,
@@ -177,8 +179,24 @@ def _finish_training(
     return "succeeded"
 
 
+def _voxel_scale(dataset: Dataset, config: Any) -> dict[str, Any]:
+    """The edge of a generated voxel, when the upload said its pixel size: a voxel is a
+    training pixel, i.e. an uploaded pixel after the scale factor (0.5 halves the image,
+    so a voxel spans two pixels)."""
+    stats = dataset.stats or {}
+    pixel_size = stats.get("pixel_size")
+    if not pixel_size:
+        return {}
+    return {"voxel_size": pixel_size / config.scale_factor, "unit": stats.get("unit") or "um"}
+
+
 def _export_generator_row(
-    runtime: WorkerRuntime, job: Job, trainer: Any, config: Any, which: str
+    runtime: WorkerRuntime,
+    job: Job,
+    trainer: Any,
+    config: Any,
+    which: str,
+    voxel_scale: dict[str, Any],
 ) -> Generator:
     """Write ``which`` weights (latest or best) to a new blob; the row is not saved yet."""
     blobs = runtime.blobs
@@ -195,7 +213,8 @@ def _export_generator_row(
         phases=[_plain(p) for p in data.phases],
         config=_generator_config(
             blobs.path(key), config, data.layout, which, trainer.export_quality(which)
-        ),
+        )
+        | voxel_scale,
         size_bytes=blobs.size(key),
     )
 

@@ -42,6 +42,12 @@ DATASET_FORM = {
         "description": "Omit to detect it.",
     },
     "name": {"type": "string", "description": "Display name; default: the first file name."},
+    "pixel_size": {
+        "type": "number",
+        "description": "Edge of one pixel in `unit` (optional): statistics and generated "
+        "volumes are then in physical units.",
+    },
+    "unit": {"type": "string", "enum": ["nm", "um", "mm", "cm", "m"], "default": "um"},
 }
 
 

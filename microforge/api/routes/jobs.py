@@ -135,6 +135,12 @@ TRAIN_FORM = {
     "config": {"type": "string", "description": "TrainConfig as JSON; omit for defaults."},
     "image_type": {"type": "string", "enum": ["nphase", "grayscale", "colour"]},
     "name": {"type": "string"},
+    "pixel_size": {
+        "type": "number",
+        "description": "Edge of one pixel in `unit` (optional): statistics and generated "
+        "volumes are then in physical units.",
+    },
+    "unit": {"type": "string", "enum": ["nm", "um", "mm", "cm", "m"], "default": "um"},
 }
 
 
@@ -201,6 +207,8 @@ def _train_from_form(state, owner_id: str, form, key: str | None) -> Job:
             "files": [upload.sha256 for upload in form.files],
             "image_type": form.fields.get("image_type"),
             "name": form.fields.get("name"),
+            "pixel_size": form.fields.get("pixel_size"),
+            "unit": form.fields.get("unit"),
         }
     )
     with state.session_factory() as session:
