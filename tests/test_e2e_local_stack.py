@@ -226,6 +226,14 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
         assert continued["state"] == "succeeded" and continued["progress"]["iteration"] == 9
         assert continued["result"]["generator_id"] == more.stdout.strip().splitlines()[-1]
         assert "resuming from checkpoint at iteration 6" in stack.output()
+        # Its best check is the parent's (reused, not exported again) or its own last one.
+        made = [
+            g["id"]
+            for g in client.list_page("generators", limit=100)["items"]
+            if g["source_job_id"] == continued["id"]
+        ]
+        assert made == [continued["result"]["generator_id"]]
+        assert continued["result"]["best_generator_id"] in {made[0], best_id}
         assert runner.invoke(cli, [*base, "delete", job["id"]]).exit_code == 0
         assert client.get_job(continued["id"])["state"] == "succeeded"
 

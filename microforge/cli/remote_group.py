@@ -19,7 +19,7 @@ from microforge.client import MicroForgeClient, MicroForgeError
 T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # ids and links must not wrap
 
 
 def client_for(ctx: click.Context) -> MicroForgeClient:

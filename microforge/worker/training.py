@@ -151,8 +151,12 @@ def _finish_training(
     primary = "best" if config.early_stop_checks else "latest"
     rows = [_export_generator_row(runtime, job, trainer, config, primary, voxel_scale)]
     best_iteration = trainer.best["iteration"] if trainer.best is not None else None
-    if best_iteration is not None and best_iteration != rows[0].config.get("iteration"):
+    best_id = rows[0].id if best_iteration == rows[0].config.get("iteration") else None
+    if best_iteration is not None and best_id is None:
+        best_id = _inherited_best(runtime, job, best_iteration)
+    if best_iteration is not None and best_id is None:
         rows.append(_export_generator_row(runtime, job, trainer, config, "best", voxel_scale))
+        best_id = rows[-1].id
     progress = dict(last_progress or {})
     progress.update(
         fraction=1.0,
@@ -167,7 +171,7 @@ def _finish_training(
             lease,
             "succeeded",
             result_generator_id=rows[0].id,
-            result_best_generator_id=rows[-1].id if best_iteration is not None else None,
+            result_best_generator_id=best_id,
             progress=progress,
             add_rows=rows,
         )
@@ -177,6 +181,29 @@ def _finish_training(
         raise
     log.info("job %s succeeded: generator(s) %s", job.id, ", ".join(row.id for row in rows))
     return "succeeded"
+
+
+def _inherited_best(runtime: WorkerRuntime, job: Job, best_iteration: int) -> str | None:
+    """The generator an earlier job of this run already exported for the best check.
+
+    A continuation restores the best weights from its checkpoint; when they are from
+    before it started, the job it continues (or one before that) exported them already,
+    and a second copy of the same weights would only take disk and confuse.
+    """
+    spec = job.spec or {}
+    seen: set[str] = set()
+    with runtime.session_factory() as session:
+        while (parent_id := spec.get("continued_from")) and parent_id not in seen:
+            seen.add(parent_id)
+            parent = session.get(Job, parent_id)
+            if parent is None:
+                return None
+            best = parent.result_best_generator_id
+            candidate = session.get(Generator, best) if best else None
+            if candidate and (candidate.config or {}).get("iteration") == best_iteration:
+                return candidate.id
+            spec = parent.spec or {}
+    return None
 
 
 def _voxel_scale(dataset: Dataset, config: Any) -> dict[str, Any]:
