@@ -249,3 +249,24 @@ def test_an_unreachable_server_is_one_line_that_says_what_to_check():
     assert result.exit_code == 1
     assert "cannot reach the MicroForge server at http://127.0.0.1:1" in result.output
     assert "microforge up" in result.output and "Traceback" not in result.output
+
+
+def test_a_runs_pixel_size_becomes_the_voxel_size_of_its_volumes(micrograph, tmp_path):
+    from microforge.storage.tiff import read_volume_info
+
+    run = tmp_path / "run"
+    args = ["train", micrograph, "--out", run, "--iterations", 2, "--quality-every", 0]
+    args += ["--pixel-size", 0.2, "--pixel-unit", "nm", "--scale-factor", 0.5, *TRAIN]
+    trained = CliRunner().invoke(cli, [str(a) for a in args])
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "v.tif"
+    shape = ["--shape", 8, 8, 8, "--out", out, "--device", "cpu"]
+    result = CliRunner().invoke(cli, [str(a) for a in ["generate", run, *shape]])
+    assert result.exit_code == 0, result.output
+    info = read_volume_info(out)  # a voxel is two pixels: 0.2 nm / 0.5
+    assert info["voxel_size"] == pytest.approx((0.4, 0.4, 0.4)) and info["unit"] == "nm"
+    told = ["generate", run, *shape[:-2], "--voxel-size", 3, "--unit", "um", "--device", "cpu"]
+    result = CliRunner().invoke(cli, [str(a) for a in told])
+    assert result.exit_code == 0, result.output
+    assert read_volume_info(out)["voxel_size"] == pytest.approx((3, 3, 3))
+    assert read_volume_info(out)["unit"] == "um"

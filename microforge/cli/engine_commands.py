@@ -19,6 +19,7 @@ import numpy as np
 from microforge.models.run_dir import RunDir
 
 IMAGE_TYPES = ["nphase", "grayscale", "colour"]
+LENGTH_UNITS = ["nm", "um", "mm", "cm", "m"]
 ARCHS = ["paper", "reference", "tiny"]
 
 
@@ -111,9 +112,23 @@ def parse_periodic(text: str | None) -> tuple[bool, bool, bool]:
     default=None,
     help="Channels-last memory layout (may be faster on GPUs in bf16).",
 )
+@click.option(
+    "--pixel-size",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Edge of one pixel of the images: `generate` then writes that voxel size "
+    "(divided by --scale-factor) unless told otherwise.",
+)
+@click.option("--pixel-unit", type=click.Choice(LENGTH_UNITS), default="um", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def train_command(
-    images: Sequence[Path], out: Path, resume: bool, device: str, **options: Any
+    images: Sequence[Path],
+    out: Path,
+    resume: bool,
+    device: str,
+    pixel_size: float | None,
+    pixel_unit: str,
+    **options: Any,
 ) -> None:
     """Train a generator on IMAGE (isotropic), three images for x, y, z, or a 3D stack.
 
@@ -121,11 +136,19 @@ def train_command(
     along y), the second perpendicular to y (rows z, columns x), the third perpendicular to
     z (rows y, columns x).
     """
+    pixel = {"pixel_size": pixel_size, "pixel_unit": pixel_unit} if pixel_size else {}
     with user_errors():
-        _train(list(images), RunDir(out), resume, device, options)
+        _train(list(images), RunDir(out), resume, device, options, pixel)
 
 
-def _train(images: list[Path], run: RunDir, resume: bool, device: str, options: dict) -> None:
+def _train(
+    images: list[Path],
+    run: RunDir,
+    resume: bool,
+    device: str,
+    options: dict,
+    pixel: dict[str, Any],
+) -> None:
     from microforge.models.config import TrainConfig
     from microforge.models.data import prepare_training_data
     from microforge.models.trainer import Trainer, TrainingError
@@ -138,6 +161,7 @@ def _train(images: list[Path], run: RunDir, resume: bool, device: str, options: 
         manifest = run.read_manifest()
         config_values = {**manifest["config"], **given}
         images = images or [Path(p) for p in manifest["images"]]
+        pixel = pixel or {k: manifest[k] for k in ("pixel_size", "pixel_unit") if k in manifest}
     else:
         if run.exists():
             raise click.ClickException(
@@ -166,6 +190,7 @@ def _train(images: list[Path], run: RunDir, resume: bool, device: str, options: 
             "config": {**config.model_dump(mode="json"), "seed": trainer.seed},
             "images": [str(p.resolve()) for p in images],
             "data": data.describe(),
+            **pixel,
         }
     )
     try:
@@ -301,7 +326,12 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
     default=None,
     help="Lossless compression (files are then not ImageJ hyperstacks).",
 )
-@click.option("--voxel-size", type=float, default=None, help="Voxel edge, stored in the TIFF.")
+@click.option(
+    "--voxel-size",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Voxel edge, stored in the TIFF (default: the run's --pixel-size / --scale-factor).",
+)
 @click.option("--unit", default="um", show_default=True)
 def generate_command(
     source: Path,
@@ -335,6 +365,18 @@ def _generator_path(source: Path, best: bool) -> Path:
     return path
 
 
+def _run_voxel_size(source: Path, unit: str) -> tuple[float | None, str]:
+    """A run trained with --pixel-size makes voxels of that size over its scale factor."""
+    run = RunDir(source)
+    if source.is_file() or not run.exists():
+        return None, unit
+    manifest = run.read_manifest()
+    if not manifest.get("pixel_size"):
+        return None, unit
+    scale = float(manifest["config"].get("scale_factor") or 1.0)
+    return manifest["pixel_size"] / scale, manifest.get("pixel_unit") or unit
+
+
 def _generate(
     source: Path,
     shape: tuple[int, int, int],
@@ -357,6 +399,8 @@ def _generate(
     from microforge.storage.tiff import VolumeTiffWriter
 
     loaded = load_generator(_generator_path(source, best), device)
+    if voxel_size is None:
+        voxel_size, unit = _run_voxel_size(source, unit)
     try:
         plan_volume(loaded.network, shape, periodic)
     except GenerationError as error:
