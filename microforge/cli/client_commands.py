@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.progress import BarColumn, TaskProgressColumn, TextColumn
 
-from microforge.cli.engine_commands import parse_periodic
+from microforge.cli.engine_commands import LENGTH_UNITS, parse_periodic
 from microforge.cli.progress_display import progress_display
 from microforge.cli.remote_group import (
     call_server,
@@ -95,9 +95,7 @@ def _load_config(config: str | None, overrides: dict[str, Any]) -> dict[str, Any
     default=None,
     help="Edge of one pixel of IMAGES: statistics and generated volumes become physical.",
 )
-@click.option(
-    "--unit", type=click.Choice(["nm", "um", "mm", "cm", "m"]), default="um", show_default=True
-)
+@click.option("--unit", type=click.Choice(LENGTH_UNITS), default="um", show_default=True)
 @click.option(
     "--dataset",
     "dataset_id",
@@ -224,9 +222,7 @@ def remote_cancel(ctx: click.Context, job_id: str) -> None:
     default=None,
     help="Voxel edge (a training pixel): stored in the TIFF, physical units in the report.",
 )
-@click.option(
-    "--unit", type=click.Choice(["nm", "um", "mm", "cm", "m"]), default="um", show_default=True
-)
+@click.option("--unit", type=click.Choice(LENGTH_UNITS), default="um", show_default=True)
 @click.option("--wait", is_flag=True, help="Show progress until the volume is ready.")
 @click.option(
     "--out",
