@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 
 import numpy as np
@@ -106,3 +107,17 @@ def test_a_configured_secret_replaces_the_stored_one(api_settings) -> None:
     secret = app.state.service.share_secret()
     assert secret == hashlib.sha256(b"rotate-me").digest()
     assert not (app.state.service.blobs.root / SECRET_FILE).exists()
+
+
+def test_a_filesystem_without_hard_links_still_gets_one_secret(tmp_path, monkeypatch) -> None:
+    def no_links(*_: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    first = load_or_create_secret(tmp_path)
+    assert load_or_create_secret(tmp_path) == first and len(first) == 32
+    assert (tmp_path / SECRET_FILE).stat().st_mode & 0o077 == 0
+    assert [p.name for p in tmp_path.iterdir()] == [SECRET_FILE]
+    (tmp_path / SECRET_FILE).write_bytes(b"short")
+    with pytest.raises(RuntimeError, match="delete it"):
+        load_or_create_secret(tmp_path)

@@ -37,30 +37,42 @@ def load_or_create_secret(root: Path) -> bytes:
 
     Two processes starting together must end up with one secret: the file is written
     under a temporary name and linked into place, which fails for the second writer, who
-    then reads the first one's.
+    then reads the first one's. Where the filesystem has no hard links, the file is
+    created exclusively in place instead, and a reader that meets it half written waits.
     """
     path = Path(root) / SECRET_FILE
     with contextlib.suppress(FileNotFoundError):
         return _read_secret(path)
     temporary = path.with_name(f"{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    _write_private(temporary, secrets.token_bytes(_SECRET_BYTES))
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(secrets.token_bytes(_SECRET_BYTES))
-            handle.flush()
-            os.fsync(handle.fileno())
+        os.link(temporary, path)
+    except FileExistsError:
+        pass  # another process was first: its secret is the one
+    except OSError:  # no hard links here
         with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
+            _write_private(path, temporary.read_bytes())
     finally:
         temporary.unlink(missing_ok=True)
     return _read_secret(path)
 
 
-def _read_secret(path: Path) -> bytes:
-    data = path.read_bytes()
-    if len(data) != _SECRET_BYTES:
-        raise RuntimeError(f"{path} is not a share-link secret: delete it to make a new one")
-    return data
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) readable by this user only, and write ``data``."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_secret(path: Path, attempts: int = 50) -> bytes:
+    for _ in range(attempts):
+        data = path.read_bytes()
+        if len(data) == _SECRET_BYTES:
+            return data
+        time.sleep(0.01)  # being written by another process (no hard links here)
+    raise RuntimeError(f"{path} is not a share-link secret: delete it to make a new one")
 
 
 def sign(secret: bytes, volume_id: str, etag: str, expires_at: int) -> str:
