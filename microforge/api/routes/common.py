@@ -21,6 +21,16 @@ def not_found(kind: str, row_id: str) -> ProblemError:
     )
 
 
+def in_use(kind: str, row_id: str, active_jobs: int) -> ProblemError:
+    """409 for deleting what queued or running jobs still need, saying how to get there."""
+    return ProblemError(
+        409,
+        f"{kind}_in_use",
+        f"{active_jobs} queued or running job(s) use {kind} {row_id}; cancel them or wait "
+        "for them to finish, then delete it",
+    )
+
+
 def bad_cursor(exc: InvalidCursorError) -> ProblemError:
     return ProblemError(422, "invalid_cursor", str(exc))
 

@@ -12,6 +12,7 @@ from microforge.api.routes.common import (
     CursorQuery,
     LimitQuery,
     bad_cursor,
+    in_use,
     multipart_body,
     not_found,
 )
@@ -129,12 +130,7 @@ def delete_dataset(
         raise not_found("dataset", dataset_id)
     active = count_active_jobs_using_dataset(session, owner.id, dataset_id)
     if active:
-        raise ProblemError(
-            409,
-            "dataset_in_use",
-            f"{active} queued or running job(s) use dataset {dataset_id}; cancel them or wait "
-            "for them to finish, then delete it",
-        )
+        raise in_use("dataset", dataset_id, active)
     detach_finished_jobs_from_dataset(session, owner.id, dataset_id)
     session.delete(dataset)
     session.commit()

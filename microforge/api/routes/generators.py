@@ -11,6 +11,7 @@ from microforge.api.routes.common import (
     CursorQuery,
     LimitQuery,
     bad_cursor,
+    in_use,
     multipart_body,
     not_found,
 )
@@ -138,12 +139,7 @@ def delete_generator(
     row = _owned(session, owner.id, generator_id)
     active = count_active_jobs_using_generator(session, owner.id, generator_id)
     if active:
-        raise ProblemError(
-            409,
-            "generator_in_use",
-            f"{active} queued or running generate job(s) use generator {generator_id}; cancel "
-            "them or wait for them to finish, then delete it",
-        )
+        raise in_use("generator", generator_id, active)
     session.delete(row)
     session.commit()
     state.blobs.delete(row.blob_key)
