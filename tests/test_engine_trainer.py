@@ -184,7 +184,7 @@ def test_fidelity_history_and_best_survive_a_checkpoint(isotropic, tmp_path):
 def test_generator_file_reports_its_learnable_parameter_count(isotropic, tmp_path):
     from microforge.models.generator_file import inspect_generator_file
 
-    trainer = Trainer(isotropic, tiny_config(iterations=1), "cpu")
+    trainer = Trainer(isotropic, tiny_config(iterations=1, transposed_kernels="free"), "cpu")
     info = inspect_generator_file(trainer.export_generator(tmp_path / "g.safetensors"))
     assert info.parameters == sum(p.numel() for p in trainer.generator.parameters())
 
@@ -225,7 +225,8 @@ def test_a_generator_that_ignores_its_noise_is_reported_as_collapsed(isotropic):
     healthy = trainer._maybe_check_quality()
     assert healthy["diversity"] > COLLAPSE_DIVERSITY  # random weights still use the noise
     with torch.no_grad():
-        trainer.generator.transposed[0].weight.zero_()  # the latent no longer reaches the output
+        for weight in trainer.generator.transposed[0].parameters():
+            weight.zero_()  # the latent no longer reaches the output
     collapsed = trainer._maybe_check_quality()
     assert collapsed["diversity"] < 1e-6
 

@@ -108,6 +108,12 @@ def parse_periodic(text: str | None) -> tuple[bool, bool, bool]:
 )
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]))
 @click.option(
+    "--transposed-kernels",
+    type=click.Choice(["lattice_free", "free"]),
+    help="lattice_free (default): generator kernels that cannot tile a stride-period "
+    "lattice; free: any kernel, as the public SliceGAN code.",
+)
+@click.option(
     "--channels-last/--no-channels-last",
     default=None,
     help="Channels-last memory layout (may be faster on GPUs in bf16).",

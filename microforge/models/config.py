@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Arch = Literal["paper", "reference", "tiny"]
 LastLayer = Literal["transpose", "resize_conv"]
 Precision = Literal["fp32", "tf32", "bf16"]
+TransposedKernels = Literal["lattice_free", "free"]
 
 
 #: The most iterations a training run may ask for (a sanity bound, weeks on a GPU).
@@ -235,6 +236,14 @@ class TrainConfig(BaseModel):
     )
     precision: Precision = Field(
         default="tf32", description="fp32, tf32 (CUDA matmuls in TF32) or bf16 autocast."
+    )
+    transposed_kernels: TransposedKernels = Field(
+        default="lattice_free",
+        description="lattice_free: every transposed-convolution kernel of the generator is "
+        "trained as nearest-neighbour upsampling followed by a convolution, so that it cannot "
+        "turn the noise-free part of its input into a lattice of the stride period (the "
+        "pattern SliceGAN generators otherwise repeat whatever the seed); free: any kernel, "
+        "as the paper and the public code. The exported network is the same either way.",
     )
     channels_last: bool = Field(
         default=False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from microforge.models.config import NetworkConfig
 
@@ -109,3 +110,73 @@ def init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.BatchNorm3d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+class LatticeFreeKernel(nn.Module):
+    """A transposed-convolution kernel written as a box of ``stride`` taps per axis convolved
+    with a free kernel of ``k - stride + 1`` taps: nearest-neighbour upsampling followed by
+    a convolution (Odena et al., "Deconvolution and checkerboard artifacts", 2016).
+
+    Why: a free stride-s kernel sums to different totals at the s^3 sub-voxel positions, so
+    the constant part of its input (the mean of a ReLU, which carries no noise) comes out as
+    a lattice of period s. Through the generator's layers this is a 16- or 32-voxel pattern
+    that is there from initialisation (57 % of the last hidden layer's variance in ``tiny``)
+    and that training amplifies: every volume became the same lattice whatever the seed
+    (docs/benchmarks.md, "Why SliceGAN tiles one lattice"). In this form a constant input
+    gives a constant output, the lattice has nothing to grow from, and the network is still
+    an ordinary transposed convolution (same layers, same files, same chunked generation).
+    """
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, free: torch.Tensor) -> torch.Tensor:
+        cin, cout, *taps = free.shape
+        box = free.new_ones((1, 1, *([self.stride] * len(taps))))
+        kernel = F.conv_transpose3d(free.reshape(cin * cout, 1, *taps), box)
+        kernel = kernel.reshape(cin, cout, *(n + self.stride - 1 for n in taps))
+        if not free.is_contiguous() and free.is_contiguous(memory_format=torch.channels_last_3d):
+            return kernel.contiguous(memory_format=torch.channels_last_3d)  # keep the layout
+        return kernel
+
+    def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
+        """The free kernel to start from: the leading taps of a freshly initialised kernel,
+        scaled so that the composed kernel's inner taps keep its spread."""
+        keep = [slice(None), slice(None)] + [slice(0, n - self.stride + 1) for n in kernel.shape[2:]]
+        return kernel[tuple(keep)] / self.stride ** ((kernel.dim() - 2) / 2)
+
+
+def make_lattice_free(generator: Generator) -> None:
+    """Constrain every transposed convolution of ``generator`` to :class:`LatticeFreeKernel`
+    (its parameters become the free kernels; ``plain_state_dict`` gives the usual weights)."""
+    for conv in generator.transposed:
+        if not parametrize.is_parametrized(conv, "weight"):
+            parametrize.register_parametrization(conv, "weight", LatticeFreeKernel(conv.stride[0]))
+
+
+def make_free(generator: Generator) -> None:
+    """Undo :func:`make_lattice_free`, keeping the current kernels as free parameters."""
+    for conv in generator.transposed:
+        if parametrize.is_parametrized(conv, "weight"):
+            parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+
+
+def is_lattice_free(generator: Generator) -> bool:
+    return any(parametrize.is_parametrized(conv, "weight") for conv in generator.transposed)
+
+
+def plain_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of the weights under their plain names (``transposed.0.weight``),
+    parametrized kernels evaluated: what generator files and ``Generator`` expect."""
+    with torch.no_grad():
+        state = {
+            key: value.detach().clone()
+            for key, value in module.state_dict().items()
+            if ".parametrizations." not in key
+        }
+        for name, sub in module.named_modules():
+            if parametrize.is_parametrized(sub):
+                for tensor_name in sub.parametrizations:
+                    state[f"{name}.{tensor_name}"] = getattr(sub, tensor_name).detach().clone()
+    return state

@@ -25,7 +25,15 @@ from torch import nn
 from microforge.models.config import TrainConfig
 from microforge.models.data import CropSampler, TrainingData
 from microforge.models.devices import configure_precision, resolve_device
-from microforge.models.networks import Critic, Generator, init_weights
+from microforge.models.networks import (
+    Critic,
+    Generator,
+    init_weights,
+    is_lattice_free,
+    make_free,
+    make_lattice_free,
+    plain_state_dict,
+)
 from microforge.models.preview import render_preview
 
 CHECKPOINT_FORMAT = "microforge-checkpoint"
@@ -110,6 +118,8 @@ class Trainer:
             )
             self.generator.apply(init_weights)
             self.critics.apply(init_weights)
+        if config.transposed_kernels == "lattice_free":
+            make_lattice_free(self.generator)
         self.generator.to(self.device)
         self.critics.to(self.device)
         if config.channels_last:
@@ -117,14 +127,8 @@ class Trainer:
             self.critics.to(memory_format=torch.channels_last)
         # One fused kernel per Adam step on CUDA instead of a handful per parameter group;
         # the CPU keeps the reference implementation, which resume-exactness is tested on.
-        adam = {"betas": (config.beta1, config.beta2), "fused": self.device.type == "cuda"}
-        self.generator_optimizer = torch.optim.Adam(
-            self.generator.parameters(), lr=config.lr_generator, **adam
-        )
-        self.critic_optimizers = [
-            torch.optim.Adam(critic.parameters(), lr=config.lr_critic, **adam)
-            for critic in self.critics
-        ]
+        self.generator_optimizer = self._adam(self.generator, config.lr_generator)
+        self.critic_optimizers = [self._adam(critic, config.lr_critic) for critic in self.critics]
         self.rng = torch.Generator(device=self.device)
         self.rng.manual_seed(self.seed)
         self.iteration = 0
@@ -135,6 +139,12 @@ class Trainer:
         self.early_stop_since = 0
         self._last: dict[str, torch.Tensor] = {}
         self._preview_noise: torch.Tensor | None = None
+
+    def _adam(self, module: nn.Module, lr: float) -> torch.optim.Adam:
+        betas = (self.config.beta1, self.config.beta2)
+        return torch.optim.Adam(
+            module.parameters(), lr=lr, betas=betas, fused=self.device.type == "cuda"
+        )
 
     # ------------------------------------------------------------------ training steps
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -336,9 +346,7 @@ class Trainer:
                 "iteration": self.iteration,
                 "score": record["score"],
                 "diversity": record.get("diversity"),
-                "state": {
-                    k: v.detach().cpu().clone() for k, v in self.generator.state_dict().items()
-                },
+                "state": {k: v.cpu() for k, v in plain_state_dict(self.generator).items()},
             }
         return record
 
@@ -406,6 +414,7 @@ class Trainer:
                 "the checkpoint's network differs from this configuration: resume with the "
                 f"arch it was trained with ({state['config']['arch']})",
             )
+        self._match_kernel_form(state)
         self.generator.load_state_dict(state["generator"])
         for critic, critic_state in zip(self.critics, state["critics"], strict=True):
             critic.load_state_dict(critic_state)
@@ -424,6 +433,20 @@ class Trainer:
             # Extended (asked for more than the run was set to): a run that stopped early
             # must not stop again at once on the checks that stopped it.
             self.early_stop_since = self.iteration
+
+    def _match_kernel_form(self, state: dict[str, Any]) -> None:
+        """Resume with the kernel form the checkpoint was trained with (runs from before
+        lattice-free kernels have free ones), whatever the configuration now says."""
+        saved_lattice_free = any(".parametrizations." in key for key in state["generator"])
+        if saved_lattice_free == is_lattice_free(self.generator):
+            return
+        if saved_lattice_free:
+            make_lattice_free(self.generator)
+        else:
+            make_free(self.generator)
+        self.generator_optimizer = self._adam(self.generator, self.config.lr_generator)
+        form = "lattice_free" if saved_lattice_free else "free"
+        self.config = self.config.model_copy(update={"transposed_kernels": form})
 
     def _restore_rng(self, saved: dict[str, Any]) -> None:
         """Continue the saved random stream, or a new one when the device type changed.
@@ -470,7 +493,7 @@ class Trainer:
             weights = self.best["state"]
             iteration = self.best["iteration"]
         else:
-            weights = self.generator.state_dict()
+            weights = plain_state_dict(self.generator)
             iteration = self.iteration
         return save_generator(
             path,

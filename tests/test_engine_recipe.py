@@ -1,0 +1,112 @@
+"""The training recipe's own pieces: lattice-free generator kernels (and what they fix)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from microforge.models.config import PRESETS, TrainConfig
+from microforge.models.data import prepare_training_data
+from microforge.models.export import load_generator
+from microforge.models.networks import (
+    Generator,
+    LatticeFreeKernel,
+    init_weights,
+    is_lattice_free,
+    make_lattice_free,
+    plain_state_dict,
+)
+from microforge.models.trainer import Trainer
+
+from engine_helpers import blobs
+
+
+def tiny_config(**changes) -> TrainConfig:
+    values = {"arch": "tiny", "iterations": 6, "seed": 3, "critic_batch": 2, "quality_every": 0}
+    return TrainConfig(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def isotropic():
+    return prepare_training_data([blobs((72, 80)) * 255])
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(4, 2), (6, 2), (6, 3)])
+def test_a_lattice_free_kernel_turns_a_constant_into_a_constant(kernel, stride):
+    torch.manual_seed(0)
+    free = torch.randn(3, 2, kernel, kernel, kernel)
+    lattice_free = LatticeFreeKernel(stride)(free[..., : kernel - stride + 1, : kernel - stride + 1, : kernel - stride + 1])
+    assert lattice_free.shape == free.shape
+    ones = torch.ones(1, 3, 6, 6, 6)
+    inner = slice(kernel, -kernel)
+    smooth = F.conv_transpose3d(ones, lattice_free, stride=stride)[..., inner, inner, inner]
+    rough = F.conv_transpose3d(ones, free, stride=stride)[..., inner, inner, inner]
+    spread = smooth.flatten(2).std(2)
+    assert torch.all(spread < 1e-5)
+    assert torch.all(rough.flatten(2).std(2) > 0.1)  # a free kernel tiles a lattice
+
+
+def _noise_free_share(generator: Generator) -> float:
+    """Share of the last hidden layer's variance that is the same for every latent."""
+    torch.manual_seed(1)
+    x = torch.randn(32, generator.network.latent_channels, 4, 4, 4)
+    with torch.no_grad():
+        for index, conv in enumerate(generator.transposed[:-1]):
+            x = generator.hidden(index, conv(x))
+    return float(x.mean(0).var() / x.var())
+
+
+def test_free_kernels_start_with_a_noise_free_lattice_and_lattice_free_ones_do_not():
+    torch.manual_seed(0)
+    generator = Generator(PRESETS["tiny"], 3, "softmax")
+    generator.apply(init_weights)
+    generator.train()
+    free_share = _noise_free_share(generator)
+    make_lattice_free(generator)
+    lattice_free_share = _noise_free_share(generator)
+    # 1/32 is what the mean of 32 independent samples keeps by chance.
+    assert free_share > 0.3
+    assert lattice_free_share < 0.1
+
+
+def test_plain_state_dict_is_the_network_a_generator_file_holds(isotropic, tmp_path):
+    trainer = Trainer(isotropic, tiny_config(), "cpu")
+    assert is_lattice_free(trainer.generator)
+    trainer.run()
+    state = plain_state_dict(trainer.generator)
+    assert "transposed.0.weight" in state
+    assert not any("parametrizations" in key for key in state)
+    loaded = load_generator(trainer.export_generator(tmp_path / "g.safetensors"), "cpu")
+    latent = torch.randn(1, 8, 5, 5, 5)
+    trainer.generator.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded.net(latent), trainer.generator(latent), atol=1e-6)
+
+
+def test_free_kernels_are_still_offered(isotropic):
+    trainer = Trainer(isotropic, tiny_config(transposed_kernels="free"), "cpu")
+    assert not is_lattice_free(trainer.generator)
+    trainer.run()
+    assert "transposed.0.weight" in trainer.generator.state_dict()
+
+
+@pytest.mark.parametrize("saved_form", ["free", "lattice_free"])
+def test_a_checkpoint_resumes_with_the_kernels_it_was_trained_with(
+    isotropic, tmp_path, saved_form
+):
+    other = "lattice_free" if saved_form == "free" else "free"
+    straight = Trainer(isotropic, tiny_config(transposed_kernels=saved_form), "cpu")
+    straight.run()
+    first = Trainer(isotropic, tiny_config(transposed_kernels=saved_form), "cpu")
+    first.run(until=3)
+    checkpoint = first.save_checkpoint(tmp_path / "ckpt.pt")
+    # e.g. a run from before lattice-free kernels, resumed with today's defaults
+    resumed = Trainer(isotropic, tiny_config(transposed_kernels=other), "cpu")
+    resumed.load_checkpoint(checkpoint)
+    assert resumed.config.transposed_kernels == saved_form
+    resumed.run()
+    for a, b in zip(
+        plain_state_dict(straight.generator).values(),
+        plain_state_dict(resumed.generator).values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
