@@ -34,7 +34,9 @@ def isotropic():
 def test_a_lattice_free_kernel_turns_a_constant_into_a_constant(kernel, stride):
     torch.manual_seed(0)
     free = torch.randn(3, 2, kernel, kernel, kernel)
-    lattice_free = LatticeFreeKernel(stride)(free[..., : kernel - stride + 1, : kernel - stride + 1, : kernel - stride + 1])
+    lattice_free = LatticeFreeKernel(stride)(
+        free[..., : kernel - stride + 1, : kernel - stride + 1, : kernel - stride + 1]
+    )
     assert lattice_free.shape == free.shape
     ones = torch.ones(1, 3, 6, 6, 6)
     inner = slice(kernel, -kernel)
@@ -90,9 +92,7 @@ def test_free_kernels_are_still_offered(isotropic):
 
 
 @pytest.mark.parametrize("saved_form", ["free", "lattice_free"])
-def test_a_checkpoint_resumes_with_the_kernels_it_was_trained_with(
-    isotropic, tmp_path, saved_form
-):
+def test_a_checkpoint_resumes_with_the_kernels_it_was_trained_with(isotropic, tmp_path, saved_form):
     other = "lattice_free" if saved_form == "free" else "free"
     straight = Trainer(isotropic, tiny_config(transposed_kernels=saved_form), "cpu")
     straight.run()

@@ -108,6 +108,11 @@ def parse_periodic(text: str | None) -> tuple[bool, bool, bool]:
 )
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]))
 @click.option(
+    "--init",
+    type=click.Choice(["dcgan", "pytorch"]),
+    help="Weight initialisation (dcgan); pytorch = the public SliceGAN code's.",
+)
+@click.option(
     "--transposed-kernels",
     type=click.Choice(["lattice_free", "free"]),
     help="lattice_free (default): generator kernels that cannot tile a stride-period "

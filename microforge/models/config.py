@@ -237,6 +237,11 @@ class TrainConfig(BaseModel):
     precision: Precision = Field(
         default="tf32", description="fp32, tf32 (CUDA matmuls in TF32) or bf16 autocast."
     )
+    init: Literal["dcgan", "pytorch"] = Field(
+        default="dcgan",
+        description="Weight initialisation: dcgan = N(0, 0.02) convolutions, N(1, 0.02) batch "
+        "norms; pytorch = PyTorch's defaults, as the public SliceGAN code.",
+    )
     transposed_kernels: TransposedKernels = Field(
         default="lattice_free",
         description="lattice_free: every transposed-convolution kernel of the generator is "

@@ -143,7 +143,9 @@ class LatticeFreeKernel(nn.Module):
     def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
         """The free kernel to start from: the leading taps of a freshly initialised kernel,
         scaled so that the composed kernel's inner taps keep its spread."""
-        keep = [slice(None), slice(None)] + [slice(0, n - self.stride + 1) for n in kernel.shape[2:]]
+        keep = [slice(None), slice(None)] + [
+            slice(0, n - self.stride + 1) for n in kernel.shape[2:]
+        ]
         return kernel[tuple(keep)] / self.stride ** ((kernel.dim() - 2) / 2)
 
 

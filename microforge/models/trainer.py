@@ -116,8 +116,9 @@ class Trainer:
             self.critics = nn.ModuleList(
                 Critic(self.network, data.channels) for _ in range(critic_count)
             )
-            self.generator.apply(init_weights)
-            self.critics.apply(init_weights)
+            if config.init == "dcgan":
+                self.generator.apply(init_weights)
+                self.critics.apply(init_weights)
         if config.transposed_kernels == "lattice_free":
             make_lattice_free(self.generator)
         self.generator.to(self.device)

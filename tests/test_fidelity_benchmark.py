@@ -1,0 +1,327 @@
+"""benchmarks/fidelity.py: its records, its comparison with the truth and its targets.
+
+The benchmark is a script, not a package module, so it is imported by path. Runs are tiny
+(tiny preset, a handful of iterations, 32^3 truths) and single-threaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from microforge.models.stats import compare_with_references, microstructure_statistics
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fidelity.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("fidelity_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+fidelity = _load()
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """--threads sets torch's global thread count: give the next tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_main(capsys, *args: str) -> tuple[int, list[dict], str]:
+    code = fidelity.main(list(args))
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
+    return code, records, captured.err
+
+
+def stats_of(volume: np.ndarray, tortuosity: bool = False) -> dict:
+    return microstructure_statistics(
+        volume, kind="nphase", tortuosity=tortuosity, workers=1, device="cpu"
+    )
+
+
+def compare(volume: np.ndarray, truth_stats: dict, tortuosity: bool = False) -> tuple:
+    """The script's comparison of one volume with the truth: figures and target checks."""
+    per_seed = [fidelity.seed_figures(stats_of(volume, tortuosity), truth_stats, tortuosity)]
+    figures = fidelity.aggregate(per_seed, truth_stats, tortuosity)
+    return figures, fidelity.check_targets(per_seed, truth_stats, fidelity.DEFAULT_TARGETS)
+
+
+# --------------------------------------------------------------------------- a whole run
+def test_a_tiny_run_prints_machine_marks_and_summary(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, records, err = run_main(
+        capsys,
+        "--synthetic", "blobs3", "--synthetic-size", "32",
+        "--iterations", "4", "--mark-iterations", "2", "--seeds", "2",
+        "--tortuosity", "none", "--threads", "1", "--label", "baseline",
+        "--config", '{"critic_batch": 2}', "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    start, *marks, summary = records
+    assert next(iter(start)) == "machine"
+    assert start["machine"]["cpu_count"] >= 1 and start["record"] == "start"
+    assert start["config"]["arch"] == "tiny" and start["config"]["critic_batch"] == 2
+    assert start["training"] == {
+        "train_on": "slice",
+        "slice_axis": "z",
+        "layout": "isotropic",
+        "image_shapes": [[32, 32]],
+    }
+    assert sorted(start["truth"]["phases"]) == ["0", "1", "2"]
+    assert all(r["label"] == "baseline" for r in records)
+    assert [m["iteration"] for m in marks] == [2, 4]
+    assert summary["record"] == "summary" and summary["iterations"] == 4
+    for mark in marks:
+        assert mark["train_seconds"] > 0 and mark["seconds_per_iteration"] > 0
+        latest = mark["generators"]["latest"]
+        assert Path(latest["file"]).is_file()
+        assert latest["trainer_check"]["iteration"] == mark["iteration"]
+        assert latest["report"]["verdict"] in ("good", "fair", "poor", None)
+        assert len(latest["report"]["verdicts"]) == 2
+        assert 0 <= latest["diversity"]["per_phase"]["mean"] <= 2
+        assert set(latest["phases"]) == {"0", "1", "2"}
+        phase = latest["phases"]["1"]
+        assert set(phase["volume_fraction"]) == {
+            "value",
+            "truth",
+            "abs_difference_points",
+            "relative_difference",
+        }
+        assert {"mean", "std"} <= set(phase["volume_fraction"]["value"])
+        assert set(phase["s2_mae"]) == set(phase["characteristic_length"]) == {"x", "y", "z"}
+        assert "tortuosity" not in phase
+        assert "tpb_density" in latest
+        assert set(latest["targets"]) == {"fraction", "ssa", "s2", "tortuosity", "all"}
+        assert latest["targets"]["tortuosity"]["pass"] is None
+        if "best" in mark["generators"]:
+            assert mark["generators"]["best"]["iteration"] < mark["iteration"]
+    targets = summary["targets"]
+    assert targets["limits"] == fidelity.DEFAULT_TARGETS
+    assert isinstance(targets["latest"]["fraction"]["pass"], bool)
+    lines = (out / "marks.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == records
+    assert (out / "slices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "fraction err (points)" in err
+    assert len([line for line in err.splitlines() if line.strip()]) >= 1 + len(marks)
+
+
+def test_seconds_budget_stops_on_time_with_marks_on_the_way():
+    truth, _ = fidelity.blobs3(32)
+    data = fidelity.prepare_training_data([truth[16]], "nphase")
+    config = fidelity.TrainConfig(
+        arch="tiny", iterations=fidelity.MAX_ITERATIONS, seed=0, critic_batch=2, quality_every=0
+    )
+    torch.set_num_threads(1)
+    trainer = fidelity.Trainer(data, config, "cpu")
+    trainer.run(until=6)  # the first iterations are slow (lazy initialisation)
+    budget = fidelity.Budget(seconds=1.2, mark_seconds=0.4)
+    marks = list(fidelity.train_in_marks(trainer, budget))
+    assert len(marks) >= 2
+    assert [m.last for m in marks] == [False] * (len(marks) - 1) + [True]
+    seconds = [m.train_seconds for m in marks]
+    assert seconds == sorted(seconds) and seconds[-1] >= 1.2
+    assert marks[-1].iteration > marks[0].iteration > 6
+    assert [m.index for m in marks] == list(range(len(marks)))
+
+
+# --------------------------------------------------------------------------- the comparison
+def test_the_truth_against_itself_has_no_error_and_passes_every_target():
+    truth, _ = fidelity.blobs3(24)
+    truth_stats = stats_of(truth, tortuosity=True)
+    figures, checks = compare(truth, truth_stats, tortuosity=True)
+    for phase in figures["phases"].values():
+        assert phase["volume_fraction"]["abs_difference_points"]["mean"] == 0.0
+        assert phase["specific_surface_area"]["relative_difference"]["mean"] == 0.0
+        assert all(phase["s2_mae"][a]["mean"] == 0.0 for a in "xyz")
+        for axis in "xyz":
+            length = phase["characteristic_length"][axis]
+            assert length["value"]["mean"] == length["truth"]
+            tau = phase["tortuosity"][axis]
+            assert tau["percolating_seeds"] == "1/1"
+            assert tau["relative_difference"]["mean"] == 0.0
+    assert figures["tpb_density"]["relative_difference"]["mean"] == 0.0
+    assert all(checks[name]["pass"] is True for name in ("fraction", "ssa", "s2", "tortuosity"))
+    assert checks["all"] is True
+    assert checks["tortuosity"]["generated_not_percolating"] == []
+
+
+def test_the_figures_agree_with_compare_with_references_on_a_3d_truth():
+    truth, _ = fidelity.blobs3(32)
+    other = fidelity.synthetic_volume(32, seed=1)
+    figures, _ = compare(other, stats_of(truth))
+    theirs = compare_with_references(other, [truth])["phases"]
+    for name, phase in figures["phases"].items():
+        reference = theirs[name]
+        fraction = reference["volume_fraction"]
+        assert phase["volume_fraction"]["abs_difference_points"]["mean"] == pytest.approx(
+            100 * abs(fraction["difference"])
+        )
+        ssa = reference["specific_surface_area"]
+        assert phase["specific_surface_area"]["relative_difference"]["mean"] == pytest.approx(
+            ssa["difference"] / ssa["reference"]
+        )
+        for axis in "xyz":
+            assert phase["s2_mae"][axis]["mean"] == pytest.approx(
+                reference["tpc"][axis]["mean_abs_difference"]
+            )
+
+
+def test_one_phase_everywhere_fails_fraction_surface_s2_and_tortuosity():
+    truth, _ = fidelity.blobs3(24)
+    truth_stats = stats_of(truth, tortuosity=True)
+    figures, checks = compare(np.zeros_like(truth), truth_stats, tortuosity=True)
+    assert checks["fraction"]["pass"] is False
+    assert checks["fraction"]["worst"]["points"] == pytest.approx(100 * (1 - 1 / 3), abs=1)
+    assert checks["ssa"]["pass"] is False and checks["ssa"]["worst"]["relative"] == 1.0
+    assert checks["s2"]["pass"] is False
+    assert checks["tortuosity"]["pass"] is False
+    assert "1/x" in checks["tortuosity"]["generated_not_percolating"]
+    assert checks["all"] is False
+    missing = figures["phases"]["2"]
+    assert missing["volume_fraction"]["value"]["mean"] == 0.0
+    assert missing["tortuosity"]["z"]["value"] == fidelity.NOT_PERCOLATING
+    assert missing["characteristic_length"]["x"]["value"] is None
+    assert figures["tpb_density"]["value"]["mean"] == 0.0
+    # The phase that fills the volume has S2 = 1 at every lag, a missing one S2 = 0.
+    for name, level in (("0", 1.0), ("2", 0.0)):
+        truth_curve = np.asarray(truth_stats["phases"][name]["tpc"]["x"])
+        expected = np.abs(level - truth_curve).mean()
+        assert figures["phases"][name]["s2_mae"]["x"]["mean"] == pytest.approx(expected)
+
+
+def test_a_shuffled_volume_keeps_its_fractions_but_fails_surface_and_s2():
+    truth, _ = fidelity.blobs3(32)
+    shuffled = np.random.default_rng(0).permutation(truth.reshape(-1)).reshape(truth.shape)
+    _, checks = compare(shuffled, stats_of(truth))
+    assert checks["fraction"]["pass"] is True
+    assert checks["fraction"]["worst"]["points"] == 0.0
+    # Voxel noise has far more interface, but the smoothed-gradient measure is nearly blind
+    # to voxel-scale structure (it reads a 3D checkerboard as 0): only "off" is asserted.
+    assert checks["ssa"]["pass"] is False
+    assert checks["s2"]["pass"] is False
+    assert checks["tortuosity"]["pass"] is None
+    assert checks["all"] is False
+
+
+def _figures(**phases: tuple[float, float, float]) -> list[dict]:
+    """One seed's figures by hand: phase -> (fraction delta, SSA relative error, S2 MAE)."""
+    return [
+        {
+            "phases": {
+                name: {
+                    "fraction_delta": delta,
+                    "ssa_relative": ssa,
+                    "s2_mae": dict.fromkeys("xyz", mae),
+                }
+                for name, (delta, ssa, mae) in phases.items()
+            }
+        }
+    ]
+
+
+def test_each_target_has_its_own_limit():
+    truth = {
+        "phases": {
+            "0": {"volume_fraction": 0.95, "specific_surface_area": 0.1},
+            "1": {"volume_fraction": 0.05, "specific_surface_area": 0.1},
+        }
+    }
+    limits = fidelity.DEFAULT_TARGETS
+
+    def checks(**phases):
+        return fidelity.check_targets(_figures(**phases), truth, limits)
+
+    near = checks(**{"0": (-0.005, 0.2, 0.019), "1": (0.005, -0.24, 0.01)})
+    assert near["all"] is True and near["tortuosity"]["pass"] is None
+    # One point off a 5 % phase: within 2 points but 20 % of its value.
+    rare = checks(**{"0": (-0.01, 0.0, 0.0), "1": (0.01, 0.0, 0.0)})
+    assert rare["fraction"]["pass"] is False
+    assert rare["fraction"]["worst"]["phase"] == "1"
+    assert rare["fraction"]["worst"]["relative"] == pytest.approx(0.2)
+    assert rare["ssa"]["pass"] is True and rare["s2"]["pass"] is True
+    # Three points off the 95 % phase: 3 % of its value, but more than 2 points.
+    common = checks(**{"0": (-0.03, 0.0, 0.0), "1": (0.0, 0.0, 0.0)})
+    assert common["fraction"]["pass"] is False and common["fraction"]["worst"]["phase"] == "0"
+    surface = checks(**{"0": (0.0, -0.3, 0.0), "1": (0.0, 0.1, 0.0)})
+    assert surface["fraction"]["pass"] is True and surface["ssa"]["pass"] is False
+    assert surface["ssa"]["worst"] == {"relative": pytest.approx(0.3), "phase": "0"}
+    s2 = checks(**{"0": (0.0, 0.0, 0.01), "1": (0.0, 0.0, 0.021)})
+    assert s2["s2"]["pass"] is False and s2["ssa"]["pass"] is True
+    assert s2["s2"]["worst"]["phase"] == "1" and s2["all"] is False
+
+
+def test_diversity_is_zero_for_one_volume_twice_and_about_one_for_independent_ones():
+    truth, _ = fidelity.spheres2(32)
+    rng = np.random.default_rng(1)
+    same = fidelity.seed_diversity([truth, truth.copy()], ["0", "1"])
+    assert same["per_phase"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    independent = [rng.permutation(truth.reshape(-1)).reshape(truth.shape) for _ in range(3)]
+    result = fidelity.seed_diversity(independent, ["0", "1"])
+    assert result["per_phase"]["mean"] == pytest.approx(1.0, abs=0.05)
+    # The trainer's pooled form reads lower for unequal fractions (spheres are ~20 %).
+    assert result["pooled"]["mean"] < result["per_phase"]["mean"] - 0.1
+    assert fidelity.seed_diversity([truth], ["0", "1"]) is None
+
+
+# --------------------------------------------------------------------------- inputs
+def test_a_2d_truth_and_an_unknown_config_field_are_one_line_errors(tmp_path, capsys):
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, np.zeros((1, 40, 40), np.uint8))
+    code, records, err = run_main(capsys, "--truth", str(flat), "--iterations", "2")
+    assert code == 2 and records == []
+    assert err.count("\n") == 1 and "2D image" in err
+    code, _, err = run_main(
+        capsys, "--synthetic", "rods", "--iterations", "2", "--config", '{"no_such_field": 1}'
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: training config: no_such_field")
+    code, _, err = run_main(capsys, "--synthetic", "rods")
+    assert code == 2 and "budget" in err
+
+
+def test_the_synthetic_truths_have_their_known_statistics():
+    for name, ssa_key, fraction_key in (
+        ("spheres2", "sphere_ssa", "sphere_fraction"),
+        ("rods", "rod_ssa", "rod_fraction"),
+    ):
+        volume, known = fidelity.SYNTHETIC[name](48)
+        phase = stats_of(volume)["phases"]["1"]
+        assert phase["volume_fraction"] == known[fraction_key]
+        assert phase["specific_surface_area"] == pytest.approx(known[ssa_key], rel=0.08)
+    volume, _ = fidelity.rods(48)
+    lengths = stats_of(volume)["phases"]["1"]["characteristic_length"]
+    assert lengths["x"] is None and lengths["y"] is not None
+    fractions = np.bincount(fidelity.blobs3(48)[0].reshape(-1)) / 48**3
+    assert fractions == pytest.approx([1 / 3] * 3, abs=0.01)
+
+
+def test_real_volumes_read_and_a_one_page_stack_is_refused(shared_data, tmp_path, capsys):
+    sofc = shared_data / "volumes" / "sofc_anode_3phase_62.tif"
+    truth = fidelity.read_truth(sofc)
+    assert truth.shape == (62, 62, 62) and truth.dtype == np.int8
+    with pytest.raises(fidelity.FidelityError, match="2D image"):
+        fidelity.read_truth(shared_data / "micrographs" / "sofc_anode_3phase.tif")
+    code, records, err = run_main(
+        capsys,
+        "--truth", str(sofc), "--train-on", "volume", "--iterations", "2",
+        "--seeds", "1", "--tortuosity", "none", "--threads", "1",
+        "--config", '{"critic_batch": 2}', "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    latest = records[1]["generators"]["latest"]
+    assert records[0]["training"]["layout"] == "volume"
+    assert set(latest["phases"]) == {"0", "1", "2"} and latest["diversity"] is None
