@@ -234,6 +234,17 @@ def training_images(truth: np.ndarray, train_on: str, slice_axis: str) -> list[n
     return [_middle_slice(truth, slice_axis)]
 
 
+def training_fractions(images: Sequence[np.ndarray]) -> dict[str, float]:
+    """Phase fractions of what the model trains on, pooled over its images.
+
+    Why: one slice is a sample of the truth, not the truth; a generator that reproduces
+    its training slice exactly is still this far from the truth's fractions (the floor of
+    the fraction error for that slice, large for coarse structures in small volumes).
+    """
+    values, counts = np.unique(np.concatenate([image.ravel() for image in images]), return_counts=True)
+    return {label_name(value): round(float(n) / counts.sum(), DIGITS) for value, n in zip(values, counts)}
+
+
 def _middle_slice(volume: np.ndarray, axis: str) -> np.ndarray:
     size = volume.shape[2 - AXES_3D.index(axis)]
     return np.ascontiguousarray(slice_perpendicular(volume, axis, size // 2))
@@ -914,6 +925,7 @@ def run(args: argparse.Namespace) -> None:
                     "slice_axis": args.slice_axis if args.train_on == "slice" else None,
                     "layout": data.layout,
                     "image_shapes": [list(image.shape) for image in images],
+                    "image_fractions": training_fractions(images),
                 },
                 "config": config.model_dump(mode="json"),
                 "budget": vars(budget),

@@ -77,6 +77,35 @@ def test_volume_report_json_and_png(client, auth, other_auth, api_app) -> None:
         assert response.json()["code"] == "volume_not_found"
 
 
+def test_report_of_a_one_phase_volume_against_three_phase_training_images(
+    client, auth, api_app
+) -> None:
+    """What an early or collapsed generator makes: a verdict that says poor, and which
+    phases are missing, instead of report_failed."""
+    volume_id = add_volume(api_app, _owner(api_app, auth), np.zeros((20, 20, 20), np.uint8))
+    training = _phases((40, 40), seed=1)
+    report = _store_report(api_app, volume_id, [training])
+    assert "error" not in report
+
+    body = client.get(f"/v1/volumes/{volume_id}/report", headers=auth).json()
+    assert body["error"] is None and body["verdict"] == "poor"
+    assert body["summary"]["missing_phases"] == ["1", "2"]
+    # Phase 0 fills the volume: 1 against its fraction in the image, the largest error.
+    assert body["summary"]["fraction_error"] == pytest.approx(1 - (training == 0).mean())
+    missing = body["comparison"]["phases"]["2"]["slices"]["z"]["area_fraction"]
+    assert missing["volume"] == 0.0 and missing["reference"] == pytest.approx(
+        (training == 2).mean()
+    )
+    listed = client.get(f"/v1/volumes/{volume_id}", headers=auth).json()
+    assert listed["report"]["verdict"] == "poor"
+    assert listed["report"]["summary"]["missing_phases"] == ["1", "2"]
+
+    png = client.get(f"/v1/volumes/{volume_id}/report.png", headers=auth)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(png.content)) as image:
+        assert image.size == (1400, 1100)
+
+
 def test_a_failed_report_explains_itself(client, auth, api_app) -> None:
     volume_id = add_volume(api_app, _owner(api_app, auth), _phases((8, 8, 8)))
     with api_app.state.service.session_factory() as session:

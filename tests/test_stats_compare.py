@@ -167,3 +167,118 @@ def test_cli_reference_scale_compares_a_voxel_with_a_training_pixel(tmp_path):
     rescaled = comparison("raw.png", "0.5")
     assert rescaled == comparison("as_trained.png", "1")
     assert rescaled["summary"]["s2_error"] < comparison("raw.png", "1")["summary"]["s2_error"]
+
+
+def _three_phases(shape, seed=0) -> np.ndarray:
+    field = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal(shape), 2)
+    return (np.digitize(field, np.quantile(field, [0.3, 0.6])) * 100).astype(np.uint8)
+
+
+@pytest.mark.parametrize("layout", ["isotropic", "anisotropic", "volume"])
+def test_a_phase_the_volume_lacks_is_compared_as_an_empty_phase(layout):
+    """A young or collapsed generator often makes one phase only: the comparison says how
+    far off that is (poor) instead of refusing."""
+    truth = _three_phases((32, 32, 32))
+    references = {
+        "isotropic": [truth[16]],
+        "anisotropic": [truth[:, :, 4], truth[:, 6, :], truth[8]],
+        "volume": [truth],
+    }[layout]
+    volume = np.zeros((24, 24, 24), np.uint8)  # phase 0 only
+    result = compare_with_references(volume, references)
+    assert result["layout"] == layout and result["phase_matching"] == "by value"
+    summary = result["summary"]
+    assert summary["missing_phases"] == ["100", "200"] and summary["extra_phases"] == []
+    assert "no voxel of phases 100, 200" in summary["note"]
+    assert summary["verdict"] == "poor"
+    assert set(result["phases"]) == {"0", "100", "200"}
+    for axis in ("x", "y", "z"):
+        reference = references[{"x": 0, "y": 1, "z": 2}[axis] if len(references) == 3 else 0]
+        for name in ("100", "200"):
+            row = result["phases"][name]["slices"][axis]
+            expected = (reference == int(name)).mean()
+            assert row["area_fraction"]["volume"] == 0.0
+            assert row["area_fraction"]["reference"] == pytest.approx(expected)
+            assert row["perimeter_per_area"]["volume"] == 0.0
+            assert row["perimeter_per_area"]["reference"] > 0
+            for curve in row["tpc"].values():
+                assert len(curve["volume"]) == 13 and not any(curve["volume"])
+                assert curve["mean_abs_difference"] > 0.05
+        # The one phase the volume has fills it: S2 = 1 at every lag.
+        for curve in result["phases"]["0"]["slices"][axis]["tpc"].values():
+            assert curve["volume"] == [1.0] * 13
+    largest = max((truth == v).mean() for v in (100, 200))
+    assert summary["fraction_error"] >= largest - 0.1
+    if layout == "volume":
+        missing = result["phases"]["200"]
+        assert missing["volume_fraction"]["volume"] == 0.0
+        assert missing["specific_surface_area"]["volume"] == 0.0
+        assert missing["specific_surface_area"]["reference"] > 0
+        assert all(not any(missing["tpc"][a]["volume"]) for a in ("x", "y", "z"))
+        assert "tortuosity" not in missing
+    json.dumps(result, allow_nan=False)
+
+
+def test_a_volume_missing_one_of_three_phases_is_poor_and_says_which():
+    truth = _three_phases((32, 32, 32))
+    volume = np.where(truth == 200, 100, truth).astype(np.uint8)  # phase 200 never made
+    result = compare_with_references(volume, [truth[:, :, 4], truth[:, 6, :], truth[8]])
+    summary = result["summary"]
+    assert summary["missing_phases"] == ["200"] and summary["extra_phases"] == []
+    assert summary["verdict"] == "poor" and summary["fraction_error"] > 0.3
+    row = result["phases"]["200"]["slices"]["z"]["area_fraction"]
+    assert row == {
+        "volume": 0.0,
+        "reference": pytest.approx((truth[8] == 200).mean()),
+        "difference": pytest.approx(-(truth[8] == 200).mean()),
+    }
+    # The phase that took its place is compared by value, as usual.
+    assert result["phases"]["100"]["slices"]["z"]["area_fraction"]["volume"] == pytest.approx(
+        (volume == 100).mean()
+    )
+
+
+def test_a_phase_the_reference_lacks_is_named_and_counted():
+    """Before: the volume's extra phase was left out of the errors, with no comparison at
+    all (and the PNG report failed on it). Now it is compared with an empty phase."""
+    truth = _three_phases((32, 32, 32))
+    image = np.where(truth[16] == 200, 100, truth[16]).astype(np.uint8)  # no phase 200
+    result = compare_with_references(truth, [image])
+    summary = result["summary"]
+    assert summary["extra_phases"] == ["200"] and summary["missing_phases"] == []
+    assert "phase 200 of the volume is not in the training image" in summary["note"]
+    extra = result["phases"]["200"]["slices"]
+    assert set(extra) == {"x", "y", "z"}
+    fraction = extra["x"]["area_fraction"]
+    assert fraction["volume"] == pytest.approx((truth == 200).mean())
+    assert fraction["reference"] == 0.0
+    assert summary["fraction_error"] >= (truth == 200).mean()
+    assert not any(extra["x"]["tpc"]["y"]["reference"])
+    assert summary["verdict"] == "poor"
+
+
+def test_phase_sets_of_the_same_size_are_still_matched_in_sorted_order():
+    truth = _three_phases((32, 32, 32))
+    relabelled = (truth // 100).astype(np.uint8)  # 0, 1, 2 instead of 0, 100, 200
+    result = compare_with_references(relabelled, [truth[16]])
+    assert result["phase_matching"] == "by order"
+    assert set(result["phases"]) == {"0", "1", "2"}
+    assert result["summary"]["missing_phases"] == [] == result["summary"]["extra_phases"]
+    assert "note" not in result["summary"]
+    same = compare_with_references(truth, [truth[16]])["summary"]
+    assert result["summary"]["fraction_error"] == pytest.approx(same["fraction_error"])
+
+
+def test_cli_table_names_the_phases_the_volume_lacks(tmp_path):
+    from microforge.cli.main import cli
+
+    tifffile.imwrite(tmp_path / "volume.tif", np.zeros((16, 16, 16), np.uint8))
+    Image.fromarray(_three_phases((1, 40, 40))[0]).save(tmp_path / "train.png")
+    args = ["stats", str(tmp_path / "volume.tif"), "--no-tortuosity", "--reference"]
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(
+        cli, [*args, str(tmp_path / "train.png"), "--report", str(tmp_path / "report.png")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "poor" in result.output and "no voxel of phases 100, 200" in result.output
+    with Image.open(tmp_path / "report.png") as png:
+        assert png.format == "PNG"

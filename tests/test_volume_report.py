@@ -90,3 +90,23 @@ def test_greyscale_volume_and_errors(tmp_path):
     error = report_error(ValueError("boom"))
     assert error["error"]["code"] == "report_failed"
     assert "boom" in error["error"]["message"]
+
+
+@pytest.mark.parametrize("one_image", [True, False])
+def test_a_one_phase_volume_gets_a_poor_verdict_not_an_error(tmp_path, one_image):
+    """An early or collapsed generator makes one phase only; the report must say so (and
+    how far off it is), not fail with report_failed."""
+    truth = _volume((40, 40, 40))
+    path = tmp_path / "volume.tif"
+    write_volume_tiff(path, np.full((24, 24, 24), 100, np.uint8))
+    references = [truth[20]] if one_image else [truth[:, :, 5], truth[:, 9, :], truth[11]]
+    report, png = build_volume_report(path, references, kind="nphase")
+    json.dumps(report, allow_nan=False)
+    assert report["verdict"] == "poor" and report["summary"]["verdict"] == "poor"
+    assert report["summary"]["missing_phases"] == ["0", "200"]
+    assert report["summary"]["extra_phases"] == []
+    assert "no voxel of phases 0, 200" in report["summary"]["note"]
+    assert list(report["statistics"]["phases"]) == ["100"]
+    assert set(report["comparison"]["phases"]) == {"0", "100", "200"}
+    assert report["summary"]["fraction_error"] > 0.25
+    assert _png_size(png) == (1400, 1100)

@@ -50,6 +50,8 @@ def print_statistics_table(output: dict, title: str) -> None:
             f"{summary['fraction_error']:.4f}, S2 error {summary['s2_error']:.4f} -> "
             f"[bold]{summary['verdict']}[/bold]"
         )
+        if summary.get("note"):
+            console.print(summary["note"])
 
 
 def _comparison_table(comparison: dict) -> Table:

@@ -128,8 +128,8 @@ class Trainer:
             self.critics.to(memory_format=torch.channels_last)
         # One fused kernel per Adam step on CUDA instead of a handful per parameter group;
         # the CPU keeps the reference implementation, which resume-exactness is tested on.
-        self.generator_optimizer = self._adam(self.generator, config.lr_generator)
-        self.critic_optimizers = [self._adam(critic, config.lr_critic) for critic in self.critics]
+        self.generator_optimizer = self._adam(self.generator, config.resolved_lr_generator)
+        self.critic_optimizers = [self._adam(critic, config.resolved_lr_critic) for critic in self.critics]
         self.rng = torch.Generator(device=self.device)
         self.rng.manual_seed(self.seed)
         self.iteration = 0
@@ -445,7 +445,7 @@ class Trainer:
             make_lattice_free(self.generator)
         else:
             make_free(self.generator)
-        self.generator_optimizer = self._adam(self.generator, self.config.lr_generator)
+        self.generator_optimizer = self._adam(self.generator, self.config.resolved_lr_generator)
         form = "lattice_free" if saved_lattice_free else "free"
         self.config = self.config.model_copy(update={"transposed_kernels": form})
 

@@ -191,6 +191,10 @@ def _draw_verdict(panel, comparison: dict) -> None:
         f"good: fraction ≤ {good['fraction_error']}, S2 ≤ {good['s2_error']}",
         f"fair: fraction ≤ {fair['fraction_error']}, S2 ≤ {fair['s2_error']}; else poor",
     ]
+    if summary.get("missing_phases"):
+        lines.append(f"not in the volume: phase {', '.join(summary['missing_phases'])}")
+    if summary.get("extra_phases"):
+        lines.append(f"not in the training images: phase {', '.join(summary['extra_phases'])}")
     panel.text(
         0.02,
         0.7,

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES, array_axis
+from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES, array_axis, axis_names
+from microforge.models.stats.correlation import lag_for
 from microforge.models.stats.phases import label_counts
 from microforge.models.stats.summary import microstructure_statistics
 from microforge.models.stats.surface import specific_surface_areas
@@ -47,6 +48,14 @@ def compare_with_references(
     ``volume_stats`` (from ``microstructure_statistics``) avoids recomputing the volume's
     statistics. Phases are matched by their original values; when the two sets of values
     differ but have the same size they are matched in sorted order (and the result says so).
+
+    A phase of the reference that the volume lacks (usual for a young or collapsed
+    generator) is compared as a phase of fraction 0, surface 0 and S2 = 0 at every lag,
+    without characteristic length or tortuosity; a phase of the volume that the reference
+    lacks is compared with such an empty phase of the reference. Both count in the errors
+    and the verdict, and ``summary`` names them: ``missing_phases`` (in the reference, not
+    in the volume) and ``extra_phases`` (in the volume, not in the reference of every axis).
+    Sets of values that share none and differ in size cannot be matched: ``ValueError``.
     """
     if volume.ndim != 3:
         raise ValueError(f"the volume must be 3D (z, y, x), got shape {volume.shape}")
@@ -65,7 +74,7 @@ def compare_with_references(
     base = {"layout": layout, "axis_convention": AXIS_CONVENTION}
     if kind == "grayscale":
         return base | _compare_greyscale(stats, per_axis)
-    return base | _compare_phases(volume, stats, per_axis, voxel_size)
+    return base | _compare_phases(volume, stats, per_axis, voxel_size, max_lag)
 
 
 def _layout(references: Sequence[np.ndarray]) -> str:
@@ -88,16 +97,21 @@ def _per_axis(references: Sequence[np.ndarray], stats: list[dict]) -> dict:
     return dict.fromkeys(AXES_3D, (references[0], stats[0]))
 
 
-def _match_phases(volume_names: list[str], reference_names: list[str]) -> tuple[dict, str]:
-    if set(volume_names) == set(reference_names) or set(reference_names) <= set(volume_names):
-        return {n: n for n in volume_names if n in reference_names}, "by value"
-    if len(volume_names) == len(reference_names):
+def _match_phases(
+    volume_names: list[str], reference_names: list[str]
+) -> tuple[list[tuple[str | None, str | None]], str]:
+    """(volume phase, reference phase) pairs, None where one side lacks the phase."""
+    mine, theirs = set(volume_names), set(reference_names)
+    if mine != theirs and len(mine) == len(theirs):
         ordered = sorted(volume_names, key=float), sorted(reference_names, key=float)
-        return dict(zip(*ordered)), "by order"
-    raise ValueError(
-        f"the volume has phases {volume_names} but the reference has {reference_names}: "
-        "segment them with the same labels"
-    )
+        return list(zip(*ordered)), "by order"
+    if not mine & theirs:
+        raise ValueError(
+            f"the volume has phases {volume_names} but the reference has {reference_names}: "
+            "segment them with the same labels"
+        )
+    names = sorted(mine | theirs, key=float)
+    return [(n if n in mine else None, n if n in theirs else None) for n in names], "by value"
 
 
 def _difference(a: float | None, b: float | None) -> dict:
@@ -115,17 +129,34 @@ def _curve_comparison(volume_curve: list, reference_curve: list) -> dict:
     }
 
 
-def _compare_phases(volume: np.ndarray, stats: dict, per_axis: dict, voxel_size) -> dict:
+def _compare_phases(
+    volume: np.ndarray, stats: dict, per_axis: dict, voxel_size, max_lag: int | None
+) -> dict:
     names = list(stats["phases"])
     values = dict(zip(names, sorted(label_counts(volume))))
     perimeters = _slice_perimeters(volume, values, voxel_size)
-    phases: dict = {name: {"slices": {}} for name in names}
-    fraction_errors, s2_errors, matching = [], [], "by value"
+    pairs, matchings = {}, set()
+    for axis in AXES_3D:
+        pairs[axis], matching = _match_phases(names, list(per_axis[axis][1]["phases"]))
+        matchings.add(matching)
+    # The key of a phase is its name in the volume, or in the reference when the volume
+    # lacks it; every phase is compared on every axis, so each has all three slices.
+    keys = sorted({mine or theirs for found in pairs.values() for mine, theirs in found}, key=float)
+    missing = sorted(
+        {theirs for found in pairs.values() for mine, theirs in found if mine is None}, key=float
+    )
+    extra = sorted(
+        {mine for found in pairs.values() for mine, theirs in found if theirs is None}, key=float
+    )
+    phases: dict = {key: {"slices": {}} for key in keys}
+    fraction_errors, s2_errors = [], []
     for axis in AXES_3D:
         reference, reference_stats = per_axis[axis]
-        mapping, matching = _match_phases(names, list(reference_stats["phases"]))
-        for name, ref_name in mapping.items():
-            mine, theirs = stats["phases"][name], reference_stats["phases"][ref_name]
+        found = {mine or theirs: (mine, theirs) for mine, theirs in pairs[axis]}
+        for key in keys:
+            name, ref_name = found.get(key, (None, None))
+            mine = _phase_entry(stats, volume, name, max_lag)
+            theirs = _phase_entry(reference_stats, reference, ref_name, max_lag)
             fraction = _difference(mine["volume_fraction"], theirs["volume_fraction"])
             fraction_errors.append(abs(fraction["difference"]))
             curves = {}
@@ -134,32 +165,85 @@ def _compare_phases(volume: np.ndarray, stats: dict, per_axis: dict, voxel_size)
                     mine["tpc"][direction], theirs["tpc"][ref_direction]
                 )
                 s2_errors.append(curves[direction]["mean_abs_difference"])
-            reference_perimeter = (
-                theirs["specific_surface_area"]
-                if reference.ndim == 2
-                else _slice_perimeters(
+            if ref_name is None:
+                reference_perimeter = 0.0
+            elif reference.ndim == 2:
+                reference_perimeter = theirs["specific_surface_area"]
+            else:
+                reference_perimeter = _slice_perimeters(
                     reference, {ref_name: _value(reference, ref_name)}, voxel_size, axes=(axis,)
                 )[axis][ref_name]
-            )
-            phases[name]["slices"][axis] = {
+            volume_perimeter = 0.0 if name is None else perimeters[axis][name]
+            phases[key]["slices"][axis] = {
                 "area_fraction": fraction,
-                "perimeter_per_area": _difference(perimeters[axis][name], reference_perimeter),
+                "perimeter_per_area": _difference(volume_perimeter, reference_perimeter),
                 "tpc": curves,
             }
             if reference.ndim == 3 and axis == "x":
-                phases[name].update(_compare_3d(mine, theirs))
+                phases[key].update(_compare_3d(mine, theirs))
     fraction_error = max(fraction_errors) if fraction_errors else 0.0
     s2_error = float(np.mean(s2_errors)) if s2_errors else 0.0
-    return {
-        "phase_matching": matching,
-        "phases": phases,
-        "summary": {
-            "fraction_error": fraction_error,
-            "s2_error": s2_error,
-            "verdict": verdict(fraction_error, s2_error),
-            "thresholds": THRESHOLDS,
-        },
+    summary = {
+        "fraction_error": fraction_error,
+        "s2_error": s2_error,
+        "verdict": verdict(fraction_error, s2_error),
+        "thresholds": THRESHOLDS,
+        "missing_phases": missing,
+        "extra_phases": extra,
     }
+    notes = _phase_notes(missing, extra)
+    if notes:
+        summary["note"] = notes
+    return {
+        "phase_matching": "by order" if "by order" in matchings else "by value",
+        "phases": phases,
+        "summary": summary,
+    }
+
+
+def _phase_notes(missing: list[str], extra: list[str]) -> str | None:
+    """Why the errors are what they are when one side lacks phases, in words."""
+    notes = []
+    if missing:
+        notes.append(
+            f"the volume has no voxel of {_phases_text(missing)} of the training image(s): "
+            "compared as fraction 0, surface 0 and S2 = 0"
+        )
+    if extra:
+        notes.append(
+            f"{_phases_text(extra)} of the volume {'is' if len(extra) == 1 else 'are'} not in "
+            "the training image(s) compared with: compared with fraction 0, surface 0 and S2 = 0"
+        )
+    return "; ".join(notes) or None
+
+
+def _phases_text(names: list[str]) -> str:
+    return f"phase {names[0]}" if len(names) == 1 else f"phases {', '.join(names)}"
+
+
+def _phase_entry(stats: dict, array: np.ndarray, name: str | None, max_lag: int | None) -> dict:
+    """A phase's statistics with an S2 curve along every axis of the array.
+
+    ``name`` None: a phase the array lacks (fraction 0, surface 0, S2 = 0, no lengths or
+    tortuosity). A phase that fills the array has no curves in the statistics (they are
+    computed for two phases or more); its S2 is 1 at every lag.
+    """
+    entry = stats["phases"][name] if name is not None else None
+    fraction = 0.0 if entry is None else entry["volume_fraction"]
+    curves = {} if entry is None else entry["tpc"]
+    tpc = {}
+    for axis in axis_names(array.ndim):
+        if axis in curves:
+            tpc[axis] = curves[axis]
+            continue
+        lags = next(
+            (len(p["tpc"][axis]) for p in stats["phases"].values() if axis in p["tpc"]),
+            lag_for(array.shape[array_axis(axis, array.ndim)], max_lag) + 1,
+        )
+        tpc[axis] = [float(fraction)] * lags
+    if entry is None:
+        return {"volume_fraction": 0.0, "specific_surface_area": 0.0, "tpc": tpc}
+    return entry | {"tpc": tpc}
 
 
 def _compare_3d(mine: dict, theirs: dict) -> dict:

@@ -53,7 +53,7 @@ def phase_correlations(
     result = {}
     for name in axis_names(labels.ndim):
         axis = array_axis(name, labels.ndim)
-        lag = _lag_for(labels.shape[axis], max_lag)
+        lag = lag_for(labels.shape[axis], max_lag)
         result[name] = _axis_correlations(labels, axis, phases, lag, workers)
     return result
 
@@ -65,7 +65,7 @@ def greyscale_correlations(
     result = {}
     for name in axis_names(values.ndim):
         axis = array_axis(name, values.ndim)
-        lag = _lag_for(values.shape[axis], max_lag)
+        lag = lag_for(values.shape[axis], max_lag)
         result[name] = _axis_correlations(values, axis, None, lag, workers)[0]
     return result
 
@@ -99,7 +99,8 @@ def correlation_length(rho: np.ndarray) -> float | None:
     return float(r - 1 + (before - threshold) / (before - after))
 
 
-def _lag_for(length: int, max_lag: int | None) -> int:
+def lag_for(length: int, max_lag: int | None) -> int:
+    """The last lag of the S2 curves along an axis of this length (curves hold lag + 1)."""
     if max_lag is not None and max_lag < 0:
         raise ValueError(f"max_lag must be 0 or more, got {max_lag}")
     cap = default_max_lag(length)
