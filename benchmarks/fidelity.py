@@ -241,13 +241,40 @@ def training_fractions(images: Sequence[np.ndarray]) -> dict[str, float]:
     its training slice exactly is still this far from the truth's fractions (the floor of
     the fraction error for that slice, large for coarse structures in small volumes).
     """
-    values, counts = np.unique(np.concatenate([image.ravel() for image in images]), return_counts=True)
-    return {label_name(value): round(float(n) / counts.sum(), DIGITS) for value, n in zip(values, counts)}
+    values, counts = np.unique(
+        np.concatenate([image.ravel() for image in images]), return_counts=True
+    )
+    return {
+        label_name(value): round(float(n) / counts.sum(), DIGITS)
+        for value, n in zip(values, counts)
+    }
 
 
 def _middle_slice(volume: np.ndarray, axis: str) -> np.ndarray:
     size = volume.shape[2 - AXES_3D.index(axis)]
     return np.ascontiguousarray(slice_perpendicular(volume, axis, size // 2))
+
+
+#: Named starting points for --recipe; --config and the explicit flags override them.
+RECIPES: dict[str, dict] = {
+    "microforge": {},  # today's defaults
+    # MicroForge until 2026-12-01: free kernels, Adam 1e-4 (0.9, 0.99), DCGAN init.
+    "before": {"transposed_kernels": "free", "lr_generator": 1e-4, "lr_critic": 1e-4},
+    # The public SliceGAN code's settings (slicegan/model.py): Adam 1e-4 with betas (0, 0.9),
+    # 8 fake volumes per critic step, 32 per generator step, PyTorch's initialisation, free
+    # kernels. It also draws 32 real crops per critic step; the trainer draws as many real
+    # crops as fake volumes (8).
+    "public": {
+        "transposed_kernels": "free",
+        "init": "pytorch",
+        "lr_generator": 1e-4,
+        "lr_critic": 1e-4,
+        "beta1": 0.0,
+        "beta2": 0.9,
+        "critic_batch": 8,
+        "generator_batch": 32,
+    },
+}
 
 
 def config_overrides(text: str | None) -> dict:
@@ -271,7 +298,7 @@ def config_overrides(text: str | None) -> dict:
 
 
 def train_config(args: argparse.Namespace, overrides: dict) -> TrainConfig:
-    """TrainConfig from the defaults, then --config, then the explicit flags.
+    """TrainConfig from the defaults, then --recipe, then --config, then the explicit flags.
 
     Fields are passed through generically, so fields the trainer gains later work too;
     TrainConfig forbids unknown fields, and its message is shown as one line.
@@ -279,6 +306,7 @@ def train_config(args: argparse.Namespace, overrides: dict) -> TrainConfig:
     merged: dict = {"arch": "tiny", "seed": 0}
     if args.mark_iterations:
         merged["quality_every"] = args.mark_iterations
+    merged.update(RECIPES[args.recipe])
     merged.update(overrides)
     explicit = {"arch": args.arch, "seed": args.seed, "quality_every": args.quality_every}
     merged.update({key: value for key, value in explicit.items() if value is not None})
@@ -829,6 +857,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-on", choices=("slice", "three-slices", "volume"), default="slice")
     parser.add_argument("--slice-axis", choices=AXES_3D, default="z", help="for --train-on slice")
     parser.add_argument("--arch", help="a TrainConfig preset (default tiny)")
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="microforge",
+        help="named settings to start from: microforge (today's defaults), before (until "
+        "2026-12-01), public (the public SliceGAN code's)",
+    )
     parser.add_argument("--config", help="TrainConfig fields as JSON, or @file.json")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=float, help="training wall-clock budget")
@@ -927,6 +962,7 @@ def run(args: argparse.Namespace) -> None:
                     "image_shapes": [list(image.shape) for image in images],
                     "image_fractions": training_fractions(images),
                 },
+                "recipe": args.recipe,
                 "config": config.model_dump(mode="json"),
                 "budget": vars(budget),
                 "seeds": context.seeds,

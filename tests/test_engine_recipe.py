@@ -47,6 +47,17 @@ def test_a_lattice_free_kernel_turns_a_constant_into_a_constant(kernel, stride):
     assert torch.all(rough.flatten(2).std(2) > 0.1)  # a free kernel tiles a lattice
 
 
+@pytest.mark.parametrize("stride", [2, 3])
+def test_a_lattice_free_kernel_is_a_box_convolved_with_the_free_kernel(stride):
+    torch.manual_seed(0)
+    free = torch.randn(2, 3, 4, 3, 4)
+    box = torch.ones(1, 1, stride, stride, stride)
+    expected = F.conv_transpose3d(free.reshape(6, 1, 4, 3, 4), box).reshape(
+        2, 3, *[n + stride - 1 for n in (4, 3, 4)]
+    )
+    assert torch.allclose(LatticeFreeKernel(stride)(free), expected, atol=1e-6)
+
+
 def _noise_free_share(generator: Generator) -> float:
     """Share of the last hidden layer's variance that is the same for every latent."""
     torch.manual_seed(1)

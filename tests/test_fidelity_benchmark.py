@@ -272,8 +272,9 @@ def test_diversity_is_zero_for_one_volume_twice_and_about_one_for_independent_on
     independent = [rng.permutation(truth.reshape(-1)).reshape(truth.shape) for _ in range(3)]
     result = fidelity.seed_diversity(independent, ["0", "1"])
     assert result["per_phase"]["mean"] == pytest.approx(1.0, abs=0.05)
-    # The trainer's pooled form reads lower for unequal fractions (spheres are ~20 %).
-    assert result["pooled"]["mean"] < result["per_phase"]["mean"] - 0.1
+    # The trainer's form on the one-hot volumes (all channels at once) agrees, although the
+    # fractions are unequal (spheres are ~20 %): each channel is centred on its own mean.
+    assert result["pooled"]["mean"] == pytest.approx(result["per_phase"]["mean"], abs=0.05)
     assert fidelity.seed_diversity([truth], ["0", "1"]) is None
 
 

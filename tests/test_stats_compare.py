@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -255,6 +256,13 @@ def test_a_phase_the_reference_lacks_is_named_and_counted():
     assert summary["fraction_error"] >= (truth == 200).mean()
     assert not any(extra["x"]["tpc"]["y"]["reference"])
     assert summary["verdict"] == "poor"
+    from microforge.models.stats import microstructure_statistics
+    from microforge.report import render_report_png
+
+    buffer = io.BytesIO()
+    stats = {"volume": microstructure_statistics(truth, tortuosity=False), "comparison": result}
+    render_report_png(truth, [image], stats, buffer)
+    assert buffer.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_phase_sets_of_the_same_size_are_still_matched_in_sorted_order():
