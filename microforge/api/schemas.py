@@ -173,7 +173,10 @@ class VolumeReportOut(BaseModel):
     )
     summary: dict[str, Any] | None = Field(
         default=None,
-        description="fraction_error, s2_error, verdict and the thresholds behind it.",
+        description="fraction_error, s2_error, verdict and the thresholds behind it; "
+        "missing_phases (of the training images, not in the volume: compared as empty "
+        "phases) and extra_phases (in the volume, not in a training image), with a note "
+        "when either is not empty.",
     )
     sampled: dict[str, Any] | None = Field(
         default=None,

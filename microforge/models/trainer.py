@@ -129,7 +129,9 @@ class Trainer:
         # One fused kernel per Adam step on CUDA instead of a handful per parameter group;
         # the CPU keeps the reference implementation, which resume-exactness is tested on.
         self.generator_optimizer = self._adam(self.generator, config.resolved_lr_generator)
-        self.critic_optimizers = [self._adam(critic, config.resolved_lr_critic) for critic in self.critics]
+        self.critic_optimizers = [
+            self._adam(critic, config.resolved_lr_critic) for critic in self.critics
+        ]
         self.rng = torch.Generator(device=self.device)
         self.rng.manual_seed(self.seed)
         self.iteration = 0
