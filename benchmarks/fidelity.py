@@ -439,9 +439,8 @@ def seed_figures(stats: dict, truth_stats: dict, tortuosity: bool) -> dict:
     """The comparison of one volume's statistics with the truth's, per phase.
 
     Written here rather than taken from compare_with_references because that function
-    raises when a generated volume lacks one of the reference's phases (a usual state of
-    a young generator), recomputes the truth's statistics (and tortuosity) every call, and
-    has no characteristic lengths, relative differences or TPB. A phase missing from the
+    recomputes the truth's statistics (and tortuosity) every call and has no
+    characteristic lengths, relative differences or TPB. A phase missing from the
     volume counts as fraction 0, surface 0 and S2 = 0; a phase that fills the volume has no
     S2 curves in the statistics and S2 = 1 at every lag, so both are S2(r) = f.
     """
@@ -636,9 +635,8 @@ def seed_diversity(volumes: list[np.ndarray], phases: list[str]) -> dict | None:
 
     ``per_phase`` applies ``quality.diversity`` to each phase's indicator and averages over
     phases: about 1 for independent samples whatever the fractions. ``pooled`` applies it
-    to the one-hot volumes as the trainer does to its softmax output (all channels in one
-    vector); it falls below 1 for independent samples when fractions are unequal, e.g.
-    about 0.36 for a 10 % phase, so it is recorded to compare with the trainer's number.
+    to the one-hot volumes as the trainer does to its softmax output (channel by channel,
+    weighted by how much each varies), to compare with the trainer's number.
     """
     if len(volumes) < 2:
         return None

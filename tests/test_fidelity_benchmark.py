@@ -75,12 +75,16 @@ def test_a_tiny_run_prints_machine_marks_and_summary(tmp_path, capsys):
     assert next(iter(start)) == "machine"
     assert start["machine"]["cpu_count"] >= 1 and start["record"] == "start"
     assert start["config"]["arch"] == "tiny" and start["config"]["critic_batch"] == 2
-    assert start["training"] == {
+    training = dict(start["training"])
+    fractions = training.pop("image_fractions")
+    assert training == {
         "train_on": "slice",
         "slice_axis": "z",
         "layout": "isotropic",
         "image_shapes": [[32, 32]],
     }
+    assert sorted(fractions) == ["0", "1", "2"]
+    assert sum(fractions.values()) == pytest.approx(1.0, abs=1e-3)
     assert sorted(start["truth"]["phases"]) == ["0", "1", "2"]
     assert all(r["label"] == "baseline" for r in records)
     assert [m["iteration"] for m in marks] == [2, 4]
