@@ -1,9 +1,10 @@
-"""The training recipe's own pieces: lattice-free generator kernels (and what they fix)."""
+"""The training recipe's own pieces: lattice-free generator kernels, the weights' moving average."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from microforge.models import trainer as trainer_module
 from microforge.models.config import PRESETS, TrainConfig
 from microforge.models.data import prepare_training_data
 from microforge.models.export import load_generator
@@ -85,14 +86,14 @@ def test_plain_state_dict_is_the_network_a_generator_file_holds(isotropic, tmp_p
     trainer = Trainer(isotropic, tiny_config(), "cpu")
     assert is_lattice_free(trainer.generator)
     trainer.run()
-    state = plain_state_dict(trainer.generator)
+    state = plain_state_dict(trainer.sampling_generator())
     assert "transposed.0.weight" in state
     assert not any("parametrizations" in key for key in state)
     loaded = load_generator(trainer.export_generator(tmp_path / "g.safetensors"), "cpu")
     latent = torch.randn(1, 8, 5, 5, 5)
-    trainer.generator.eval()
+    net = trainer.sampling_generator()
     with torch.no_grad():
-        assert torch.allclose(loaded.net(latent), trainer.generator(latent), atol=1e-6)
+        assert torch.allclose(loaded.net(latent), net(latent), atol=1e-6)
 
 
 def test_free_kernels_are_still_offered(isotropic):
@@ -121,3 +122,43 @@ def test_a_checkpoint_resumes_with_the_kernels_it_was_trained_with(isotropic, tm
         strict=True,
     ):
         assert torch.equal(a, b)
+
+
+def test_without_a_moving_average_the_latest_weights_are_sampled(isotropic, tmp_path):
+    trainer = Trainer(isotropic, tiny_config(ema_decay=0), "cpu")
+    trainer.run()
+    assert trainer.average is None and trainer.sampling_generator() is trainer.generator
+    state = torch.load(trainer.save_checkpoint(tmp_path / "c.pt"), weights_only=True)
+    assert state["generator_average"] is None
+
+
+def test_the_moving_average_trails_the_weights_with_its_own_norm_statistics(isotropic):
+    trainer = Trainer(isotropic, tiny_config(iterations=30, ema_decay=0.9), "cpu")
+    trainer.run()
+    average = trainer.sampling_generator()
+    assert average is trainer.average and not average.training
+    trained = dict(trainer.generator.named_parameters())
+    moved = [not torch.equal(value, trained[name]) for name, value in average.named_parameters()]
+    assert all(moved)  # an average of past weights, not a copy of the latest
+    # Its batch-norm statistics are those of its own first layer on the fixed latents.
+    fixed = torch.Generator().manual_seed(trainer_module.NORM_SEED)
+    first = []
+    with torch.no_grad():
+        for _ in range(trainer_module.NORM_BATCHES):
+            latent = trainer._noise(trainer.config.resolved_generator_batch, fixed)
+            first.append(average.transposed[0](latent))
+    expected = torch.cat(first).mean((0, 2, 3, 4))
+    assert torch.allclose(average.norms[0].running_mean, expected, atol=1e-5)
+    assert not torch.allclose(trainer.generator.norms[0].running_mean, expected, atol=1e-3)
+
+
+def test_a_checkpoint_without_a_moving_average_starts_one_from_its_weights(isotropic, tmp_path):
+    old = Trainer(isotropic, tiny_config(ema_decay=0), "cpu")
+    old.run()
+    checkpoint = old.save_checkpoint(tmp_path / "old.pt")
+    resumed = Trainer(isotropic, tiny_config(iterations=8), "cpu")
+    resumed.load_checkpoint(checkpoint)
+    for mean, value in zip(resumed.average.parameters(), old.generator.parameters()):
+        assert torch.equal(mean, value)
+    resumed.run()
+    assert resumed.iteration == 8

@@ -33,6 +33,7 @@ def isotropic():
 
 def weights(trainer: Trainer) -> list[torch.Tensor]:
     tensors = list(trainer.generator.state_dict().values())
+    tensors += list(trainer.average.state_dict().values())
     for critic in trainer.critics:
         tensors += list(critic.state_dict().values())
     return tensors
@@ -116,8 +117,9 @@ def test_exported_generator_is_self_describing(isotropic, tmp_path):
     assert loaded.info.iteration == 2 and loaded.info.arch == "tiny"
     with torch.no_grad():
         noise = torch.randn(1, 8, 4, 4, 4)
-        trainer.generator.eval()
-        torch.testing.assert_close(loaded.net(noise), trainer.generator(noise))
+        net = trainer.sampling_generator()  # the weights' moving average
+        net.eval()
+        torch.testing.assert_close(loaded.net(noise), net(noise))
 
 
 def test_checkpoint_from_other_data_is_refused(isotropic, tmp_path):
@@ -225,7 +227,7 @@ def test_a_generator_that_ignores_its_noise_is_reported_as_collapsed(isotropic):
     healthy = trainer._maybe_check_quality()
     assert healthy["diversity"] > COLLAPSE_DIVERSITY  # random weights still use the noise
     with torch.no_grad():
-        for weight in trainer.generator.transposed[0].parameters():
+        for weight in trainer.sampling_generator().transposed[0].parameters():
             weight.zero_()  # the latent no longer reaches the output
     collapsed = trainer._maybe_check_quality()
     assert collapsed["diversity"] < 1e-6

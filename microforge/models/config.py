@@ -248,6 +248,15 @@ class TrainConfig(BaseModel):
     precision: Precision = Field(
         default="tf32", description="fp32, tf32 (CUDA matmuls in TF32) or bf16 autocast."
     )
+    ema_decay: float = Field(
+        default=0.99,
+        ge=0,
+        lt=1,
+        description="Previews, fidelity checks and exported generators use a moving average "
+        "of the generator's weights, updated by this factor at every generator step (0.99: "
+        "about the last 100 steps), with batch-norm statistics measured for it; 0 = the "
+        "latest weights, as the public code.",
+    )
     init: Literal["dcgan", "pytorch"] = Field(
         default="dcgan",
         description="Weight initialisation: dcgan = N(0, 0.02) convolutions, N(1, 0.02) batch "

@@ -9,6 +9,7 @@ object whose state is checkpointed, so a resumed run continues exactly where it 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import random
@@ -39,6 +40,10 @@ from microforge.models.preview import render_preview
 CHECKPOINT_FORMAT = "microforge-checkpoint"
 CHECKPOINT_VERSION = 1
 PREVIEW_SEED = 20210101
+#: Latents that measure the moving average's batch-norm statistics: fixed, so that the
+#: same weights always give the same statistics, and the training stream is untouched.
+NORM_SEED = 20211231
+NORM_BATCHES = 8
 
 
 class TrainingError(RuntimeError):
@@ -126,8 +131,8 @@ class Trainer:
         if config.channels_last:
             self.generator.to(memory_format=torch.channels_last_3d)
             self.critics.to(memory_format=torch.channels_last)
-        # One fused kernel per Adam step on CUDA instead of a handful per parameter group;
-        # the CPU keeps the reference implementation, which resume-exactness is tested on.
+        self.average = self._new_average()
+        self._average_measured_at: int | None = None
         self.generator_optimizer = self._adam(self.generator, config.resolved_lr_generator)
         self.critic_optimizers = [
             self._adam(critic, config.resolved_lr_critic) for critic in self.critics
@@ -144,10 +149,20 @@ class Trainer:
         self._preview_noise: torch.Tensor | None = None
 
     def _adam(self, module: nn.Module, lr: float) -> torch.optim.Adam:
+        # One fused kernel per Adam step on CUDA instead of a handful per parameter group;
+        # the CPU keeps the reference implementation, which resume-exactness is tested on.
         betas = (self.config.beta1, self.config.beta2)
         return torch.optim.Adam(
             module.parameters(), lr=lr, betas=betas, fused=self.device.type == "cuda"
         )
+
+    def _new_average(self) -> Generator | None:
+        """A copy of the generator whose weights follow theirs as a moving average."""
+        if not self.config.ema_decay:
+            return None
+        average = copy.deepcopy(self.generator)
+        average.requires_grad_(False)
+        return average
 
     # ------------------------------------------------------------------ training steps
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -155,10 +170,10 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _noise(self, batch: int) -> torch.Tensor:
+    def _noise(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         size = self.network.latent_size
         shape = (batch, self.network.latent_channels, size, size, size)
-        noise = torch.randn(shape, generator=self.rng, device=self.device)
+        noise = torch.randn(shape, generator=generator or self.rng, device=self.device)
         if self.config.channels_last:
             return noise.contiguous(memory_format=torch.channels_last_3d)
         return noise
@@ -229,6 +244,16 @@ class Trainer:
                     loss = loss - critic(slices).float().mean()
             loss.backward()
             self.generator_optimizer.step()
+            if self.average is not None:
+                # Early on the average follows closely (TensorFlow's num_updates rule), so
+                # that it does not keep the random initial weights for hundreds of steps.
+                steps = self.iteration // self.config.critic_steps
+                decay = min(self.config.ema_decay, (1 + steps) / (10 + steps))
+                with torch.no_grad():
+                    for mean, value in zip(
+                        self.average.parameters(), self.generator.parameters(), strict=True
+                    ):
+                        mean.lerp_(value, 1.0 - decay)
         finally:
             for critic in self.critics:
                 critic.requires_grad_(True)
@@ -301,15 +326,42 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ quality and preview
+    def sampling_generator(self) -> Generator:
+        """The network that previews, fidelity checks and exported generators use.
+
+        With ``ema_decay``, the moving average of the generator's weights, whose batch-norm
+        statistics are measured anew for those weights (a few batches of fixed latents, once
+        per iteration it is asked for): the training network's running statistics belong to
+        other weights, and averaged weights with them gave worse volumes than no average.
+        Why an average: at a fixed learning rate GAN weights circle around a good state, and
+        a phase fraction swings by 3-5 points between checks; the average sits nearer the
+        middle (docs/benchmarks.md, "A faithful recipe").
+        """
+        if self.average is None:
+            return self.generator
+        if self._average_measured_at != self.iteration:
+            norms = [m for m in self.average.modules() if isinstance(m, nn.BatchNorm3d)]
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None  # a plain mean over the batches below
+            fixed = torch.Generator(device=self.device).manual_seed(NORM_SEED)
+            self.average.train()
+            with torch.no_grad(), self._autocast():
+                for _ in range(NORM_BATCHES):
+                    self.average(self._noise(self.config.resolved_generator_batch, fixed))
+            self.average.eval()
+            self._average_measured_at = self.iteration
+        return self.average
+
     @contextlib.contextmanager
-    def _evaluating(self) -> Iterator[None]:
-        was_training = self.generator.training
-        self.generator.eval()
+    def _evaluating(self, net: Generator) -> Iterator[None]:
+        was_training = net.training
+        net.eval()
         try:
             with torch.no_grad():
                 yield
         finally:
-            self.generator.train(was_training)
+            net.train(was_training)
 
     def sample_volumes(self, latent_size: int | None = None, count: int = 2) -> torch.Tensor:
         """Up to two small volumes from fixed latents, (count, C, D, H, W) on the CPU.
@@ -323,8 +375,9 @@ class Trainer:
             fixed = torch.Generator().manual_seed(PREVIEW_SEED)
             shape = (2, self.network.latent_channels, size, size, size)
             self._preview_noise = torch.randn(shape, generator=fixed).to(self.device)
-        with self._evaluating():
-            return self.generator(self._preview_noise[:count]).float().cpu()
+        net = self.sampling_generator()
+        with self._evaluating(net):
+            return net(self._preview_noise[:count]).float().cpu()
 
     def sample_volume(self, latent_size: int | None = None) -> torch.Tensor:
         """A small volume from fixed noise, (C, D, H, W) on the CPU; the RNG is untouched."""
@@ -349,7 +402,9 @@ class Trainer:
                 "iteration": self.iteration,
                 "score": record["score"],
                 "diversity": record.get("diversity"),
-                "state": {k: v.cpu() for k, v in plain_state_dict(self.generator).items()},
+                "state": {
+                    k: v.cpu() for k, v in plain_state_dict(self.sampling_generator()).items()
+                },
             }
         return record
 
@@ -376,6 +431,7 @@ class Trainer:
                 "channels": self.data.channels,
             },
             "generator": self.generator.state_dict(),
+            "generator_average": None if self.average is None else self.average.state_dict(),
             "critics": [critic.state_dict() for critic in self.critics],
             "generator_optimizer": self.generator_optimizer.state_dict(),
             "critic_optimizers": [opt.state_dict() for opt in self.critic_optimizers],
@@ -419,6 +475,10 @@ class Trainer:
             )
         self._match_kernel_form(state)
         self.generator.load_state_dict(state["generator"])
+        self.average = self._new_average()  # the generator's kernel form may have changed
+        self._average_measured_at = None
+        if self.average is not None and state.get("generator_average") is not None:
+            self.average.load_state_dict(state["generator_average"])
         for critic, critic_state in zip(self.critics, state["critics"], strict=True):
             critic.load_state_dict(critic_state)
         self.generator_optimizer.load_state_dict(state["generator_optimizer"])
@@ -496,7 +556,7 @@ class Trainer:
             weights = self.best["state"]
             iteration = self.best["iteration"]
         else:
-            weights = plain_state_dict(self.generator)
+            weights = plain_state_dict(self.sampling_generator())
             iteration = self.iteration
         return save_generator(
             path,
