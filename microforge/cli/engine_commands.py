@@ -108,6 +108,12 @@ def parse_periodic(text: str | None) -> tuple[bool, bool, bool]:
 )
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]))
 @click.option(
+    "--ema-decay",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Moving average of the generator's weights for previews, checks and the exported "
+    "generators (0.99); 0 = the latest weights.",
+)
+@click.option(
     "--init",
     type=click.Choice(["dcgan", "pytorch"]),
     help="Weight initialisation (dcgan); pytorch = the public SliceGAN code's.",
