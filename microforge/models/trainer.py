@@ -335,7 +335,7 @@ class Trainer:
         other weights, and averaged weights with them gave worse volumes than no average.
         Why an average: at a fixed learning rate GAN weights circle around a good state, and
         a phase fraction swings by 3-5 points between checks; the average sits nearer the
-        middle (docs/benchmarks.md, "A faithful recipe").
+        middle (docs/benchmarks.md, "Why SliceGAN tiles one lattice").
         """
         if self.average is None:
             return self.generator
