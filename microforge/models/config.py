@@ -193,8 +193,8 @@ PRESETS: dict[str, NetworkConfig] = {
 
 #: Adam learning rate of the generator and the critics when a config sets none. tiny: 5e-4,
 #: measured on real and synthetic volumes (docs/benchmarks.md, "Why SliceGAN tiles one
-#: lattice"): at the public code's 1e-4 a short CPU run stays soft and can drop a 40 % phase altogether.
-#: paper and reference keep 1e-4 until the GPU check measures them.
+#: lattice"): at the public code's 1e-4 a short CPU run stays soft and can drop a 40 % phase
+#: altogether. paper and reference keep 1e-4 until the GPU check measures them.
 PRESET_LEARNING_RATES: dict[str, float] = {"paper": 1e-4, "reference": 1e-4, "tiny": 5e-4}
 
 
