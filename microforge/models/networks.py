@@ -120,7 +120,7 @@ class LatticeFreeKernel(nn.Module):
     Why: a free stride-s kernel sums to different totals at the s^3 sub-voxel positions, so
     the constant part of its input (the mean of a ReLU, which carries no noise) comes out as
     a lattice of period s. Through the generator's layers this is a 16- or 32-voxel pattern
-    that is there from initialisation (57 % of the last hidden layer's variance in ``tiny``)
+    that is there from initialisation (about half of the last hidden layer's variance)
     and that training amplifies: every volume became the same lattice whatever the seed
     (docs/benchmarks.md, "Why SliceGAN tiles one lattice"). In this form a constant input
     gives a constant output, the lattice has nothing to grow from, and the network is still
