@@ -631,23 +631,18 @@ def _check_tortuosity(per_seed: list[dict], phases: dict, limits: dict) -> dict:
 
 
 def seed_diversity(volumes: list[np.ndarray], phases: list[str]) -> dict | None:
-    """Diversity across seeds: 1 - correlation of two volumes, mean over pairs of seeds.
-
-    ``per_phase`` applies ``quality.diversity`` to each phase's indicator and averages over
-    phases: about 1 for independent samples whatever the fractions. ``pooled`` applies it
-    to the one-hot volumes as the trainer does to its softmax output (channel by channel,
-    weighted by how much each varies), to compare with the trainer's number.
-    """
+    """Diversity across seeds, mean (and spread) over pairs of seeds: ``quality.diversity``
+    (what the trainer records for its softmax output) on the one-hot volumes, about 1 for
+    independent samples whatever the fractions and 0 for one volume repeated."""
     if len(volumes) < 2:
         return None
     values = [int(p) for p in phases]
-    per_phase, pooled = [], []
-    for first, second in itertools.combinations(volumes, 2):
-        a = [torch.from_numpy((first == v).astype(np.float32)) for v in values]
-        b = [torch.from_numpy((second == v).astype(np.float32)) for v in values]
-        per_phase.append(float(np.mean([diversity(x, y) for x, y in zip(a, b)])))
-        pooled.append(diversity(torch.stack(a), torch.stack(b)))
-    return {"per_phase": spread(per_phase), "pooled": spread(pooled)}
+
+    def one_hot(volume: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.stack([(volume == v) for v in values]).astype(np.float32))
+
+    pairs = itertools.combinations(volumes, 2)
+    return spread([diversity(one_hot(first), one_hot(second)) for first, second in pairs])
 
 
 def report_verdicts(volumes: list[np.ndarray], stats: list[dict], images: list[np.ndarray]) -> dict:
@@ -776,7 +771,7 @@ def summary_table(marks: list[dict]) -> str:
                 for n, p in phases.items()
             )
             s2 = max(_mean(p["s2_mae"][a]) for p in phases.values() for a in AXES_3D)
-            div = block["diversity"]["per_phase"]["mean"] if block["diversity"] else float("nan")
+            div = block["diversity"]["mean"] if block["diversity"] else float("nan")
             checks = block["targets"]
             passed = " ".join(
                 f"{k}:{'ok' if c['pass'] else ('-' if c['pass'] is None else 'FAIL')}"
