@@ -271,3 +271,17 @@ def test_a_runs_pixel_size_becomes_the_voxel_size_of_its_volumes(micrograph, tmp
     assert result.exit_code == 0, result.output
     assert read_volume_info(out)["voxel_size"] == pytest.approx((3, 3, 3))
     assert read_volume_info(out)["unit"] == "um"
+
+
+def test_a_run_from_before_lattice_free_kernels_resumes_and_says_so(micrograph, tmp_path):
+    """Its manifest lacks the field (today's default is lattice_free); the checkpoint holds
+    free kernels, so the run goes on with those and the manifest records them."""
+    run = tmp_path / "run"
+    args = ["--iterations", 2, "--quality-every", 0, "--transposed-kernels", "free", *TRAIN]
+    assert invoke("train", micrograph, "--out", run, *args).exit_code == 0
+    manifest = json.loads((run / "run.json").read_text())
+    del manifest["config"]["transposed_kernels"]
+    (run / "run.json").write_text(json.dumps(manifest))
+    result = invoke("train", "--out", run, "--resume", "--iterations", 4, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "run.json").read_text())["config"]["transposed_kernels"] == "free"

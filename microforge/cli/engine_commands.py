@@ -204,7 +204,7 @@ def _train(
     )
     run.write_manifest(
         {
-            "config": {**config.model_dump(mode="json"), "seed": trainer.seed},
+            "config": {**trainer.config.model_dump(mode="json"), "seed": trainer.seed},
             "images": [str(p.resolve()) for p in images],
             "data": data.describe(),
             **pixel,
