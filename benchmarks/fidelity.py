@@ -258,8 +258,14 @@ def _middle_slice(volume: np.ndarray, axis: str) -> np.ndarray:
 #: Named starting points for --recipe; --config and the explicit flags override them.
 RECIPES: dict[str, dict] = {
     "microforge": {},  # today's defaults
-    # MicroForge until 2026-12-01: free kernels, Adam 1e-4 (0.9, 0.99), DCGAN init.
-    "before": {"transposed_kernels": "free", "lr_generator": 1e-4, "lr_critic": 1e-4},
+    # MicroForge until 2026-12-01: free kernels, Adam 1e-4 (0.9, 0.99), DCGAN init, the
+    # latest weights exported.
+    "before": {
+        "transposed_kernels": "free",
+        "lr_generator": 1e-4,
+        "lr_critic": 1e-4,
+        "ema_decay": 0.0,
+    },
     # The public SliceGAN code's settings (slicegan/model.py): Adam 1e-4 with betas (0, 0.9),
     # 8 fake volumes per critic step, 32 per generator step, PyTorch's initialisation, free
     # kernels. It also draws 32 real crops per critic step; the trainer draws as many real
@@ -273,6 +279,7 @@ RECIPES: dict[str, dict] = {
         "beta2": 0.9,
         "critic_batch": 8,
         "generator_batch": 32,
+        "ema_decay": 0.0,
     },
 }
 
