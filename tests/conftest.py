@@ -96,6 +96,15 @@ def engine(migrated_database_url: str) -> Iterator[Engine]:
         engine.dispose()
 
 
+@pytest.fixture(autouse=True)
+def private_state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
+    """Each test's own XDG state folder, where ``microforge up`` records itself, so that the
+    servers tests start never meet a developer's own (``microforge/cli/local_servers.py``)."""
+    state_home = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state_home))
+    return state_home
+
+
 @pytest.fixture
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(engine)

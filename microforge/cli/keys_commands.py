@@ -6,9 +6,11 @@ machine, and an HTTP route for it would need a key of its own.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from microforge.settings import get_settings
+from microforge.cli.local_servers import admin_settings, data_dir_option
 from microforge.storage.api_keys import (
     AmbiguousApiKeyError,
     ApiKeyNotFoundError,
@@ -19,8 +21,8 @@ from microforge.storage.api_keys import (
 from microforge.storage.db import create_db_engine, make_session_factory, upgrade_database
 
 
-def _session():
-    url = get_settings().resolved_database_url
+def _session(data_dir: Path | None):
+    url = admin_settings(data_dir).resolved_database_url
     upgrade_database(url)
     engine = create_db_engine(url)
     return engine, make_session_factory(engine)()
@@ -33,9 +35,10 @@ def keys_group() -> None:
 
 @keys_group.command("create")
 @click.argument("name")
-def create_command(name: str) -> None:
+@data_dir_option
+def create_command(name: str, data_dir: Path | None) -> None:
     """Create a key called NAME and print it; it is shown only this once."""
-    engine, session = _session()
+    engine, session = _session(data_dir)
     try:
         row, plaintext = create_api_key(session, name)
     except ValueError as exc:
@@ -52,9 +55,10 @@ def create_command(name: str) -> None:
 
 
 @keys_group.command("list")
-def list_command() -> None:
+@data_dir_option
+def list_command(data_dir: Path | None) -> None:
     """List keys: id, prefix, name, creation time and whether revoked."""
-    engine, session = _session()
+    engine, session = _session(data_dir)
     try:
         rows = list_api_keys(session)
     finally:
@@ -72,9 +76,10 @@ def list_command() -> None:
 
 @keys_group.command("revoke")
 @click.argument("id_or_prefix")
-def revoke_command(id_or_prefix: str) -> None:
+@data_dir_option
+def revoke_command(id_or_prefix: str, data_dir: Path | None) -> None:
     """Revoke the key with id or prefix ID_OR_PREFIX; requests with it then get 401."""
-    engine, session = _session()
+    engine, session = _session(data_dir)
     try:
         row = revoke_api_key(session, id_or_prefix)
     except (ApiKeyNotFoundError, AmbiguousApiKeyError) as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from microforge.cli.local_servers import register_server, unregister_server
 from microforge.settings import Settings, get_settings
 
 
@@ -43,15 +44,19 @@ def up_command(host: str, port: int, data_dir: Path | None) -> None:
     settings = _settings_with_data_dir(data_dir)
     stack = LocalStack(settings, host=host, port=port)
     stack.install_signal_handlers()
+    record = None
     try:
         stack.start()
+        # `microforge keys create` in another terminal finds this data folder from the record.
+        record = register_server(stack.url, settings.data_dir)
         key = ensure_first_key(settings)
         click.echo(f"MicroForge is running at {stack.url}  (API docs: {stack.url}/docs)")
         click.echo(f"Data: {settings.data_dir.resolve()}   Broker: {stack.broker_url}")
         if key:
             click.echo(f"Your first API key (shown only now): {key}")
         click.echo(
-            f"More keys: {data_dir_hint(settings)} microforge keys create NAME\n"
+            "More keys: microforge keys create NAME (in another terminal while this runs; "
+            f"else {data_dir_hint(settings)} microforge keys create NAME)\n"
             f"Try: microforge remote --url {stack.url} --key <KEY> train IMAGE.png --wait\n"
             "Press Ctrl-C to stop."
         )
@@ -60,6 +65,8 @@ def up_command(host: str, port: int, data_dir: Path | None) -> None:
         raise click.ClickException(str(error)) from error
     finally:
         click.echo("Stopping MicroForge...", err=True)
+        if record is not None:
+            unregister_server(record)
         stack.stop()
         click.echo("Stopped.", err=True)
 

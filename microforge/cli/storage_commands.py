@@ -7,10 +7,12 @@ the wrong database would otherwise take every blob for garbage.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from microforge.cli.formatting import human_size
-from microforge.settings import get_settings
+from microforge.cli.local_servers import admin_settings, data_dir_option
 from microforge.storage.blob_gc import NothingReferencedError, find_garbage, remove_garbage
 from microforge.storage.blobs import get_blob_store
 from microforge.storage.db import create_db_engine, make_session_factory, upgrade_database
@@ -34,10 +36,11 @@ def storage_group() -> None:
 )
 @click.option("--dry-run", is_flag=True, help="List what would go; delete nothing.")
 @click.option("--force", is_flag=True, help="Proceed even when the database names no blob.")
-def gc_command(older_than_hours: float, dry_run: bool, force: bool) -> None:
+@data_dir_option
+def gc_command(older_than_hours: float, dry_run: bool, force: bool, data_dir: Path | None) -> None:
     """Delete blobs no dataset, job, generator or volume names, and scratch files left by
     killed processes (a worker killed while writing a volume leaves one of its size)."""
-    settings = get_settings()
+    settings = admin_settings(data_dir)
     url = settings.resolved_database_url
     upgrade_database(url)
     engine = create_db_engine(url)
