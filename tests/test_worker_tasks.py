@@ -179,8 +179,11 @@ def test_cancel_takes_effect_within_seconds(
     assert job.state == "cancelled"
     assert time.monotonic() - asked < 20
     assert job.progress["iteration"] < config["iterations"]
+    # Progress says where it stopped, not its last report, and promises no end time.
+    assert job.progress["eta_seconds"] is None
+    assert job.progress["fraction"] == round(job.progress["iteration"] / config["iterations"], 6)
     # Where it stopped is kept, so it can be continued from there.
-    assert job.checkpoint_iteration >= job.progress["iteration"] > 0
+    assert job.checkpoint_iteration == job.progress["iteration"] > 0
     assert get_blob_store(settings).exists(job.checkpoint_blob)
 
 

@@ -145,3 +145,68 @@ def test_a_jobs_voxel_size_wins_over_the_generators_and_none_means_voxels():
     assert effective_voxel_size({"voxel_size": 2.0, "unit": "mm"}, trained) == (2.0, "mm")
     assert effective_voxel_size({}, trained) == (0.1, "nm")
     assert effective_voxel_size({}, Generator(config={})) == (None, "um")
+
+
+def test_previews_refresh_by_time_and_when_a_segment_ends(session_factory, tmp_path):
+    from types import SimpleNamespace
+
+    from microforge.models.trainer import Progress
+    from microforge.worker.progress import TrainingReporter, stopped_progress
+    from microforge.worker.runtime import WorkerRuntime
+
+    with session_factory() as session:
+        key = ApiKey(name="p", key_hash="p" * 64, prefix="mf_p")
+        session.add(key)
+        session.flush()
+        job = Job(owner_id=key.id, kind="train")
+        session.add(job)
+        session.commit()
+        job_id = job.id
+    lease = claim_job(session_factory, job_id, "w", lease_seconds=60).lease
+    runtime = WorkerRuntime(
+        settings=Settings(data_dir=tmp_path),
+        engine=None,
+        session_factory=session_factory,
+        blobs=LocalBlobStore(tmp_path / "blobs"),
+        celery=None,
+        owner="w",
+    )
+    guard = JobGuard(session_factory, lease, lease_seconds=60)
+
+    def update(iteration: int) -> Progress:
+        return Progress(iteration, 100, 0.0, None, 0.0, 0.0, 0.1, 1.0, preview=slices)
+
+    def slices() -> np.ndarray:
+        return np.zeros((8, 24), np.uint8)
+
+    def preview_of_job() -> str | None:
+        return load_job(session_factory, job_id).preview_blob
+
+    # preview_every is far away: only time refreshes it (0 s here = at every report).
+    reporter = TrainingReporter(
+        runtime, guard, preview_every=1000, overhead_seconds=0.0, preview_seconds=0.0
+    )
+    reporter(update(1))
+    first = preview_of_job()
+    reporter(update(2))
+    assert preview_of_job() not in (None, first)
+    # An hour between refreshes: the second report keeps the first preview...
+    slow = TrainingReporter(
+        runtime, guard, preview_every=1000, overhead_seconds=0.0, preview_seconds=3600.0
+    )
+    slow(update(3))
+    kept = preview_of_job()
+    slow(update(4))
+    assert preview_of_job() == kept
+    # ...but the end of a segment shows the weights it ended with, once.
+    trainer = SimpleNamespace(iteration=5, preview=slices, quality_history=[])
+    slow.final_preview(trainer)
+    ended = preview_of_job()
+    assert ended != kept
+    slow.final_preview(trainer)
+    assert preview_of_job() == ended
+    assert not runtime.blobs.exists(kept), "replaced previews are deleted"
+
+    stopped = stopped_progress(slow.last_progress, 5, 100)
+    assert stopped["iteration"] == 5 and stopped["fraction"] == 0.05
+    assert stopped["eta_seconds"] is None and stopped["total"] == 100

@@ -35,6 +35,22 @@ def training_eta(
     return training + max(segments_left - 1, 0) * max(overhead_seconds, 0.0)
 
 
+def stopped_progress(last: dict[str, Any] | None, iteration: int, total: int) -> dict[str, Any]:
+    """The progress of a job that ended before its total: where it stopped, and no ETA.
+
+    Why: the last report may be iterations behind the stop (reports come every
+    ``progress_every`` iterations) and its ETA means nothing once the job has ended."""
+    progress = dict(last or {})
+    progress.update(
+        fraction=round(iteration / total, 6) if total else 0.0,
+        iteration=iteration,
+        total=total,
+        eta_seconds=None,
+        updated=time.time(),
+    )
+    return progress
+
+
 def json_safe(values: dict[str, Any]) -> dict[str, Any]:
     """NaN and infinity are not JSON (PostgreSQL refuses them): store them as null."""
     return {str(name): _json_value(value) for name, value in values.items()}
@@ -54,8 +70,17 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+#: A preview older than this is refreshed at the next progress report, whatever
+#: ``preview_every`` says: on a slow worker 250 iterations can take many minutes.
+PREVIEW_SECONDS = 30.0
+
+
 class TrainingReporter:
-    """The trainer's ``on_progress``: records progress, history and previews under the lease."""
+    """The trainer's ``on_progress``: records progress, history and previews under the lease.
+
+    The preview is refreshed every ``preview_every`` iterations or ``PREVIEW_SECONDS``,
+    whichever comes first, and once more when a segment ends (``final_preview``), so the
+    preview of an ended job shows the weights it ended with."""
 
     def __init__(
         self,
@@ -64,13 +89,17 @@ class TrainingReporter:
         *,
         preview_every: int,
         overhead_seconds: float,
+        preview_seconds: float = PREVIEW_SECONDS,
     ) -> None:
         self._runtime = runtime
         self._guard = guard
         self._lease = guard.lease
         self._preview_every = preview_every
+        self._preview_seconds = preview_seconds
         self._overhead_seconds = overhead_seconds
         self._last_preview_bucket: int | None = None
+        self._last_preview_time = 0.0
+        self._last_preview_iteration: int | None = None
         self.last_progress: dict[str, Any] | None = None
 
     def __call__(self, update: Any) -> None:
@@ -101,9 +130,22 @@ class TrainingReporter:
         self._guard.lease_renewed()
         self.last_progress = progress
         bucket = update.iteration // self._preview_every
-        if self._last_preview_bucket is None or bucket > self._last_preview_bucket:
+        stale = time.monotonic() - self._last_preview_time >= self._preview_seconds
+        if self._last_preview_bucket is None or bucket > self._last_preview_bucket or stale:
             self._last_preview_bucket = bucket
-            self.store_preview(render_training_preview(update.preview(), update.quality_history))
+            self._store_rendered(update.iteration, update.preview(), update.quality_history)
+
+    def final_preview(self, trainer: Any) -> None:
+        """The preview of the weights a segment ended with, unless it shows them already."""
+        if trainer.iteration != self._last_preview_iteration:
+            self._store_rendered(trainer.iteration, trainer.preview(), trainer.quality_history)
+
+    def _store_rendered(
+        self, iteration: int, slices: np.ndarray, history: list[dict[str, Any]]
+    ) -> None:
+        self.store_preview(render_training_preview(slices, history))
+        self._last_preview_time = time.monotonic()
+        self._last_preview_iteration = iteration
 
     def store_preview(self, png: bytes) -> None:
         """Store a rendered preview PNG and point the job at it, under the lease."""

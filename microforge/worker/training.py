@@ -29,7 +29,7 @@ from microforge.storage.tables import Dataset, Generator, Job, new_id
 from microforge.worker.claimed import run_claimed
 from microforge.worker.dispatch import send_job_message
 from microforge.worker.guard import JobGuard
-from microforge.worker.progress import TrainingReporter, json_safe
+from microforge.worker.progress import TrainingReporter, json_safe, stopped_progress
 from microforge.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,11 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     job = load_job(runtime.session_factory, lease.job_id)
     assert job is not None
     if job.cancel_requested:
-        finish_job(runtime.session_factory, lease, "cancelled")
+        progress = job.progress or {}
+        stopped = stopped_progress(
+            progress, int(progress.get("iteration") or 0), int(progress.get("total") or 0)
+        )
+        finish_job(runtime.session_factory, lease, "cancelled", progress=stopped)
         return "cancelled"
     dataset = _load_dataset(runtime, job)
     config = TrainConfig(**((job.spec or {}).get("config") or {}))
@@ -87,8 +91,10 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         # Also when the job ends here: its last checkpoint is what a continuation
         # (POST /v1/jobs/{id}/continue) starts from.
         _write_checkpoint(runtime, lease, job, trainer)
+        reporter.final_preview(trainer)
     if guard.cancel_requested:
-        finish_job(runtime.session_factory, lease, "cancelled")
+        stopped = stopped_progress(reporter.last_progress, reached, config.iterations)
+        finish_job(runtime.session_factory, lease, "cancelled", progress=stopped)
         log.info("job %s cancelled at iteration %d", lease.job_id, reached)
         return "cancelled"
     stopped_early = guard.shutting_down or time.monotonic() > deadline
