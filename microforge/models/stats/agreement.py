@@ -34,9 +34,10 @@ correlated, so the variance of their mean is m(1 - m) A / N, A the integral rang
 pixels) of the normalised autocovariance (Lantuejoul, "Ergodicity and integral range",
 J. Microscopy 1991). A is estimated from the S2 curves along the sample's axes, as the
 product over axes of 1 + 2 sum_{r >= 1} rho(r), each sum stopped where rho first reaches
-0 (beyond it the curve is noise). On the three real volumes of shared/data this predicts
-the scatter of single slices' fractions within 25 % (NMC, SOFC); on the separator, whose
-fraction drifts along x, it reads 2-3 points for a spread of 4-5. With several images the
+0 or rises again (beyond it the curve is noise, or the period of a lattice). On the real
+volumes of shared/data, the middle slice's estimate against the scatter of all slices'
+fractions: NMC 1.3-1.6 points for 1.3-2.5, SOFC 1.8-1.9 for 1.0-2.1; the separator, whose
+fraction drifts along x, 1.5-3.0 for 2.0-5.4. It is a floor; with several images the
 spread between their fractions is measured too: the uncertainty of the mean of n images
 is the larger of sqrt(sum of their variances) / n and their sample standard deviation /
 sqrt(n). The volume's own uncertainty (same formula) is added in quadrature.

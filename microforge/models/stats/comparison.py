@@ -8,6 +8,12 @@ along its columns (image x) is compared with the volume's S2 along the first in-
 of the slice and along its rows (image y) with the second, e.g. for slices perpendicular to
 x, columns = y and rows = z. Volume S2 along an axis averages over every line along it,
 which is exactly the S2 of the stack of slices containing that axis, so no slice is cut.
+
+How the verdict's errors are measured is ``agreement.py`` (shared with the trainer's
+fidelity score): the volume's one fraction per phase against the images' pooled fraction
+(``phases[p]["fraction"]``), S2 per axis through the normalised autocovariance
+(``tpc[d]["s2_error"]``), thresholds widened by the images' sampling uncertainty. The
+per-axis slice fractions, raw S2 curves and perimeters are reported beside it.
 """
 
 from __future__ import annotations

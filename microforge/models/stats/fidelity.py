@@ -12,18 +12,21 @@ it (see ``axes``): the image's S2 along its columns against the first, along its
 against the second. So a volume that is right along y but wrong along z shows up as an
 error on the x and y axes only.
 
-Definitions, for each axis a in x, y, z (P phases, lags r = 0..L with
-L = min(32, smallest volume side // 2)):
+Definitions: the same comparison as the report's verdict (``agreement.py``), on curves
+of lags r = 0..L, L = min(32, smallest volume side // 2):
 
-    fraction_error[a] = mean over phases p of |f_volume(p) - f_reference_a(p)|
-    s2_error[a]       = mean over phases p, over the two in-plane directions d and over
-                        r = 0..L of |S2_volume(p, d, r) - S2_reference_a(p, d, r)|
+    fraction_error   = max over phases p of |f_volume(p) - mean of the images' f(p)|
+    s2_error[a]      = mean over phases p and the two in-plane directions d of
+                       v(p) * mean over r of |rho_volume(p, d, r) - rho_reference_a(p, d, r)|
+                       (rho the normalised autocovariance, v the mean of the volume's
+                       f(1 - f) and the images')
 
-and ``fraction_error``, ``s2_error`` are the means over the three axes; ``score`` is their
-sum (0 = perfect, lower is better; both terms are probabilities, so a score of 0.01 means
-about 1% absolute error). The greyscale variant replaces the fraction error by the
-Wasserstein-1 distance between the value distributions on [0, 1] (histogram_distance) and
-uses the S2 of the values.
+``s2_error`` is the mean over the three axes; ``score`` is fraction_error + s2_error (0 =
+perfect, lower is better; both in probability units, so 0.01 is about 1 % absolute error);
+``verdict`` is the report's verdict of these errors with the thresholds widened by
+``fraction_uncertainty`` and ``s2_uncertainty``. The greyscale variant replaces the
+fraction error by the Wasserstein-1 distance between the volume's value distribution and
+the images' pooled one on [0, 1] (histogram_distance), and uses the S2 of the values.
 """
 
 from __future__ import annotations
