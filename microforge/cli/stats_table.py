@@ -92,8 +92,9 @@ def _pair(values: dict) -> str:
 
 
 def _curve_error(curves: dict) -> float:
-    """Mean absolute S2 difference over the slice's two in-plane directions."""
-    errors = [curve["mean_abs_difference"] for curve in curves.values()]
+    """The slice's S2 error (normalised autocovariance, see ``stats/agreement.py``), mean
+    over its two in-plane directions."""
+    errors = [curve.get("s2_error", curve["mean_abs_difference"]) for curve in curves.values()]
     return sum(errors) / len(errors) if errors else 0.0
 
 

@@ -186,10 +186,10 @@ def _draw_verdict(panel, comparison: dict) -> None:
     )
     lines = [
         f"layout: {comparison['layout']}",
-        f"fraction error (max |Δf|): {summary['fraction_error']:.4f}",
-        f"S2 error (mean |ΔS2|): {summary['s2_error']:.4f}",
-        f"good: fraction ≤ {good['fraction_error']}, S2 ≤ {good['s2_error']}",
-        f"fair: fraction ≤ {fair['fraction_error']}, S2 ≤ {fair['s2_error']}; else poor",
+        f"fraction error (max |Δf| vs pooled images): {summary['fraction_error']:.4f}",
+        f"S2 error (normalised autocovariance): {summary['s2_error']:.4f}",
+        f"good: fraction ≤ {good['fraction_error']:.3f}, S2 ≤ {good['s2_error']:.3f}",
+        f"fair: fraction ≤ {fair['fraction_error']:.3f}, S2 ≤ {fair['s2_error']:.3f}; else poor",
     ]
     if summary.get("missing_phases"):
         lines.append(f"not in the volume: phase {', '.join(summary['missing_phases'])}")

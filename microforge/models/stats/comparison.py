@@ -8,6 +8,12 @@ along its columns (image x) is compared with the volume's S2 along the first in-
 of the slice and along its rows (image y) with the second, e.g. for slices perpendicular to
 x, columns = y and rows = z. Volume S2 along an axis averages over every line along it,
 which is exactly the S2 of the stack of slices containing that axis, so no slice is cut.
+
+How the verdict's errors are measured is ``agreement.py`` (shared with the trainer's
+fidelity score): the volume's one fraction per phase against the images' pooled fraction
+(``phases[p]["fraction"]``), S2 per axis through the normalised autocovariance
+(``tpc[d]["s2_error"]``), thresholds widened by the images' sampling uncertainty. The
+per-axis slice fractions, raw S2 curves and perimeters are reported beside it.
 """
 
 from __future__ import annotations
@@ -16,12 +22,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from microforge.models.stats.agreement import (
+    combined,
+    pooled_uncertainty,
+    s2_error,
+    s2_uncertainty,
+    sampling_error,
+)
 from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES, array_axis, axis_names
 from microforge.models.stats.correlation import lag_for
 from microforge.models.stats.phases import label_counts
 from microforge.models.stats.summary import microstructure_statistics
 from microforge.models.stats.surface import specific_surface_areas
-from microforge.models.stats.verdict import THRESHOLDS, verdict
+from microforge.models.stats.verdict import THRESHOLDS, thresholds, verdict
 
 #: Slices per axis measured for perimeter per area (evenly spaced): enough for a stable
 #: mean, cheap on 512^3.
@@ -149,22 +162,44 @@ def _compare_phases(
         {mine for found in pairs.values() for mine, theirs in found if theirs is None}, key=float
     )
     phases: dict = {key: {"slices": {}} for key in keys}
-    fraction_errors, s2_errors = [], []
+    entries: dict = {key: {} for key in keys}  # axis -> (volume entry, reference entry)
     for axis in AXES_3D:
         reference, reference_stats = per_axis[axis]
         found = {mine or theirs: (mine, theirs) for mine, theirs in pairs[axis]}
         for key in keys:
             name, ref_name = found.get(key, (None, None))
-            mine = _phase_entry(stats, volume, name, max_lag)
-            theirs = _phase_entry(reference_stats, reference, ref_name, max_lag)
+            entries[key][axis] = (
+                _phase_entry(stats, volume, name, max_lag),
+                _phase_entry(reference_stats, reference, ref_name, max_lag),
+                name,
+                ref_name,
+            )
+    fraction_errors, uncertainties, s2_errors, s2_uncertainties = [], [], [], []
+    for key in keys:
+        pooled, image_errors = _pooled_fraction(volume, per_axis, entries[key])
+        phases[key]["fraction"] = pooled
+        fraction_errors.append(abs(pooled["difference"]))
+        uncertainties.append(pooled["uncertainty"])
+        for axis in AXES_3D:
+            mine, theirs, name, ref_name = entries[key][axis]
+            reference = per_axis[axis][0]
             fraction = _difference(mine["volume_fraction"], theirs["volume_fraction"])
-            fraction_errors.append(abs(fraction["difference"]))
             curves = {}
             for direction, ref_direction in _directions(axis, reference.ndim):
                 curves[direction] = _curve_comparison(
                     mine["tpc"][direction], theirs["tpc"][ref_direction]
                 )
-                s2_errors.append(curves[direction]["mean_abs_difference"])
+                curves[direction]["s2_error"] = s2_error(
+                    mine["tpc"][direction],
+                    mine["volume_fraction"],
+                    theirs["tpc"][ref_direction],
+                    theirs["volume_fraction"],
+                    pooled["variance"],
+                )
+                s2_errors.append(curves[direction]["s2_error"])
+                s2_uncertainties.append(
+                    s2_uncertainty(pooled["variance"], image_errors[axis], pooled["volume_error"])
+                )
             if ref_name is None:
                 reference_perimeter = 0.0
             elif reference.ndim == 2:
@@ -182,12 +217,17 @@ def _compare_phases(
             if reference.ndim == 3 and axis == "x":
                 phases[key].update(_compare_3d(mine, theirs))
     fraction_error = max(fraction_errors) if fraction_errors else 0.0
-    s2_error = float(np.mean(s2_errors)) if s2_errors else 0.0
+    uncertainty = max(uncertainties) if uncertainties else 0.0
+    s2 = float(np.mean(s2_errors)) if s2_errors else 0.0
+    s2_spread = float(np.mean(s2_uncertainties)) if s2_uncertainties else 0.0
     summary = {
         "fraction_error": fraction_error,
-        "s2_error": s2_error,
-        "verdict": verdict(fraction_error, s2_error),
-        "thresholds": THRESHOLDS,
+        "fraction_uncertainty": uncertainty,
+        "s2_error": s2,
+        "s2_uncertainty": s2_spread,
+        "verdict": verdict(fraction_error, s2, uncertainty, s2_spread),
+        "thresholds": thresholds(uncertainty, s2_spread),
+        "base_thresholds": THRESHOLDS,
         "missing_phases": missing,
         "extra_phases": extra,
     }
@@ -199,6 +239,38 @@ def _compare_phases(
         "phases": phases,
         "summary": summary,
     }
+
+
+def _pooled_fraction(volume: np.ndarray, per_axis: dict, entries: dict) -> tuple[dict, dict]:
+    """The volume's fraction of a phase against the mean of the training images' (each
+    image once), with the uncertainty of that difference and the images' mean variance
+    f(1 - f), the scale of the S2 errors (``agreement.py``); and each axis' image's own
+    standard error."""
+    images, errors = {}, {}
+    for axis in AXES_3D:
+        reference, entry = per_axis[axis][0], entries[axis][1]
+        if id(reference) not in images:
+            fraction = entry["volume_fraction"]
+            images[id(reference)] = (
+                fraction,
+                sampling_error(entry["tpc"].values(), fraction, reference.size),
+            )
+        errors[axis] = images[id(reference)][1]
+    fractions = [fraction for fraction, _ in images.values()]
+    mine = entries["x"][0]
+    volume_error = sampling_error(mine["tpc"].values(), mine["volume_fraction"], volume.size)
+    reference = float(np.mean(fractions))
+    uncertainty = pooled_uncertainty(fractions, [error for _, error in images.values()])
+    pooled = {
+        "volume": mine["volume_fraction"],
+        "reference": reference,
+        "difference": mine["volume_fraction"] - reference,
+        "uncertainty": combined(uncertainty, volume_error),
+        "volume_error": volume_error,
+        "image_fractions": fractions,
+        "variance": float(np.mean([f * (1.0 - f) for f in fractions])),
+    }
+    return pooled, errors
 
 
 def _phase_notes(missing: list[str], extra: list[str]) -> str | None:
@@ -302,36 +374,72 @@ def _slice_perimeters(
 
 
 def _compare_greyscale(stats: dict, per_axis: dict) -> dict:
+    """Histograms against the images' pooled histogram, S2 per axis as for phases (the
+    normalised autocovariance of the grey values, ``agreement.py``)."""
     mine = stats["grayscale"]
-    histogram_errors, s2_errors, axes = [], [], {}
+    images = list({id(r): (r, s["grayscale"]) for r, s in per_axis.values()}.values())
+    pooled = np.mean([_normalised(theirs["histogram"]["counts"]) for _, theirs in images], axis=0)
+    fraction_error = _wasserstein(mine["histogram"]["counts"], pooled)
+    means = [theirs["scaled_mean"] for _, theirs in images]
+    errors = [sampling_error(t["tpc"].values(), t["scaled_mean"], r.size) for r, t in images]
+    volume_size = int(np.prod(stats["shape"]))
+    uncertainty = combined(
+        pooled_uncertainty(means, errors),
+        sampling_error(mine["tpc"].values(), mine["scaled_mean"], volume_size),
+    )
+    variance = float(np.mean([_grey_variance(theirs) for _, theirs in images]))
+    volume_error = sampling_error(mine["tpc"].values(), mine["scaled_mean"], volume_size)
+    image_error = {id(r): e for (r, _), e in zip(images, errors)}
+    s2_errors, s2_uncertainties, axes = [], [], {}
     for axis in AXES_3D:
         reference, reference_stats = per_axis[axis]
         theirs = reference_stats["grayscale"]
         distance = _wasserstein(mine["histogram"]["counts"], theirs["histogram"]["counts"])
-        histogram_errors.append(distance)
         curves = {}
         for direction, ref_direction in _directions(axis, reference.ndim):
             curves[direction] = _curve_comparison(
                 mine["tpc"][direction], theirs["tpc"][ref_direction]
             )
-            s2_errors.append(curves[direction]["mean_abs_difference"])
+            curves[direction]["s2_error"] = s2_error(
+                mine["tpc"][direction],
+                mine["scaled_mean"],
+                theirs["tpc"][ref_direction],
+                theirs["scaled_mean"],
+                variance,
+            )
+            s2_errors.append(curves[direction]["s2_error"])
+            s2_uncertainties.append(
+                s2_uncertainty(variance, image_error[id(reference)], volume_error)
+            )
         axes[axis] = {
             "mean": _difference(mine["mean"], theirs["mean"]),
             "std": _difference(mine["std"], theirs["std"]),
             "histogram_distance": distance,
             "tpc": curves,
         }
-    fraction_error = max(histogram_errors)
-    s2_error = float(np.mean(s2_errors))
+    s2 = float(np.mean(s2_errors))
+    s2_spread = float(np.mean(s2_uncertainties))
     return {
         "grayscale": {"slices": axes},
         "summary": {
             "fraction_error": fraction_error,
-            "s2_error": s2_error,
-            "verdict": verdict(fraction_error, s2_error),
-            "thresholds": THRESHOLDS,
+            "fraction_uncertainty": uncertainty,
+            "s2_error": s2,
+            "s2_uncertainty": s2_spread,
+            "verdict": verdict(fraction_error, s2, uncertainty, s2_spread),
+            "thresholds": thresholds(uncertainty, s2_spread),
+            "base_thresholds": THRESHOLDS,
         },
     }
+
+
+def _grey_variance(grey: dict) -> float:
+    return max(float(grey["tpc"]["x"][0]) - grey["scaled_mean"] ** 2, 0.0)
+
+
+def _normalised(counts) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64)
+    return counts / counts.sum()
 
 
 def _wasserstein(counts_a: list, counts_b: list) -> float:

@@ -12,18 +12,21 @@ it (see ``axes``): the image's S2 along its columns against the first, along its
 against the second. So a volume that is right along y but wrong along z shows up as an
 error on the x and y axes only.
 
-Definitions, for each axis a in x, y, z (P phases, lags r = 0..L with
-L = min(32, smallest volume side // 2)):
+Definitions: the same comparison as the report's verdict (``agreement.py``), on curves
+of lags r = 0..L, L = min(32, smallest volume side // 2):
 
-    fraction_error[a] = mean over phases p of |f_volume(p) - f_reference_a(p)|
-    s2_error[a]       = mean over phases p, over the two in-plane directions d and over
-                        r = 0..L of |S2_volume(p, d, r) - S2_reference_a(p, d, r)|
+    fraction_error   = max over phases p of |f_volume(p) - mean of the images' f(p)|
+    s2_error[a]      = mean over phases p and the two in-plane directions d of
+                       v(p) * mean over r of |rho_volume(p, d, r) - rho_reference_a(p, d, r)|
+                       (rho the normalised autocovariance, v the mean of the volume's
+                       f(1 - f) and the images')
 
-and ``fraction_error``, ``s2_error`` are the means over the three axes; ``score`` is their
-sum (0 = perfect, lower is better; both terms are probabilities, so a score of 0.01 means
-about 1% absolute error). The greyscale variant replaces the fraction error by the
-Wasserstein-1 distance between the value distributions on [0, 1] (histogram_distance) and
-uses the S2 of the values.
+``s2_error`` is the mean over the three axes; ``score`` is fraction_error + s2_error (0 =
+perfect, lower is better; both in probability units, so 0.01 is about 1 % absolute error);
+``verdict`` is the report's verdict of these errors with the thresholds widened by
+``fraction_uncertainty`` and ``s2_uncertainty``. The greyscale variant replaces the
+fraction error by the Wasserstein-1 distance between the volume's value distribution and
+the images' pooled one on [0, 1] (histogram_distance), and uses the S2 of the values.
 """
 
 from __future__ import annotations
@@ -32,9 +35,18 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from microforge.models.stats.agreement import (
+    combined,
+    pooled_uncertainty,
+    s2_error,
+    s2_uncertainty,
+    sampling_error,
+    variance_of,
+)
 from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES
 from microforge.models.stats.correlation import greyscale_correlations, phase_correlations
 from microforge.models.stats.greyscale import unit_scaled
+from microforge.models.stats.verdict import verdict
 
 MAX_FIDELITY_LAG = 32
 _HISTOGRAM_BINS = 64
@@ -50,10 +62,11 @@ def fidelity_score(volume: np.ndarray, references: Sequence[np.ndarray], n_phase
         _check_indices(reference, n_phases, f"reference {index + 1}")
     max_lag = _max_lag(volume)
 
-    def describe(array: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def describe(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         counts = np.bincount(array.reshape(-1).astype(np.intp), minlength=n_phases)
+        fractions = counts / array.size
         curves = phase_correlations(array, phases, max_lag=max_lag)
-        return counts / array.size, curves
+        return fractions, fractions, curves
 
     return _score(volume, references, describe, "fraction_error", _fraction_distance)
 
@@ -61,15 +74,16 @@ def fidelity_score(volume: np.ndarray, references: Sequence[np.ndarray], n_phase
 def fidelity_score_grayscale(volume: np.ndarray, references: Sequence[np.ndarray]) -> dict:
     """Score a (D, H, W) greyscale volume against greyscale training images (values in [0, 1]).
 
-    Returns {"score", "histogram_distance", "s2_error", "per_axis"}; see the module docs.
+    Returns {"score", "histogram_distance", "s2_error", "per_axis", ...}; see the module docs.
     """
     max_lag = _max_lag(volume)
 
-    def describe(array: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def describe(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         scaled = np.clip(unit_scaled(array), 0.0, 1.0)
         counts, _ = np.histogram(scaled, bins=_HISTOGRAM_BINS, range=(0.0, 1.0))
         curves = greyscale_correlations(scaled, max_lag=max_lag)
-        return counts / scaled.size, {axis: curve[None] for axis, curve in curves.items()}
+        mean = np.array([scaled.mean(dtype=np.float64)])
+        return counts / scaled.size, mean, {axis: curve[None] for axis, curve in curves.items()}
 
     return _score(volume, references, describe, "histogram_distance", _histogram_distance)
 
@@ -77,34 +91,68 @@ def fidelity_score_grayscale(volume: np.ndarray, references: Sequence[np.ndarray
 def _score(
     volume: np.ndarray,
     references: Sequence[np.ndarray],
-    describe: Callable[[np.ndarray], tuple[np.ndarray, dict[str, np.ndarray]]],
+    describe: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]],
     distribution_key: str,
     distribution_distance: Callable[[np.ndarray, np.ndarray], float],
 ) -> dict:
     if volume.ndim != 3:
         raise ValueError(f"the generated volume must be 3D (D, H, W), got shape {volume.shape}")
     per_reference = _references_per_axis(references)
-    volume_distribution, volume_curves = describe(volume)
-    described = {id(r): describe(r) for r in per_reference.values()}
-    per_axis = {}
+    images = {id(r): r for r in per_reference.values()}
+    described = {key: describe(image) for key, image in images.items()}
+    distribution, means, curves = describe(volume)
+    pooled = np.mean([d[0] for d in described.values()], axis=0)
+    errors: dict[int, list[float]] = {}  # image -> standard error of each mean (phase)
+    uncertainties, variances = [], []
+    for index, mean in enumerate(means):
+        image_means = [d[1][index] for d in described.values()]
+        image_errors = []
+        for key, (_, theirs, their_curves) in described.items():
+            own = [c[index] for c in their_curves.values()]
+            image_errors.append(sampling_error(own, theirs[index], images[key].size))
+            errors.setdefault(key, []).append(image_errors[-1])
+        volume_error = sampling_error([c[index] for c in curves.values()], mean, volume.size)
+        uncertainties.append(combined(pooled_uncertainty(image_means, image_errors), volume_error))
+        variances.append(
+            np.mean([variance_of(d[2]["x"][index], d[1][index]) for d in described.values()])
+        )
+    per_axis, s2_spreads = {}, []
     for axis in AXES_3D:
-        reference = per_reference[axis]
-        distribution, curves = described[id(reference)]
-        if reference.ndim == 3:
-            pairs = [(volume_curves[d], curves[d]) for d in SLICE_PLANE_AXES[axis]]
+        key = id(per_reference[axis])
+        _, theirs, their_curves = described[key]
+        if per_reference[axis].ndim == 3:
+            pairs = [(d, d) for d in SLICE_PLANE_AXES[axis]]
         else:
             columns, rows = SLICE_PLANE_AXES[axis]
-            pairs = [(volume_curves[columns], curves["x"]), (volume_curves[rows], curves["y"])]
-        per_axis[axis] = {
-            distribution_key: distribution_distance(volume_distribution, distribution),
-            "s2_error": float(np.mean([_curve_distance(v, r) for v, r in pairs])),
-        }
-    distribution_error = float(np.mean([e[distribution_key] for e in per_axis.values()]))
-    s2_error = float(np.mean([e["s2_error"] for e in per_axis.values()]))
+            pairs = [(columns, "x"), (rows, "y")]
+        axis_errors = []
+        for index, mean in enumerate(means):
+            volume_error = sampling_error([c[index] for c in curves.values()], mean, volume.size)
+            for mine, ref in pairs:
+                axis_errors.append(
+                    s2_error(
+                        curves[mine][index],
+                        mean,
+                        their_curves[ref][index],
+                        theirs[index],
+                        variances[index],
+                    )
+                )
+                s2_spreads.append(
+                    s2_uncertainty(variances[index], errors[key][index], volume_error)
+                )
+        per_axis[axis] = {"s2_error": float(np.mean(axis_errors))}
+    distribution_error = distribution_distance(distribution, pooled)
+    s2 = float(np.mean([e["s2_error"] for e in per_axis.values()]))
+    fraction_uncertainty = max(uncertainties)
+    s2_spread = float(np.mean(s2_spreads))
     return {
-        "score": distribution_error + s2_error,
+        "score": distribution_error + s2,
         distribution_key: distribution_error,
-        "s2_error": s2_error,
+        "s2_error": s2,
+        "fraction_uncertainty": fraction_uncertainty,
+        "s2_uncertainty": s2_spread,
+        "verdict": verdict(distribution_error, s2, fraction_uncertainty, s2_spread),
         "per_axis": per_axis,
     }
 
@@ -143,7 +191,8 @@ def _curve_distance(volume_curves: np.ndarray, reference_curves: np.ndarray) -> 
 
 
 def _fraction_distance(volume: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.abs(volume - reference).mean())
+    """The largest |volume fraction - pooled fraction| over phases, as in the report."""
+    return float(np.abs(volume - reference).max())
 
 
 def _histogram_distance(volume: np.ndarray, reference: np.ndarray) -> float:
