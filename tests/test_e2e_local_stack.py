@@ -3,7 +3,9 @@
 Walks the path a user takes: create a key, upload a synthetic two-phase image and train
 (tiny network, a few iterations, short segments), poll, generate, download the TIFF and
 read it back; cancel a long job; stop with SIGINT and check that no child is left; start
-again on the same data dir and find everything still there.
+again on the same data dir and find everything still there. And supervision: a worker or
+broker killed with SIGKILL is restarted while the API keeps answering, and SIGTERM still
+stops everything.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+import redis
 import tifffile
 from click.testing import CliRunner
 from PIL import Image
@@ -53,14 +56,14 @@ def stack_env(data_dir: Path) -> dict[str, str]:
 class Stack:
     """One ``microforge up`` process and what it printed."""
 
-    def __init__(self, data_dir: Path, log: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
                 [*CLI, "up", "--port", str(self.port), "--data-dir", str(data_dir)],
-                env=stack_env(data_dir),
+                env={**stack_env(data_dir), **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
@@ -76,9 +79,18 @@ class Stack:
     def output(self) -> str:
         return self.log.read_text()
 
-    def stop(self) -> int:
+    def child(self, module: str) -> psutil.Process:
+        """The running child whose command line names ``module``."""
+        for process in psutil.Process(self.process.pid).children():
+            if module in process.cmdline():
+                return process
+        raise AssertionError(f"no {module} child of `microforge up`")
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            # Restarted children are other processes than the ones seen at start.
+            self.children += psutil.Process(self.process.pid).children(recursive=True)
+            self.process.send_signal(signum)
             try:
                 self.process.wait(90)
             except subprocess.TimeoutExpired:
@@ -273,3 +285,65 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
             assert resumed["progress"]["iteration"] == 25
     finally:
         assert again.stop() == 0, again.output()
+
+
+def test_up_restarts_a_killed_worker_and_broker_and_stops_on_sigterm(tmp_path: Path):
+    """SIGKILL the worker mid-training: it is restarted, the API answers meanwhile, and
+    the job finishes from its checkpoint. SIGKILL the broker: job creation answers 503
+    broker_unavailable until it is back on the same port with its data, then works."""
+    data_dir = tmp_path / "data"
+    image_path = tmp_path / "micrograph.png"
+    Image.fromarray(two_phase_image(64, seed=1)).save(image_path)
+    stack = Stack(data_dir, tmp_path / "up.log")
+    try:
+        key = re.search(r"first API key \(shown only now\): (\S+)", stack.output()).group(1)
+        broker_url = re.search(r"Broker: (redis://\S+)", stack.output()).group(1)
+        client = MicroForgeClient(stack.url, key)
+        job = client.train([image_path], config={**TINY_CONFIG, "iterations": 8})
+        wait_for(
+            lambda: (client.get_job(job["id"])["progress"].get("iteration") or 0) >= 2,
+            120,
+            "the job to train",
+        )
+        worker = stack.child("microforge.worker")
+        worker.kill()
+        worker.wait(10)
+        assert client.get_job(job["id"])["state"] == "running"  # the API answers
+        wait_for(lambda: "restarted the worker" in stack.output(), 30, "the worker restart")
+        assert f"the worker (pid {worker.pid}) was killed by SIGKILL" in stack.output()
+        done = client.wait(job["id"], poll_seconds=0.3, timeout=120)
+        assert done["state"] == "succeeded" and done["progress"]["iteration"] == 8
+        assert "resuming from checkpoint at iteration" in stack.output()
+
+        marker = redis.Redis.from_url(broker_url)
+        marker.set("e2e-marker", "kept")
+        time.sleep(1.5)  # the append-only file is synced every second
+        broker = stack.child("microforge.worker.embedded_broker")
+        broker.kill()
+        broker.wait(10)
+        body = {"kind": "train", "dataset_id": done["spec"]["dataset_id"], "config": TINY_CONFIG}
+        headers = {"Authorization": f"Bearer {key}"}
+        started = time.monotonic()
+        refused = httpx.post(f"{stack.url}/v1/jobs", json=body, headers=headers, timeout=30)
+        assert time.monotonic() - started < 3
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "broker_unavailable" and refused.headers["Retry-After"]
+        assert client.get_job(job["id"])["state"] == "succeeded"
+        wait_for(lambda: "restarted the broker" in stack.output(), 30, "the broker restart")
+        wait_for(lambda: _pings(marker), 30, "the broker on its old port")
+        assert marker.get("e2e-marker") == b"kept"
+        marker.close()
+        again = client.create_train_job(
+            done["spec"]["dataset_id"], {**TINY_CONFIG, "iterations": 2, "preview_every": 1}
+        )
+        assert client.wait(again["id"], poll_seconds=0.3, timeout=120)["state"] == "succeeded"
+        client.close()
+    finally:
+        assert stack.stop(signal.SIGTERM) == 0, stack.output()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from microforge.api.app import create_app
 from microforge.cli.storage_commands import storage_group
 from microforge.settings import get_settings
 from microforge.storage.blob_gc import (
@@ -130,3 +134,55 @@ def test_cli_gc_dry_run_then_delete(settings, stored, monkeypatch) -> None:
         assert stored["new_orphan"] in patient.output
     finally:
         get_settings.cache_clear()
+
+
+SCRATCH_WRITER = """
+import sys
+from microforge.storage.blobs import LocalBlobStore
+path = LocalBlobStore(sys.argv[1]).new_temp_file(".png")
+path.write_bytes(b"partial upload")
+print(path, flush=True)
+if sys.argv[2] == "stay":
+    sys.stdin.read()
+"""
+
+
+def _write_scratch_in_child(blobs: LocalBlobStore, stay: bool) -> tuple[subprocess.Popen, Path]:
+    """A real process that writes a scratch file, then exits or stays until stdin closes."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", SCRATCH_WRITER, str(blobs.root), "stay" if stay else "exit"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    return child, Path(child.stdout.readline().strip())
+
+
+def test_api_start_removes_scratch_files_of_dead_processes_only(settings) -> None:
+    """An upload cut short by a killed API goes when an API starts; files that live
+    processes (another replica, a worker) are writing stay."""
+    blobs = get_blob_store(settings)
+    dead, dead_file = _write_scratch_in_child(blobs, stay=False)
+    assert dead.wait(30) == 0
+    live, live_file = _write_scratch_in_child(blobs, stay=True)
+    try:
+        own = blobs.new_temp_file()
+        own.write_bytes(b"being written")
+        age(own, 2 * 3600)  # a slow write, but its writer is alive: kept
+        foreign = blobs.root / ".tmp" / f"0badf00d-1-1-{'0' * 32}.tif"  # another host's
+        foreign.write_bytes(b"x")
+        legacy_old = blobs.root / ".tmp" / f"{'1' * 32}.tif"  # named before owners were
+        legacy_old.write_bytes(b"x")
+        age(legacy_old, 2 * DAY)
+        assert dead_file.exists() and live_file.parent == own.parent
+
+        create_app(settings)
+
+        assert not dead_file.exists() and not legacy_old.exists()
+        assert live_file.exists() and own.exists() and foreign.exists()
+    finally:
+        live.communicate(timeout=30)
+    assert live.returncode == 0
+    assert remove_abandoned_temporary_files(blobs) == len(b"partial upload")  # now dead
+    assert not live_file.exists() and own.exists()

@@ -8,6 +8,7 @@ microforge.api.app:create_app`` works too. Nothing here may import torch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,9 +29,11 @@ from microforge.api.routes import (
 )
 from microforge.api.state import ServiceState
 from microforge.settings import Settings, get_settings
+from microforge.storage.blob_gc import remove_abandoned_temporary_files
 from microforge.storage.blobs import get_blob_store
 from microforge.storage.db import create_db_engine, make_session_factory, upgrade_database
 
+logger = logging.getLogger(__name__)
 DESCRIPTION = """Train SliceGAN on 2D micrographs and generate 3D microstructures.
 
 Authenticate with `Authorization: Bearer <key>` (create keys with `microforge keys create`).
@@ -39,16 +42,24 @@ Long work returns `202` with a job; poll `GET /v1/jobs/{id}`."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app: migrate the database, open the blob store, mount the /v1 routes."""
+    """Build the app: migrate the database, open the blob store, mount the /v1 routes.
+
+    It also removes the scratch files of processes that died (an upload cut short by a
+    killed API), but no live process's: other API replicas and workers may share the
+    blob store (``blob_gc.remove_abandoned_temporary_files``)."""
     settings = settings or get_settings()
     url = settings.resolved_database_url
     upgrade_database(url)
     engine = create_db_engine(url)
+    blobs = get_blob_store(settings)
+    freed = remove_abandoned_temporary_files(blobs)
+    if freed:
+        logger.warning("removed %d bytes of scratch files left by killed processes", freed)
     state = ServiceState(
         settings=settings,
         engine=engine,
         session_factory=make_session_factory(engine),
-        blobs=get_blob_store(settings),
+        blobs=blobs,
     )
 
     @asynccontextmanager

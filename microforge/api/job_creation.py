@@ -3,7 +3,10 @@
 Why the row is committed before the message is sent: a worker that receives the
 message must find the job. Why the row is deleted again when sending fails: a job that
 no worker will ever see would sit in ``queued`` forever; the client gets a 503 and can
-retry (with the same Idempotency-Key) once the broker is back.
+retry (with the same Idempotency-Key) once the broker is back. Keeping the row for a
+worker's sweep (``worker.redispatch``) to send later was the alternative: it would answer
+202 for a job that waits up to ``redispatch_after_seconds`` after the broker is back, so
+the 503 is the truthful answer, and it comes within seconds (``fail_fast`` Celery app).
 """
 
 from __future__ import annotations

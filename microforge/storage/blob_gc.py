@@ -5,7 +5,9 @@ worker OOM-killed after writing a 40 GB volume, say) leaves the blob behind with
 reach it, and a process killed mid-write leaves its scratch file. Neither is ever cleaned
 by the normal flow. A grace period by modification time protects work under way: a blob
 is published moments before its row is committed, and a file being written keeps a fresh
-modification time.
+modification time. A scratch file also names the process writing it (``scratch_owner``):
+once that process is gone the file is garbage at once, whatever its age, which is what
+lets the API remove a killed upload's partial file when it starts again.
 """
 
 from __future__ import annotations
@@ -18,10 +20,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from microforge.storage.blobs import LocalBlobStore
+from microforge.storage.scratch_owner import owner_is_alive
 from microforge.storage.tables import Dataset, Generator, Job, Volume
 
 UNREFERENCED = "unreferenced"
 ABANDONED_TEMPORARY = "abandoned temporary file"
+#: Scratch files untouched this long are left by killed processes even when their writer
+#: cannot be checked (another host, say): a file being written, even a volume of many GB,
+#: keeps a fresh modification time.
+ABANDONED_TEMPORARY_SECONDS = 24 * 3600
 
 
 class NothingReferencedError(RuntimeError):
@@ -79,9 +86,7 @@ def find_garbage(
     for key, path in published:
         if key not in referenced:
             found += _if_old(path, now, older_than_seconds, UNREFERENCED, key)
-    for path in blobs.temp_files():
-        found += _if_old(path, now, older_than_seconds, ABANDONED_TEMPORARY, None)
-    return found
+    return found + _abandoned_scratch(blobs, now, older_than_seconds)
 
 
 def _if_old(
@@ -97,16 +102,28 @@ def _if_old(
     return [Garbage(path, stat.st_size, age, reason, key)]
 
 
-def remove_abandoned_temporary_files(blobs: LocalBlobStore, older_than_seconds: float) -> int:
-    """Delete scratch files untouched for ``older_than_seconds``; returns the bytes freed.
-
-    Safe without the database (a write under way keeps its file's time fresh), so a
-    worker does it on every start."""
-    now = time.time()
+def _abandoned_scratch(
+    blobs: LocalBlobStore, now: float, older_than_seconds: float
+) -> list[Garbage]:
+    """Scratch files whose writer has died, or untouched for ``older_than_seconds``."""
     found: list[Garbage] = []
     for path in blobs.temp_files():
-        found += _if_old(path, now, older_than_seconds, ABANDONED_TEMPORARY, None)
-    return remove_garbage(blobs, found)
+        dead_writer = owner_is_alive(path.name) is False
+        found += _if_old(
+            path, now, 0 if dead_writer else older_than_seconds, ABANDONED_TEMPORARY, None
+        )
+    return found
+
+
+def remove_abandoned_temporary_files(
+    blobs: LocalBlobStore, older_than_seconds: float = ABANDONED_TEMPORARY_SECONDS
+) -> int:
+    """Delete scratch files whose writer has died, or untouched for ``older_than_seconds``;
+    returns the bytes freed.
+
+    Safe without the database (a live writer's files are kept, and a write under way keeps
+    its file's time fresh), so every worker and API process does it when it starts."""
+    return remove_garbage(blobs, _abandoned_scratch(blobs, time.time(), older_than_seconds))
 
 
 def remove_garbage(blobs: LocalBlobStore, garbage: list[Garbage]) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from microforge.settings import Settings
+from microforge.storage.scratch_owner import owner_prefix
 
 #: The kinds of blob the service stores; a key starts with one of them.
 BLOB_KINDS = ("datasets", "checkpoints", "generators", "volumes", "previews", "reports")
@@ -86,7 +87,9 @@ class LocalBlobStore:
 
     # -- writing -----------------------------------------------------------------------
     def _temp_path(self, suffix: str = "") -> Path:
-        return self._temp_root / f"{uuid.uuid4().hex}{suffix}"
+        """A fresh scratch path whose name says which process writes it (``scratch_owner``),
+        so that what a killed process leaves can be removed without touching live writes."""
+        return self._temp_root / f"{owner_prefix()}{uuid.uuid4().hex}{suffix}"
 
     def _publish(self, temp: Path, key: str) -> int:
         destination = self.path(key)

@@ -20,9 +20,22 @@ TRAIN_QUEUE = "train"
 GENERATE_QUEUE = "generate"
 TRAIN_SEGMENT_TASK = "microforge.train_segment"
 GENERATE_VOLUME_TASK = "microforge.generate_volume"
+#: For the API (``fail_fast``): how long connecting to the broker may take, and how long a
+#: command may wait for its reply (a hung broker), before a request answers 503.
+FAIL_FAST_CONNECT_SECONDS = 2.0
+FAIL_FAST_REPLY_SECONDS = 5.0
 
 
-def make_celery_app(settings: Settings | None = None, broker_url: str | None = None) -> Celery:
+def make_celery_app(
+    settings: Settings | None = None, broker_url: str | None = None, *, fail_fast: bool = False
+) -> Celery:
+    """The Celery app on the settings' broker.
+
+    ``fail_fast`` is for a process that must answer a person quickly (the API): with the
+    broker down, kombu would otherwise keep retrying the connection for seconds per
+    message. Here it tries once more at once (a pooled connection left from before a
+    broker restart is replaced) and then raises, within ``FAIL_FAST_*_SECONDS``.
+    """
     settings = settings or get_settings()
     url = broker_url or settings.redis_url
     if not url:
@@ -38,6 +51,15 @@ def make_celery_app(settings: Settings | None = None, broker_url: str | None = N
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_seconds // 20)),
         "unacked_restore_throttle": 1,
     }
+    if fail_fast:
+        transport_options.update(
+            max_retries=1,
+            interval_start=0,
+            interval_step=0.2,
+            interval_max=0.2,
+            socket_connect_timeout=FAIL_FAST_CONNECT_SECONDS,
+            socket_timeout=FAIL_FAST_REPLY_SECONDS,
+        )
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -48,6 +70,7 @@ def make_celery_app(settings: Settings | None = None, broker_url: str | None = N
         result_backend_transport_options=transport_options,
         visibility_timeout=settings.visibility_timeout_seconds,
         broker_connection_retry_on_startup=True,
+        **({"broker_connection_timeout": FAIL_FAST_CONNECT_SECONDS} if fail_fast else {}),
         task_default_queue=TRAIN_QUEUE,
         task_routes={
             TRAIN_SEGMENT_TASK: {"queue": TRAIN_QUEUE},

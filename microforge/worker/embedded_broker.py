@@ -4,7 +4,9 @@ Why a wrapper process rather than starting Valkey from ``microforge up`` directl
 wrapper lives in its own process group, so Ctrl-C in the terminal reaches only ``up``,
 which can then stop the API and the worker *before* the broker (the worker needs it to
 hand its job on). The data is kept in the data dir with an append-only file, so queued
-jobs survive a restart of the stack.
+jobs survive a restart of the stack, and a restart by ``up`` after a crash (same port,
+same data dir) finds its queues again. It exits non-zero with one line when Valkey cannot
+start (its port taken by another program, say) or stops on its own.
 
 Run: ``python -m microforge.worker.embedded_broker --data-dir DIR --port PORT``.
 """
@@ -35,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         appendonly="yes",
         appendfsync="everysec",
     )
-    server.start(timeout=30)
+    try:
+        server.start(timeout=30)
+    except Exception as error:  # noqa: BLE001 - one line for `up`'s terminal, not a traceback
+        print(f"the embedded broker cannot start on port {args.port}: {error}", file=sys.stderr)
+        return 1
     print(f"broker ready on {server.connection_url}", flush=True)
     try:
         while not stop.wait(1.0):

@@ -187,7 +187,7 @@ def _after_stop(runtime: WorkerRuntime, lease: Lease, guard: JobGuard) -> str:
         return "cancelled"
     # The worker is shutting down: give the job back and queue it again from the start.
     token = release_lease(runtime.session_factory, lease)
-    send_job_message(runtime.celery, "generate", lease.job_id, token)
+    send_job_message(runtime.celery, "generate", lease.job_id, token, handoff=True)
     return "interrupted"
 
 

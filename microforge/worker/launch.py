@@ -21,9 +21,6 @@ from microforge.worker.redispatch import RedispatchSweeper
 
 log = logging.getLogger(__name__)
 QUEUE_KINDS = {TRAIN_QUEUE: "train", GENERATE_QUEUE: "generate"}
-#: Scratch files untouched this long are left by killed processes (a file being written,
-#: even a volume of many GB, keeps a fresh modification time), so a worker removes them.
-ABANDONED_TEMPORARY_SECONDS = 24 * 3600
 
 
 class WorkerSettingsError(ValueError):
@@ -80,7 +77,7 @@ def run_worker(
         )
     if migrate:
         upgrade_database(settings.resolved_database_url)
-    freed = remove_abandoned_temporary_files(get_blob_store(settings), ABANDONED_TEMPORARY_SECONDS)
+    freed = remove_abandoned_temporary_files(get_blob_store(settings))
     if freed:
         log.warning("removed %d bytes of scratch files left by killed processes", freed)
     from microforge.worker.tasks import app

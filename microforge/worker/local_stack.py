@@ -6,6 +6,12 @@ as ``MICROFORGE_*`` environment variables), watches them, and on Ctrl-C or SIGTE
 them in order: the API first (no new jobs), then the worker (its segment checkpoints and
 hands the job on), then the broker. Children run in their own process groups, so the
 terminal's Ctrl-C reaches only ``up``, and on Linux they are told to exit if ``up`` dies.
+
+Once the stack is up, a child that dies on its own is restarted with the same command
+line (the broker on the same port and data dir, so the API and the worker find it and
+its queues again), after a back-off that grows while it keeps dying
+(``restart_policy``); whatever it left running in its process group is killed first.
+Failures during start-up stop ``up`` instead: those are settings to fix, not crashes.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +33,15 @@ import httpx
 
 from microforge.settings import Settings
 from microforge.storage.db import upgrade_database
+from microforge.worker.restart_policy import RestartBackoff, death_message
 
 #: How long the worker gets to checkpoint and hand its job on before it is forced.
 WORKER_STOP_SECONDS = 60.0
 API_STOP_SECONDS = 15.0
+BROKER_STOP_SECONDS = 15.0
 STARTUP_SECONDS = 120.0
+#: How often ``up`` looks at its children (a death is noticed within this time).
+WATCH_SECONDS = 0.25
 
 
 class StackError(RuntimeError):
@@ -51,13 +62,30 @@ def _exit_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def _log_to_stderr(line: str) -> None:
+    print(
+        f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] microforge up: {line}", file=sys.stderr, flush=True
+    )
+
+
 @dataclass
 class Child:
     name: str
+    argv: list[str]
     process: subprocess.Popen
+    started_at: float = field(default_factory=time.monotonic)
+    backoff: RestartBackoff = field(default_factory=RestartBackoff)
+    #: When a dead child is due to be started again (monotonic), None while it runs.
+    restart_at: float | None = None
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def kill_leftovers(self) -> None:
+        """Kill what the dead child left in its process group (the embedded broker's
+        valkey-server outlives a SIGKILLed wrapper and would keep the port)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def stop(self, timeout: float, first: int = signal.SIGTERM) -> int | None:
         """Signal, wait, and kill if it does not go; returns the exit code."""
@@ -70,6 +98,7 @@ class Child:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()
                 self.process.wait(10)
+            self.kill_leftovers()
         return self.process.returncode
 
 
@@ -78,8 +107,9 @@ class LocalStack:
     settings: Settings
     host: str = "127.0.0.1"
     port: int = 8000
-    children: list[Child] = field(default_factory=list)
+    children: dict[str, Child] = field(default_factory=dict)
     broker_url: str | None = None
+    log: Callable[[str], None] = _log_to_stderr
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -98,15 +128,17 @@ class LocalStack:
         )
         return env
 
-    def _spawn(self, name: str, argv: list[str]) -> Child:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
+    def _popen(self, argv: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and modules
             argv,
             env=self.child_env(),
             process_group=0,
             preexec_fn=_exit_with_parent,  # noqa: PLW1509 - only prctl, before exec
         )
-        child = Child(name, process)
-        self.children.append(child)
+
+    def _spawn(self, name: str, argv: list[str]) -> Child:
+        child = Child(name, argv, self._popen(argv))
+        self.children[name] = child
         return child
 
     def _check_port_free(self) -> None:
@@ -186,7 +218,8 @@ class LocalStack:
             raise StackError(f"the API did not answer on {self.url} within {STARTUP_SECONDS} s")
 
     def check_children(self) -> None:
-        for child in self.children:
+        """During start-up: a child that dies is a setting to fix, so ``up`` stops."""
+        for child in self.children.values():
             if not child.alive():
                 raise StackError(
                     f"the {child.name} process exited with code {child.process.returncode}; "
@@ -197,18 +230,43 @@ class LocalStack:
         self._stop.set()
 
     def wait(self) -> None:
-        """Block until asked to stop or a child dies (then raise ``StackError``)."""
-        while not self._stop.wait(0.5):
-            self.check_children()
+        """Supervise the children until asked to stop (Ctrl-C, SIGTERM, SIGHUP)."""
+        while not self._stop.wait(WATCH_SECONDS):
+            self.supervise_once(time.monotonic())
+
+    def supervise_once(self, now: float) -> None:
+        """Notice children that died (log, schedule a restart) and restart those due."""
+        for child in self.children.values():
+            if child.restart_at is None and not child.alive():
+                child.kill_leftovers()
+                ran = now - child.started_at
+                delay = child.backoff.next_delay(ran)
+                child.restart_at = now + delay
+                self.log(
+                    death_message(
+                        child.name,
+                        child.process.pid,
+                        child.process.returncode,
+                        ran,
+                        delay,
+                        child.backoff,
+                    )
+                )
+            elif child.restart_at is not None and now >= child.restart_at:
+                if self._stop.is_set():
+                    return
+                child.process = self._popen(child.argv)
+                child.started_at, child.restart_at = time.monotonic(), None
+                self.log(f"restarted the {child.name} (pid {child.process.pid})")
 
     def stop(self) -> None:
-        by_name = {child.name: child for child in self.children}
-        if "api" in by_name:
-            by_name["api"].stop(API_STOP_SECONDS)
-        if "worker" in by_name:
-            by_name["worker"].stop(WORKER_STOP_SECONDS)
-        if "broker" in by_name:
-            by_name["broker"].stop(15)
+        for name, seconds in (
+            ("api", API_STOP_SECONDS),
+            ("worker", WORKER_STOP_SECONDS),
+            ("broker", BROKER_STOP_SECONDS),
+        ):
+            if name in self.children:
+                self.children[name].stop(seconds)
         self.children.clear()
 
     def install_signal_handlers(self) -> None:

@@ -103,7 +103,7 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         scale = _voxel_scale(dataset, config)
         return _finish_training(runtime, lease, job, trainer, config, reporter.last_progress, scale)
     token = release_lease(runtime.session_factory, lease)
-    send_job_message(runtime.celery, "train", lease.job_id, token)
+    send_job_message(runtime.celery, "train", lease.job_id, token, handoff=True)
     log.info(
         "job %s: segment ended at iteration %d of %d", lease.job_id, reached, config.iterations
     )
