@@ -290,11 +290,18 @@ def test_up_train_generate_download_cancel_restart(tmp_path: Path):
 def test_up_restarts_a_killed_worker_and_broker_and_stops_on_sigterm(tmp_path: Path):
     """SIGKILL the worker mid-training: it is restarted, the API answers meanwhile, and
     the job finishes from its checkpoint. SIGKILL the broker: job creation answers 503
-    broker_unavailable until it is back on the same port with its data, then works."""
+    broker_unavailable until it is back on the same port with its data, then works.
+
+    Leases of ten minutes: the job can only go on this soon because the restarted worker
+    sees that the lease's holder is dead and takes the job back."""
     data_dir = tmp_path / "data"
     image_path = tmp_path / "micrograph.png"
     Image.fromarray(two_phase_image(64, seed=1)).save(image_path)
-    stack = Stack(data_dir, tmp_path / "up.log")
+    long_leases = {
+        "MICROFORGE_LEASE_SECONDS": "600",
+        "MICROFORGE_VISIBILITY_TIMEOUT_SECONDS": "1200",
+    }
+    stack = Stack(data_dir, tmp_path / "up.log", env=long_leases)
     try:
         key = re.search(r"first API key \(shown only now\): (\S+)", stack.output()).group(1)
         broker_url = re.search(r"Broker: (redis://\S+)", stack.output()).group(1)
@@ -314,6 +321,7 @@ def test_up_restarts_a_killed_worker_and_broker_and_stops_on_sigterm(tmp_path: P
         done = client.wait(job["id"], poll_seconds=0.3, timeout=120)
         assert done["state"] == "succeeded" and done["progress"]["iteration"] == 8
         assert "resuming from checkpoint at iteration" in stack.output()
+        assert f"took back the jobs of killed workers: {job['id']}" in stack.output()
 
         marker = redis.Redis.from_url(broker_url)
         marker.set("e2e-marker", "kept")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -24,16 +25,20 @@ from microforge.storage.job_lifecycle import (
 from microforge.storage.tables import ApiKey, Job, JobMetric
 
 
-@pytest.fixture()
-def job_id(session_factory) -> str:
+def _new_job(session_factory) -> str:  # noqa: ANN001
     with session_factory() as session:
-        key = ApiKey(name="t", key_hash="h" * 64, prefix="mf_x")
+        key = ApiKey(name="t", key_hash=os.urandom(32).hex(), prefix="mf_x")
         session.add(key)
         session.flush()
         job = Job(owner_id=key.id, kind="train", spec={"config": {}})
         session.add(job)
         session.commit()
         return job.id
+
+
+@pytest.fixture()
+def job_id(session_factory) -> str:
+    return _new_job(session_factory)
 
 
 def test_second_claim_gets_nothing_while_the_lease_is_live(session_factory, job_id):
@@ -205,3 +210,45 @@ def test_cancel_flag_and_missing_job(session_factory, job_id):
     assert claim_job(session_factory, "job_missing", "w", 60).status is ClaimStatus.MISSING
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_leases_of_dead_holders_on_this_machine_are_released(session_factory) -> None:
+    import subprocess
+    import sys
+
+    from microforge.storage.job_lifecycle import release_leases_of_dead_owners
+    from microforge.storage.scratch_owner import process_tag, tag_is_alive
+
+    dead_tag = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from microforge.storage.scratch_owner import process_tag;print(process_tag())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    owners = {
+        "dead": f"host:1:{dead_tag}",
+        "alive": f"host:2:{process_tag()}",
+        "elsewhere": "host:3:0badf00d-1-1",  # another pid space: cannot be checked here
+        "untagged": "host:4",  # a worker from before tags
+    }
+    jobs = {}
+    for name, owner in owners.items():
+        job_id = _new_job(session_factory)
+        lease = claim_job(session_factory, job_id, owner, lease_seconds=600).lease
+        jobs[name] = (job_id, lease)
+    assert tag_is_alive(owners["dead"]) is False and tag_is_alive(owners["alive"]) is True
+    assert tag_is_alive(owners["elsewhere"]) is None and tag_is_alive(owners["untagged"]) is None
+
+    released = release_leases_of_dead_owners(session_factory, tag_is_alive)
+    assert released == [jobs["dead"][0]]
+    for name, (job_id, _lease) in jobs.items():
+        job = load_job(session_factory, job_id)
+        assert (job.lease_owner is None) == (name == "dead")
+    # The next worker claims it at once, with a new token that fences the dead one off.
+    job_id, old = jobs["dead"]
+    new = claim_job(session_factory, job_id, "host:5", lease_seconds=600).lease
+    assert new is not None and new.token > old.token

@@ -411,3 +411,40 @@ def take_quiet_jobs(
                 taken.append((job_id, token))
         session.commit()
     return taken
+
+
+def release_leases_of_dead_owners(
+    session_factory: SessionFactory, owner_is_alive: Callable[[str], bool | None]
+) -> list[str]:
+    """Free the leases of active jobs whose holder is known to be dead; returns their ids.
+
+    Why: a worker killed mid-segment holds its job's lease until it expires (minutes:
+    ``lease_seconds``), so the worker restarted in its place would sit idle that long.
+    ``owner_is_alive`` says False only for a holder it can check and knows to be gone (see
+    ``scratch_owner.tag_is_alive``); None (another machine) leaves the lease to expire.
+    Each release is conditional on the same holder and token, so a lease taken over
+    meanwhile is untouched; the fencing token still guards every later write.
+    """
+    now = utcnow()
+    released: list[str] = []
+    with session_factory() as session:
+        rows = session.execute(
+            select(Job.id, Job.lease_owner, Job.fencing_token).where(
+                Job.state.in_(ACTIVE_STATES),
+                Job.lease_owner.is_not(None),
+                Job.lease_expires_at > now,
+            )
+        ).all()
+        for job_id, owner, token in rows:
+            if owner_is_alive(owner) is not False:
+                continue
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == owner, Job.fencing_token == token)
+                .values(lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:
+                released.append(job_id)
+        session.commit()
+    return released

@@ -1,4 +1,5 @@
-"""Which process wrote a scratch file of the blob store, and whether it still runs.
+"""Which process wrote a scratch file of the blob store (or holds a job's lease), and
+whether it still runs.
 
 Why: a process killed mid-write (the API during an upload, a worker writing a volume)
 leaves its scratch file behind. By age alone an abandoned file cannot be told from a slow
@@ -12,6 +13,10 @@ host or container sharing the store has its own), and the start time, in clock t
 since boot from ``/proc``, tells a reused pid from the writer. A file whose owner cannot
 be checked from here (another pid space, a name from before this scheme) is ``None``:
 the age rule alone decides for it.
+
+A worker's lease on a job carries the same tag (``process_tag``), so that a worker starting
+where another one was killed can hand that job on at once instead of waiting for the dead
+one's lease to run out (``job_lifecycle.release_leases_of_dead_owners``).
 """
 
 from __future__ import annotations
@@ -80,3 +85,14 @@ def owner_is_alive(name: str) -> bool | None:
     except OSError:  # it exists, owned by another user
         return True
     return True
+
+
+def process_tag() -> str:
+    """``<pid space>-<pid>-<start>``: this process, checkable by ``tag_is_alive``."""
+    return owner_prefix()[:-1]
+
+
+def tag_is_alive(text: str) -> bool | None:
+    """Whether the process whose ``process_tag`` ends ``text`` (after a last ':') still runs;
+    None when that cannot be known here (another pid space, no tag)."""
+    return owner_is_alive(text.rsplit(":", 1)[-1] + "-")

@@ -8,6 +8,11 @@ for active jobs that are unheld and whose last message is older than
 ``redispatch_after_seconds``, and sends one more. That is safe because messages carry the
 job's fencing token: if the original was only slow, whichever copy claims first wins and
 the other is dropped as stale (``job_lifecycle.message_is_current``).
+
+Each sweep first frees the leases of jobs whose holder is a worker of this machine that
+no longer runs (killed, then restarted by ``microforge up`` or a container's restart
+policy), so their jobs continue from the last checkpoint now, not once the dead worker's
+lease has expired (``lease_seconds``, 15 minutes by default).
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ from celery import Celery
 
 from microforge.settings import Settings
 from microforge.storage.db import create_db_engine, make_session_factory
-from microforge.storage.job_lifecycle import SessionFactory, take_quiet_jobs
+from microforge.storage.job_lifecycle import (
+    SessionFactory,
+    release_leases_of_dead_owners,
+    take_quiet_jobs,
+)
+from microforge.storage.scratch_owner import tag_is_alive
 from microforge.worker.dispatch import send_job_message
 
 log = logging.getLogger(__name__)
@@ -73,6 +83,10 @@ class RedispatchSweeper:
         because a database or broker hiccup must not take the worker down with it."""
         quiet = self.quiet_seconds if quiet_seconds is None else quiet_seconds
         try:
+            released = release_leases_of_dead_owners(self.session_factory, tag_is_alive)
+            if released:
+                log.warning("took back the jobs of killed workers: %s", ", ".join(released))
+                quiet = 0.0  # their messages are with the dead worker: send new ones now
             sent = redispatch_quiet_jobs(self.session_factory, self.celery, self.kinds, quiet)
         except Exception:  # noqa: BLE001 - logged; the next sweep tries again
             log.exception("the sweep for jobs without a message failed; retrying later")

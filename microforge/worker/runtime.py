@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from microforge.settings import Settings, get_settings
 from microforge.storage.blobs import LocalBlobStore, get_blob_store
 from microforge.storage.db import create_db_engine, make_session_factory
+from microforge.storage.scratch_owner import process_tag
 
 
 @dataclass
@@ -28,7 +29,8 @@ class WorkerRuntime:
     session_factory: sessionmaker[Session]
     blobs: LocalBlobStore
     celery: Celery
-    #: Who holds a lease: enough to find the process in logs (host, pid).
+    #: Who holds a lease: host and pid to find the process in logs, and its process tag,
+    #: so that a worker can tell that the holder died (``scratch_owner.tag_is_alive``).
     owner: str
 
 
@@ -40,7 +42,7 @@ def build_runtime(settings: Settings, celery: Celery) -> WorkerRuntime:
         session_factory=make_session_factory(engine),
         blobs=get_blob_store(settings),
         celery=celery,
-        owner=f"{socket.gethostname()}:{os.getpid()}",
+        owner=f"{socket.gethostname()}:{os.getpid()}:{process_tag()}",
     )
 
 
