@@ -9,6 +9,7 @@ problems they answer; ``openapi_doc`` adds what every route shares (503 overload
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,7 +18,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from microforge.storage.disk_full import disk_full_message, find_disk_full, storage_places
 
@@ -169,13 +169,19 @@ def allowed_methods(request: Request) -> str:
 
     Starlette's own 405 names only the first route that matched the path, but FastAPI
     makes one route per operation, so ``GET`` and ``DELETE /v1/volumes/{id}`` are two.
+    Read from the OpenAPI document, so ``Allow`` and the document always agree.
     """
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+    for template, item in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {method.upper() for method in item if method.upper() in _METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
+
+
+_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"})
 
 
 #: Tags of discriminated request bodies; pydantic puts them in error locations, users
