@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from microforge import __version__
+from microforge.api.openapi_doc import install_openapi
 from microforge.api.problems import install_problem_handlers
 from microforge.api.routes import (
     datasets,
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = state
     install_problem_handlers(app)
+    install_openapi(app)
     for module in (health, datasets, jobs, job_actions, generators, volumes, shares, usage):
         app.include_router(module.router)
     return app

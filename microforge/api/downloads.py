@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
@@ -110,11 +111,23 @@ def file_download(
     )
 
 
-FILE_RESPONSES = {
-    200: {"description": "The whole file.", "content": {"application/octet-stream": {}}},
-    206: {
-        "description": "One byte range (Range: bytes=a-b).",
-        "content": {"application/octet-stream": {}},
-    },
-    304: {"description": "Not modified (If-None-Match matched the ETag)."},
-}
+def file_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a ``file_download`` route serving ``media_type`` files."""
+    binary = {media_type: {"schema": {"type": "string", "format": "binary"}}}
+    header = {"schema": {"type": "string"}}
+    common = {
+        "ETag": {"description": "The file's strong validator.", **header},
+        "Accept-Ranges": {"description": "`bytes`.", **header},
+    }
+    return {
+        200: {"description": "The whole file.", "content": binary, "headers": common},
+        206: {
+            "description": "One byte range (Range: bytes=a-b).",
+            "content": binary,
+            "headers": {
+                **common,
+                "Content-Range": {"description": "`bytes a-b/size`.", **header},
+            },
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag).", "headers": common},
+    }

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from microforge.api.problems import ProblemError
 from microforge.api.state import ServiceState
+from microforge.bounds import INT32_MAX, SEED_MAX, int_range
 from microforge.models.config import NetworkConfig, TrainConfig, periodic_size_problem
 from microforge.storage.tables import Generator
 
@@ -20,25 +21,25 @@ class TrainJobRequest(BaseModel):
     config: TrainConfig = Field(default_factory=TrainConfig)
 
 
+#: Voxels along one axis: TIFF pages and torch sizes are 32-bit.
+Edge = int_range(1, INT32_MAX)
+
+
 class GenerateJobRequest(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     kind: Literal["generate"]
     generator_id: str
-    shape: tuple[
-        Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]
-    ] = Field(description="Voxels along [z, y, x]; any size.")
-    seed: int | None = Field(
-        default=None, ge=0, le=2**63 - 1, description="Omit for a random (recorded) seed."
+    shape: tuple[Edge, Edge, Edge] = Field(description="Voxels along [z, y, x]; any size.")
+    seed: int_range(0, SEED_MAX) | None = Field(
+        default=None, description="Omit for a random (recorded) seed."
     )
     periodic: tuple[bool, bool, bool] = Field(
         default=(False, False, False), description="Periodic boundaries along [z, y, x]."
     )
-    chunk: (
-        Annotated[int, Field(ge=1)]
-        | tuple[
-            Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]
-        ]
-        | None
-    ) = Field(default=None, description="Chunk edge in voxels (or [z, y, x]); omit for auto.")
+    chunk: Edge | tuple[Edge, Edge, Edge] | None = Field(
+        default=None, description="Chunk edge in voxels (or [z, y, x]); omit for auto."
+    )
     voxel_size: float | None = Field(
         default=None,
         gt=0,
@@ -54,9 +55,6 @@ class GenerateJobRequest(BaseModel):
         description="Lossless TIFF compression: label volumes shrink many-fold on disk and "
         "in transfer; readers decompress page by page. Omit for an uncompressed TIFF.",
     )
-
-
-JobRequest = Annotated[TrainJobRequest | GenerateJobRequest, Field(discriminator="kind")]
 
 
 JobRequest = Annotated[TrainJobRequest | GenerateJobRequest, Field(discriminator="kind")]

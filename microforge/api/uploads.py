@@ -19,6 +19,7 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from microforge.api.problems import ProblemError
+from microforge.storage.disk_full import find_disk_full
 
 #: Largest accepted non-file form field (a JSON config fits easily).
 MAX_FIELD_BYTES = 256 * 1024
@@ -221,6 +222,8 @@ async def receive_multipart(
     except Exception as exc:
         collector.close()
         collector.form.cleanup()
+        if find_disk_full(exc) is not None:
+            raise  # not the client's fault: answered 507 disk_full by the app's handler
         raise ProblemError(
             400, "malformed_multipart", f"the multipart body could not be parsed: {exc}"
         ) from exc

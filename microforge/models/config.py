@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from microforge.bounds import SEED_MAX, int_range
+
 Arch = Literal["paper", "reference", "tiny"]
 LastLayer = Literal["transpose", "resize_conv"]
 Precision = Literal["fp32", "tf32", "bf16"]
@@ -20,6 +22,11 @@ TransposedKernels = Literal["lattice_free", "free"]
 
 #: The most iterations a training run may ask for (a sanity bound, weeks on a GPU).
 MAX_ITERATIONS = 10_000_000
+#: Sanity bounds of a custom network (the presets use at most 1024 filters, kernels of 4,
+#: 5 layers): past them a network cannot be trained, and its sizes would overflow.
+MAX_FILTERS = 8192
+MAX_KERNEL = 64
+MAX_LAYERS = 16
 
 
 class ConfigError(ValueError):
@@ -37,17 +44,17 @@ class NetworkConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    latent_channels: int = Field(ge=1, le=1024)
-    latent_size: int = Field(ge=1, le=64, description="Latent edge during training.")
-    generator_filters: list[int]
-    generator_kernels: list[int]
-    generator_strides: list[int]
-    generator_paddings: list[int]
+    latent_channels: int_range(1, 1024)
+    latent_size: int_range(1, 64) = Field(description="Latent edge during training.")
+    generator_filters: list[int_range(1, MAX_FILTERS)] = Field(max_length=MAX_LAYERS)
+    generator_kernels: list[int_range(1, MAX_KERNEL)] = Field(min_length=1, max_length=MAX_LAYERS)
+    generator_strides: list[int_range(1, MAX_KERNEL)] = Field(max_length=MAX_LAYERS)
+    generator_paddings: list[int_range(0, MAX_KERNEL)] = Field(max_length=MAX_LAYERS)
     last_layer: LastLayer = "transpose"
-    critic_filters: list[int]
-    critic_kernels: list[int]
-    critic_strides: list[int]
-    critic_paddings: list[int]
+    critic_filters: list[int_range(1, MAX_FILTERS)] = Field(max_length=MAX_LAYERS)
+    critic_kernels: list[int_range(1, MAX_KERNEL)] = Field(min_length=1, max_length=MAX_LAYERS)
+    critic_strides: list[int_range(1, MAX_KERNEL)] = Field(max_length=MAX_LAYERS)
+    critic_paddings: list[int_range(0, MAX_KERNEL)] = Field(max_length=MAX_LAYERS)
 
     @model_validator(mode="after")
     def _check_rules(self) -> NetworkConfig:
@@ -205,17 +212,17 @@ class TrainConfig(BaseModel):
     the checkpoint speak the same language. Defaults follow the paper and the public code.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     arch: Arch = "paper"
     network: NetworkConfig | None = Field(
         default=None, description="A custom network; overrides the arch preset."
     )
-    iterations: int = Field(default=10_000, ge=1, le=MAX_ITERATIONS)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    critic_batch: int = Field(default=8, ge=1, le=512)
-    generator_batch: int | None = Field(
-        default=None, ge=1, le=1024, description="Default: 2 x critic_batch."
+    iterations: int_range(1, MAX_ITERATIONS) = 10_000
+    seed: int_range(0, SEED_MAX) | None = None
+    critic_batch: int_range(1, 512) = 8
+    generator_batch: int_range(1, 1024) | None = Field(
+        default=None, description="Default: 2 x critic_batch."
     )
     lr_generator: float | None = Field(
         default=None, gt=0, le=1.0, description="Adam learning rate; default: the preset's."
@@ -226,11 +233,11 @@ class TrainConfig(BaseModel):
     beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.99, ge=0, lt=1)
     gp_lambda: float = Field(default=10.0, ge=0)
-    critic_steps: int = Field(default=5, ge=1, le=100)
+    critic_steps: int_range(1, 100) = 5
     scale_factor: float = Field(default=1.0, gt=0.01, le=16)
     image_type: Literal["nphase", "grayscale", "colour"] | None = None
-    checkpoint_every: int = Field(default=500, ge=1)
-    progress_every: int = Field(default=25, ge=1)
+    checkpoint_every: int_range(1, MAX_ITERATIONS) = 500
+    progress_every: int_range(1, MAX_ITERATIONS) = 25
     progress_seconds: float = Field(
         default=10.0,
         ge=0,
@@ -238,12 +245,12 @@ class TrainConfig(BaseModel):
         "(slow iterations, e.g. a large network on a CPU, would otherwise leave a job at "
         "iteration 0 for minutes); 0 = only every progress_every iterations.",
     )
-    preview_every: int = Field(default=250, ge=1)
-    quality_every: int = Field(
-        default=500, ge=0, description="Fidelity check interval in iterations; 0 = off."
+    preview_every: int_range(1, MAX_ITERATIONS) = 250
+    quality_every: int_range(0, MAX_ITERATIONS) = Field(
+        default=500, description="Fidelity check interval in iterations; 0 = off."
     )
-    early_stop_checks: int = Field(
-        default=0, ge=0, description="Stop after this many fidelity checks without improvement."
+    early_stop_checks: int_range(0, MAX_ITERATIONS) = Field(
+        default=0, description="Stop after this many fidelity checks without improvement."
     )
     precision: Precision = Field(
         default="tf32", description="fp32, tf32 (CUDA matmuls in TF32) or bf16 autocast."

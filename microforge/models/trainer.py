@@ -447,7 +447,10 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            torch.save(self.state(), temporary)
+            # Through a Python file, not a path: torch's own writer turns a full disk into
+            # "iostream error", while Python's write keeps the OSError (ENOSPC) in the chain.
+            with open(temporary, "wb") as handle:
+                torch.save(self.state(), handle)
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)

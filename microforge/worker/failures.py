@@ -4,13 +4,23 @@ Why here: the engine raises typed errors (``TrainingError`` with a code, ``DataE
 ``ImageError``, ``GeneratorFileError``, ``ConfigError``); the job row needs a stable code
 and a message that says what to change, never a traceback. Unknown errors become
 ``internal_error`` with the exception's type, and the traceback goes to the worker log.
+
+A full disk is looked for first, anywhere in the exception's chain (see
+``storage.disk_full``): it can surface from any layer, often wrapped in an error of the
+layer above (SQLAlchemy's ``OperationalError`` even carries a ``code`` of its own,
+``e3q8``, which is no code of ours).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from microforge.storage.disk_full import disk_full_message, find_disk_full
 
 
 @dataclass(frozen=True)
@@ -19,9 +29,15 @@ class Failure:
     message: str
 
 
-def describe_failure(error: BaseException) -> Failure:
+def describe_failure(
+    error: BaseException, places: Mapping[str, Path | None] | None = None
+) -> Failure:
+    """``places`` names where the service stores things (see ``disk_full_message``)."""
+    full = find_disk_full(error)
+    if full is not None:
+        return Failure("disk_full", disk_full_message(full, places))
     code = getattr(error, "code", None)
-    if isinstance(code, str) and code:
+    if isinstance(code, str) and code and not isinstance(error, SQLAlchemyError):
         return Failure(code, str(getattr(error, "message", None) or error))
     name = type(error).__name__
     if isinstance(error, ValidationError):
@@ -48,12 +64,6 @@ def describe_failure(error: BaseException) -> Failure:
             "missing_file",
             f"a stored file this job needs is missing ({error.filename or error}); "
             "upload the data again or ask the operator to check the blob store",
-        )
-    if isinstance(error, OSError) and getattr(error, "errno", None) == 28:
-        return Failure(
-            "disk_full",
-            "the server's disk is full: delete volumes, jobs or generators you no longer need "
-            "(GET /v1/usage shows what you keep) or ask the operator for space, then retry",
         )
     return Failure(
         "internal_error",

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from microforge.storage.disk_full import find_disk_full
 from microforge.storage.job_lifecycle import (
     Lease,
     LeaseLost,
@@ -136,7 +137,11 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         return _after_stop(runtime, lease, guard)
     seconds = time.monotonic() - started
     size = runtime.blobs.size(key)
-    report, report_key = _volume_report(runtime, generator_row, key, loaded, voxel_size, unit)
+    try:
+        report, report_key = _volume_report(runtime, generator_row, key, loaded, voxel_size, unit)
+    except BaseException:
+        runtime.blobs.delete(key)  # the disk filled while reporting: the job fails, volume too
+        raise
     volume = Volume(
         id=new_id("vol"),
         owner_id=job.owner_id,
@@ -247,8 +252,9 @@ def _volume_report(
     images, verdict) as JSON, and its PNG stored as a blob; returns (report, PNG key).
 
     A bonus, not the product: a failure is logged and recorded as error JSON in the report,
-    and the volume is delivered anyway. Tortuosity is left out (a solver run per phase
-    would dominate the job's time).
+    and the volume is delivered anyway; except a full disk, which ends the job with
+    ``disk_full`` like any other write it makes (the report would only hide it).
+    Tortuosity is left out (a solver run per phase would dominate the job's time).
     """
     from microforge.report.volume_report import build_volume_report, report_error
 
@@ -268,6 +274,8 @@ def _volume_report(
         runtime.blobs.put_bytes(png_key, png)
         return report, png_key
     except Exception as error:  # noqa: BLE001 - the volume itself is done; the report is optional
+        if find_disk_full(error) is not None:
+            raise
         log.exception("volume report failed for %s", key)
         return report_error(error), None
 

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import Query
 
 from microforge.api.problems import ProblemError
+from microforge.bounds import int_range
 from microforge.storage.queries import InvalidCursorError
 
-LimitQuery = Annotated[int, Query(ge=1, le=100, description="Items per page (1..100).")]
+LimitQuery = Annotated[int_range(1, 100), Query(description="Items per page (1..100).")]
 CursorQuery = Annotated[
     str | None, Query(description="`next_cursor` of the previous page; omit for the newest.")
 ]

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from microforge.api.dataset_ingest import FILES_FIELD, delete_dataset_blobs, ingest_dataset
-from microforge.api.problems import ProblemError, problem_responses
+from microforge.api.problems import UPLOAD_PROBLEMS, ProblemError, problem_responses
 from microforge.api.routes.common import (
     PNG_RESPONSE,
     CursorQuery,
@@ -58,7 +58,7 @@ DATASET_FORM = {
     response_model=DatasetOut,
     summary="Upload training images",
     openapi_extra=multipart_body(DATASET_FORM, ["files"]),
-    responses=problem_responses(400, 401, 413, 415, 422),
+    responses=problem_responses(*UPLOAD_PROBLEMS),
 )
 async def upload_dataset(request: Request, state: StateDep, owner: OwnerDep) -> DatasetOut:
     """Images are checked from their headers before decoding; stored under server-made keys."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from microforge.api.downloads import FILE_RESPONSES, file_download
-from microforge.api.problems import ProblemError, problem_responses
+from microforge.api.downloads import file_download, file_responses
+from microforge.api.problems import UPLOAD_PROBLEMS, ProblemError, problem_responses
 from microforge.api.routes.common import (
     CursorQuery,
     LimitQuery,
@@ -56,7 +56,7 @@ def list_generators(
         {"file": {"type": "string", "format": "binary", "description": "An exported generator."}},
         ["file"],
     ),
-    responses=problem_responses(400, 401, 413, 415, 422),
+    responses=problem_responses(*UPLOAD_PROBLEMS),
 )
 async def import_generator(request: Request, owner: OwnerDep, state: StateDep) -> GeneratorOut:
     """The file is validated (header, network, tensor shapes) without loading it."""
@@ -150,7 +150,7 @@ def delete_generator(
     "/{generator_id}/file",
     response_class=Response,
     summary="Download the generator file (HTTP Range supported)",
-    responses={**FILE_RESPONSES, **problem_responses(401, 404, 416)},
+    responses={**file_responses("application/octet-stream"), **problem_responses(401, 404, 416)},
 )
 def generator_file(
     generator_id: str, request: Request, session: SessionDep, owner: OwnerDep, state: StateDep

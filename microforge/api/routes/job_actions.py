@@ -21,11 +21,12 @@ from microforge.api.job_creation import (
     existing_job_for_key,
     fingerprint,
 )
-from microforge.api.problems import ProblemError, problem_responses
+from microforge.api.problems import JOB_CREATION_PROBLEMS, ProblemError, problem_responses
 from microforge.api.routes.common import not_found
 from microforge.api.routes.jobs import ACCEPTED, IdempotencyHeader, accepted
 from microforge.api.schemas import JobOut
 from microforge.api.state import OwnerDep, ServiceState, SessionDep, StateDep
+from microforge.bounds import int_range
 from microforge.models.config import MAX_ITERATIONS
 from microforge.storage.queries import ACTIVE_JOB_STATES, get_owned
 from microforge.storage.tables import Dataset, Job
@@ -34,9 +35,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
 class ContinueRequest(BaseModel):
-    iterations: int = Field(
-        ge=1,
-        le=MAX_ITERATIONS,
+    iterations: int_range(1, MAX_ITERATIONS) = Field(
         description="The new total number of iterations; more than the job's checkpoint.",
     )
 
@@ -46,7 +45,7 @@ class ContinueRequest(BaseModel):
     status_code=202,
     response_model=JobOut,
     summary="Continue an ended training job for more iterations",
-    responses={**ACCEPTED, **problem_responses(401, 404, 409, 422, 503)},
+    responses={**ACCEPTED, **problem_responses(404, *JOB_CREATION_PROBLEMS)},
 )
 def continue_job(
     job_id: str,

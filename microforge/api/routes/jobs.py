@@ -25,7 +25,13 @@ from microforge.api.job_requests import (
     check_disk_space,
     check_periodic_sizes,
 )
-from microforge.api.problems import FieldError, ProblemError, problem_responses
+from microforge.api.problems import (
+    JOB_CREATION_PROBLEMS,
+    UPLOAD_PROBLEMS,
+    FieldError,
+    ProblemError,
+    problem_responses,
+)
 from microforge.api.routes.common import (
     PNG_RESPONSE,
     CursorQuery,
@@ -45,6 +51,7 @@ from microforge.api.schemas import (
 )
 from microforge.api.state import OwnerDep, SessionDep, StateDep
 from microforge.api.uploads import receive_multipart
+from microforge.bounds import INT32_MAX, int_range
 from microforge.models.config import TrainConfig
 from microforge.storage.queries import (
     ACTIVE_JOB_STATES,
@@ -80,7 +87,7 @@ def accepted(job: Job, response: Response) -> JobOut:
     status_code=202,
     response_model=JobOut,
     summary="Start a training or generation job",
-    responses={**ACCEPTED, **problem_responses(401, 404, 409, 422, 503, 507)},
+    responses={**ACCEPTED, **problem_responses(404, *JOB_CREATION_PROBLEMS)},
 )
 def create_job(
     body: JobRequest,
@@ -176,7 +183,7 @@ def _parse_config(raw: str | None) -> TrainConfig:
     response_model=JobOut,
     summary="Upload images and start training in one request",
     openapi_extra=multipart_body(TRAIN_FORM, ["files"]),
-    responses={**ACCEPTED, **problem_responses(400, 401, 409, 413, 415, 422, 503)},
+    responses={**ACCEPTED, **problem_responses(*UPLOAD_PROBLEMS, *JOB_CREATION_PROBLEMS)},
 )
 async def upload_and_train(
     request: Request,
@@ -322,14 +329,14 @@ def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
     "/jobs/{job_id}/metrics",
     response_model=JobMetricsOut,
     summary="Training history of a job (from the first job, when it continues another)",
-    responses=problem_responses(401, 404),
+    responses=problem_responses(401, 404, 422),
 )
 def job_metrics(
     job_id: str,
     session: SessionDep,
     owner: OwnerDep,
     after: Annotated[
-        int | None, Query(ge=0, description="Only points after this iteration.")
+        int_range(0, INT32_MAX) | None, Query(description="Only points after this iteration.")
     ] = None,
 ) -> JobMetricsOut:
     job = _owned_job(session, owner.id, job_id)

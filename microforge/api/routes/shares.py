@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from microforge.api.downloads import FILE_RESPONSES, file_download
+from microforge.api.downloads import file_download, file_responses
 from microforge.api.problems import ProblemError, problem_responses
 from microforge.api.routes.common import not_found
 from microforge.api.state import OwnerDep, SessionDep, StateDep
+from microforge.bounds import int_range
 from microforge.storage.queries import get_owned
 from microforge.storage.share_links import (
     ExpiredShareLink,
@@ -27,8 +28,8 @@ DAY = 24 * 3600
 
 
 class ShareRequest(BaseModel):
-    expires_in: int = Field(
-        default=DAY, ge=60, le=30 * DAY, description="Seconds the link works (1 min to 30 days)."
+    expires_in: int_range(60, 30 * DAY) = Field(
+        default=DAY, description="Seconds the link works (1 min to 30 days)."
     )
 
 
@@ -43,7 +44,7 @@ class ShareLinkOut(BaseModel):
     status_code=201,
     response_model=ShareLinkOut,
     summary="A download link for the volume's TIFF that needs no API key",
-    responses=problem_responses(401, 404, 422),
+    responses=problem_responses(400, 401, 404, 422),
 )
 def share_volume(
     volume_id: str,
@@ -71,7 +72,7 @@ def share_volume(
     "/shared/{token}",
     response_class=Response,
     summary="Download a shared volume (no API key; HTTP Range supported)",
-    responses={**FILE_RESPONSES, **problem_responses(404, 410, 416)},
+    responses={**file_responses("image/tiff"), **problem_responses(404, 410, 416)},
 )
 def shared_volume_file(
     token: str, request: Request, session: SessionDep, state: StateDep

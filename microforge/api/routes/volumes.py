@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from microforge.api.downloads import FILE_RESPONSES, file_download
+from microforge.api.downloads import file_download, file_responses
 from microforge.api.problems import FieldError, ProblemError, problem_responses
 from microforge.api.rendering import AXES, encode_png, read_volume_slice, to_uint8
 from microforge.api.routes.common import (
@@ -25,6 +25,7 @@ from microforge.api.schemas import (
     volume_report_out,
 )
 from microforge.api.state import OwnerDep, SessionDep, StateDep
+from microforge.bounds import INT32_MAX, int_range
 from microforge.storage.queries import InvalidCursorError, get_owned, list_owned
 from microforge.storage.tables import Volume
 
@@ -88,7 +89,7 @@ def delete_volume(
     "/{volume_id}/file",
     response_class=Response,
     summary="Download the volume as a TIFF stack (Range, ETag)",
-    responses={**FILE_RESPONSES, **problem_responses(401, 404, 416)},
+    responses={**file_responses("image/tiff"), **problem_responses(401, 404, 416)},
 )
 def volume_file(
     volume_id: str, request: Request, session: SessionDep, owner: OwnerDep, state: StateDep
@@ -117,7 +118,9 @@ async def volume_slice(
     owner: OwnerDep,
     state: StateDep,
     axis: Annotated[Literal["z", "y", "x"], Query(description="Axis normal to the slice.")] = "z",
-    index: Annotated[int, Query(description="Slice index along the axis (0-based).")] = 0,
+    index: Annotated[
+        int_range(0, INT32_MAX), Query(description="Slice index along the axis (0-based).")
+    ] = 0,
 ) -> Response:
     """Reads only what the slice needs (memory-mapped when the TIFF is uncompressed)."""
     row = _owned(session, owner.id, volume_id)
