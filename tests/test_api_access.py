@@ -178,7 +178,7 @@ def test_openapi_lists_every_route_with_problem_responses(client, api_app) -> No
         ("GET", "/v1/health"),
     }
     assert expected <= documented
-    public = {("GET", "/v1/health"), ("GET", "/v1/shared/{token}")}
+    public = {("GET", "/v1/health"), ("GET", "/v1/shared/{token}"), ("HEAD", "/v1/shared/{token}")}
     for method, path in documented - public:
         operation = spec["paths"][path][method.lower()]
         assert "401" in operation["responses"], (method, path)

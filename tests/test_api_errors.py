@@ -34,4 +34,4 @@ def test_the_document_declares_problems_as_problem_json_only(client):
     upload = spec["paths"]["/v1/datasets"]["post"]["responses"]
     assert {"400", "401", "408", "413", "415", "422", "429", "507"} <= set(upload)
     volume_file = spec["paths"]["/v1/volumes/{volume_id}/file"]["get"]["responses"]
-    assert list(volume_file["206"]["content"]) == ["image/tiff"]
+    assert list(volume_file["206"]["content"]) == ["image/tiff", "multipart/byteranges"]

@@ -1,24 +1,32 @@
-"""File downloads with a single HTTP Range, ETag and If-None-Match.
+"""File downloads: Starlette's ``FileResponse`` for GET, HEAD and byte ranges, with the
+row's own ETag, ``If-None-Match`` and problem+json errors in front of it.
 
-Why hand-written: volumes are large and immutable, so clients resume broken downloads
-with ``Range`` and skip unchanged ones with ``If-None-Match``; the ETag must be the one
-stored with the row, which Starlette's ``FileResponse`` does not know.
+Why not ``FileResponse`` alone: the ETag must be the one stored with the row (it does
+not know it), it has no ``If-None-Match`` (304), and it answers a range outside the file
+with a plain-text 416 and a range unit it does not know with 400, where RFC 9110 says to
+ignore it. So the ``Range`` header is read here first: an unsatisfiable one is our 416
+problem, one to ignore is taken out of the request, and a satisfiable one is handed on,
+reduced to its satisfiable ranges, for ``FileResponse`` to serve (one range: 206 with
+``Content-Range``; several: 206 ``multipart/byteranges``; HEAD: the same headers).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
+from starlette.responses import FileResponse
+from starlette.types import Receive, Scope, Send
 
 from microforge.api.problems import ProblemError
 
-CHUNK_BYTES = 1024 * 1024
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_SPEC = re.compile(r"^(\d*)-(\d*)$")
+#: More ranges than this in one request are not served as ranges (a cheap denial of service).
+MAX_RANGES = 16
 
 
 def quoted_etag(value: str) -> str:
@@ -35,39 +43,35 @@ def _etag_matches(header: str, etag: str) -> bool:
     return etag.removeprefix("W/") in candidates
 
 
-def _iter_file(path: Path, start: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        remaining = length
-        while remaining > 0:
-            chunk = handle.read(min(CHUNK_BYTES, remaining))
-            if not chunk:
-                return
-            remaining -= len(chunk)
-            yield chunk
+def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
+    """The satisfiable ranges of a ``Range`` header as (start, end inclusive); None = ignore
+    the header and send the whole file (another unit, bad syntax, too many ranges).
 
-
-def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """(start, end inclusive) of a single satisfiable range; None = ignore (send all).
-
-    Raises 416 when the range is well-formed but outside the file.
+    Raises 416 when the header is well-formed but no range in it overlaps the file.
     """
-    match = _RANGE.match(header.strip())
-    if match is None:
-        return None  # multiple ranges or another unit: RFC 9110 lets us send the whole file
-    first, last = match.groups()
-    if not first and not last:
+    unit, _, specs = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or not specs.strip():
         return None
-    if not first:
-        suffix = int(last)
-        if suffix == 0:
-            raise _unsatisfiable(size)
-        return max(0, size - suffix), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or (last and int(last) < start):
+    parts = [part.strip() for part in specs.split(",")]
+    if len(parts) > MAX_RANGES:
+        return None
+    ranges = []
+    for part in parts:
+        match = _RANGE_SPEC.match(part)
+        if match is None or match.groups() == ("", ""):
+            return None
+        first, last = match.groups()
+        if not first:  # a suffix: the last N bytes
+            if int(last) > 0 and size > 0:
+                ranges.append((max(0, size - int(last)), size - 1))
+            continue
+        if last and int(last) < int(first):
+            return None  # invalid (RFC 9110 14.1.1): the whole header is ignored
+        if int(first) < size:
+            ranges.append((int(first), min(int(last), size - 1) if last else size - 1))
+    if not ranges:
         raise _unsatisfiable(size)
-    return start, end
+    return ranges
 
 
 def _unsatisfiable(size: int) -> ProblemError:
@@ -79,35 +83,60 @@ def _unsatisfiable(size: int) -> ProblemError:
     )
 
 
+class _FileDownload(FileResponse):
+    """``FileResponse`` that sees the ``Range`` header decided on by ``file_download``."""
+
+    def __init__(self, *args: Any, range_header: str | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._range_header = range_header
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(name, value) for name, value in scope["headers"] if name != b"range"]
+        if self._range_header is not None:
+            headers.append((b"range", self._range_header.encode("latin-1")))
+        await super().__call__({**scope, "headers": headers}, receive, send)
+
+
 def file_download(
     request: Request, path: Path, *, etag: str, media_type: str, filename: str
 ) -> Response:
-    """200 with the whole file, 206 with one range, 304 when the ETag matches."""
+    """200 with the whole file, 206 with its ranges, 304 when the ETag matches; HEAD too."""
     etag = quoted_etag(etag)
-    size = path.stat().st_size
-    headers = {
-        "ETag": etag,
-        "Accept-Ranges": "bytes",
-        "Content-Disposition": f'attachment; filename="{filename}"',
-        "Cache-Control": "private, max-age=0, must-revalidate",
-    }
+    stat = path.stat()
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and _etag_matches(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    byte_range = None
-    range_header = request.headers.get("range")
+        return Response(status_code=304, headers=headers | {"Accept-Ranges": "bytes"})
+    range_header = None
+    requested = request.headers.get("range")
     if_range = request.headers.get("if-range")
-    if range_header and (if_range is None or if_range.strip() == etag):
-        byte_range = parse_range(range_header, size)
-    if byte_range is None:
-        headers["Content-Length"] = str(size)
-        return StreamingResponse(_iter_file(path, 0, size), media_type=media_type, headers=headers)
-    start, end = byte_range
-    length = end - start + 1
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    headers["Content-Length"] = str(length)
-    return StreamingResponse(
-        _iter_file(path, start, length), status_code=206, media_type=media_type, headers=headers
+    if requested and (if_range is None or if_range.strip() == etag):
+        ranges = parse_ranges(requested, stat.st_size)
+        if ranges is not None:
+            range_header = "bytes=" + ",".join(f"{a}-{b}" for a, b in ranges)
+    return _FileDownload(
+        path,
+        headers=headers,
+        media_type=media_type,
+        filename=filename,
+        stat_result=stat,
+        range_header=range_header,
+    )
+
+
+def add_head_route(router: APIRouter, endpoint: Callable[..., Response]) -> None:
+    """Answer HEAD on the GET route of ``endpoint`` (a ``file_download``): the same headers,
+    no body. A route of its own rather than ``methods=["GET", "HEAD"]``, which would give
+    both operations one OpenAPI operationId."""
+    get = next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is endpoint)
+    router.add_api_route(
+        get.path.removeprefix(router.prefix),
+        endpoint,
+        methods=["HEAD"],
+        response_class=get.response_class,
+        summary=f"Headers of: {get.summary}",
+        responses=get.responses,
+        operation_id=f"{endpoint.__name__}_head",
     )
 
 
@@ -122,8 +151,9 @@ def file_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
     return {
         200: {"description": "The whole file.", "content": binary, "headers": common},
         206: {
-            "description": "One byte range (Range: bytes=a-b).",
-            "content": binary,
+            "description": "The requested byte range (Range: bytes=a-b), or several as "
+            "multipart/byteranges.",
+            "content": {**binary, "multipart/byteranges": {}},
             "headers": {
                 **common,
                 "Content-Range": {"description": "`bytes a-b/size`.", **header},

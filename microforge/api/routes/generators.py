@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from microforge.api.downloads import file_download, file_responses
+from microforge.api.downloads import add_head_route, file_download, file_responses
 from microforge.api.problems import UPLOAD_PROBLEMS, ProblemError, problem_responses
 from microforge.api.routes.common import (
     CursorQuery,
@@ -165,3 +165,6 @@ def generator_file(
         media_type="application/octet-stream",
         filename=f"{row.id}.safetensors",
     )
+
+
+add_head_route(router, generator_file)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from microforge.api.downloads import file_download, file_responses
+from microforge.api.downloads import add_head_route, file_download, file_responses
 from microforge.api.problems import ProblemError, problem_responses
 from microforge.api.routes.common import not_found
 from microforge.api.state import OwnerDep, SessionDep, StateDep
@@ -101,6 +101,9 @@ def shared_volume_file(
         media_type="image/tiff",
         filename=f"{row.id}.tif",
     )
+
+
+add_head_route(router, shared_volume_file)
 
 
 def _etag(row: Volume) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from microforge.api.downloads import file_download, file_responses
+from microforge.api.downloads import add_head_route, file_download, file_responses
 from microforge.api.problems import FieldError, ProblemError, problem_responses
 from microforge.api.rendering import AXES, encode_png, read_volume_slice, to_uint8
 from microforge.api.routes.common import (
@@ -104,6 +104,9 @@ def volume_file(
         media_type="image/tiff",
         filename=f"{row.id}.tif",
     )
+
+
+add_head_route(router, volume_file)
 
 
 @router.get(
