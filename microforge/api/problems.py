@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -24,12 +25,14 @@ _TITLES = {
     401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     409: "Conflict",
     410: "Gone",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     416: "Range Not Satisfiable",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
     507: "Insufficient Storage",
@@ -102,6 +105,16 @@ def problem_response(
     )
 
 
+def database_busy() -> ProblemError:
+    """503 for a request that waited ``db_pool_timeout_seconds`` for a database connection."""
+    return ProblemError(
+        503,
+        "database_busy",
+        "every database connection is busy; retry after the time in Retry-After",
+        headers={"Retry-After": "2"},
+    )
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries declaring problem+json bodies for ``statuses``."""
     return {
@@ -149,6 +162,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(
             request, 422, "validation_error", f"the request is invalid: {listed}", errors=errors
         )
+
+    @app.exception_handler(PoolTimeoutError)
+    async def _pool_timeout(request: Request, exc: PoolTimeoutError) -> JSONResponse:
+        busy = database_busy()
+        return problem_response(request, busy.status, busy.code, busy.detail, headers=busy.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
