@@ -12,5 +12,8 @@ from microforge.storage.db import upgrade_database
 upgrade_database(get_settings().resolved_database_url)
 PY
 
+# --limit-concurrency bounds open connections (past it uvicorn answers a plain 503); the
+# app's admission limit (MICROFORGE_MAX_CONCURRENT_REQUESTS) answers problem+json below it.
 exec uvicorn microforge.api.app:create_app --factory --host 0.0.0.0 --port 8000 \
-    --proxy-headers "$@"
+    --proxy-headers --limit-concurrency "${MICROFORGE_MAX_CONNECTIONS:-1000}" --backlog 2048 \
+    "$@"

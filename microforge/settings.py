@@ -71,11 +71,85 @@ class Settings(BaseSettings):
         default=1.0, description="How long GET /v1/health waits for the broker and workers."
     )
 
+    api_threads: int = Field(
+        default=16,
+        ge=1,
+        description="Threads the API runs blocking work in (sync endpoints, database "
+        "calls); the database pool is sized from it.",
+    )
+    db_pool_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Database connections one API process keeps (no overflow); default "
+        "api_threads + 4. With PostgreSQL, replicas x this must stay under max_connections.",
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a request waits for a database connection before 503 database_busy.",
+    )
+    max_concurrent_requests: int = Field(
+        default=64,
+        ge=1,
+        description="Requests one API process works on at once (until their response starts); "
+        "more wait in a queue.",
+    )
+    max_queued_requests: int = Field(
+        default=256,
+        ge=0,
+        description="Requests that may wait for a slot; past it, 503 overloaded at once.",
+    )
+    queue_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait in that queue before 503 overloaded (with Retry-After).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections uvicorn accepts (--limit-concurrency); past it, "
+        "uvicorn answers a plain 503. Keep it under the process's open-file limit.",
+    )
+    auth_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long an API process trusts a key lookup; a revoked key stops "
+        "working within this time. 0 = look up on every request.",
+    )
+    upload_idle_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="An upload that sends no bytes for this long fails with 408; also the "
+        "grace period before upload_min_bytes_per_second applies.",
+    )
+    upload_min_bytes_per_second: float = Field(
+        default=1024.0,
+        ge=0,
+        description="Slowest average upload rate accepted once the grace period is over "
+        "(408 below it); 0 = no minimum.",
+    )
+    max_uploads_per_key: int = Field(
+        default=4,
+        ge=0,
+        description="Uploads one key may stream at once, over all API processes sharing the "
+        "blob store (429 past it); 0 = no limit.",
+    )
+    max_active_jobs_per_key: int = Field(
+        default=20,
+        ge=0,
+        description="Queued plus running jobs one key may have (429 too_many_active_jobs past "
+        "it); 0 = no limit.",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'microforge.sqlite3').resolve()}"
+
+    @property
+    def resolved_db_pool_size(self) -> int:
+        return self.db_pool_size or self.api_threads + 4
 
     @property
     def resolved_blob_dir(self) -> Path:

@@ -10,6 +10,7 @@ import os
 import pkgutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,9 +114,12 @@ def test_missing_or_bad_key_is_401(client, resources, headers) -> None:
 
 
 def test_revoked_key_is_401(client, auth, api_app) -> None:
+    """Revocation takes effect once the process's key lookup expires (auth_cache_seconds)."""
+    api_app.state.service.key_cache.ttl = 0.3
     assert client.get("/v1/jobs", headers=auth).status_code == 200
     with api_app.state.service.session_factory() as session:
         revoke_api_key(session, auth["Authorization"][len("Bearer ") : len("Bearer ") + 11])
+    time.sleep(0.35)
     assert client.get("/v1/jobs", headers=auth).status_code == 401
 
 

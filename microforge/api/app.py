@@ -13,9 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from microforge import __version__
+from microforge.api.admission import Admission
+from microforge.api.auth import AuthenticateFirst, keyed_routes
 from microforge.api.openapi_doc import install_openapi
 from microforge.api.problems import install_problem_handlers
 from microforge.api.routes import (
@@ -28,7 +31,7 @@ from microforge.api.routes import (
     usage,
     volumes,
 )
-from microforge.api.state import ServiceState
+from microforge.api.state import ServiceState, current_key
 from microforge.settings import Settings, get_settings
 from microforge.storage.blob_gc import remove_abandoned_temporary_files
 from microforge.storage.blobs import get_blob_store
@@ -47,11 +50,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     It also removes the scratch files of processes that died (an upload cut short by a
     killed API), but no live process's: other API replicas and workers may share the
-    blob store (``blob_gc.remove_abandoned_temporary_files``)."""
+    blob store (``blob_gc.remove_abandoned_temporary_files``).
+
+    The sizes fit together: ``api_threads`` threads run blocking work, the database pool
+    has a few connections more than that (no thread waits for one in normal operation),
+    and ``Admission`` (outermost) bounds the requests in progress and waiting, answering
+    503 past them. ``AuthenticateFirst`` comes next, so that a request without a valid key
+    gets 401 before anything reads its body.
+    """
     settings = settings or get_settings()
     url = settings.resolved_database_url
     upgrade_database(url)
-    engine = create_db_engine(url)
+    engine = create_db_engine(
+        url,
+        pool_size=settings.resolved_db_pool_size,
+        pool_timeout=settings.db_pool_timeout_seconds,
+    )
     blobs = get_blob_store(settings)
     freed = remove_abandoned_temporary_files(blobs)
     if freed:
@@ -65,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The threadpool of sync endpoints and dependencies (anyio's default limiter).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         yield
         engine.dispose()
 
@@ -77,8 +93,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = state
     install_problem_handlers(app)
     install_openapi(app)
-    for module in (health, datasets, jobs, job_actions, generators, volumes, shares, usage):
+    modules = (health, datasets, jobs, job_actions, generators, volumes, shares, usage)
+    for module in modules:
         app.include_router(module.router)
+    keyed = keyed_routes((r for m in modules for r in m.router.routes), current_key)
+    app.add_middleware(AuthenticateFirst, state=state, routes=keyed)
+    app.add_middleware(
+        Admission,
+        max_active=settings.max_concurrent_requests,
+        max_queued=settings.max_queued_requests,
+        queue_timeout=settings.queue_timeout_seconds,
+    )
     return app
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from microforge.api.admission import check_active_jobs
 from microforge.api.problems import ProblemError
 from microforge.api.state import ServiceState
 from microforge.storage.queries import find_job_by_idempotency_key
@@ -86,8 +87,10 @@ def create_and_enqueue(
     """Commit ``job`` (with extra rows already added to ``session``) and enqueue it.
 
     Returns ``(job, created)``; ``created`` is False when a concurrent request with the
-    same Idempotency-Key won the race and its job is returned instead.
+    same Idempotency-Key won the race and its job is returned instead. 429 when the key
+    already has its limit of queued and running jobs.
     """
+    check_active_jobs(state, session, job.owner_id)
     session.add(job)
     try:
         session.commit()

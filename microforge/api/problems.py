@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from microforge.storage.disk_full import disk_full_message, find_disk_full, storage_places
@@ -142,6 +143,16 @@ UPLOAD_PROBLEMS = (400, 401, 408, 413, 415, 422, 429, 507)
 JOB_CREATION_PROBLEMS = (400, 401, 409, 422, 429, 503, 507)
 
 
+def database_busy() -> ProblemError:
+    """503 for a request that waited ``db_pool_timeout_seconds`` for a database connection."""
+    return ProblemError(
+        503,
+        "database_busy",
+        "every database connection is busy; retry after the time in Retry-After",
+        headers={"Retry-After": "2"},
+    )
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries declaring problem+json bodies for ``statuses``.
 
@@ -219,6 +230,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(
             request, 422, "validation_error", f"the request is invalid: {listed}", errors=errors
         )
+
+    @app.exception_handler(PoolTimeoutError)
+    async def _pool_timeout(request: Request, exc: PoolTimeoutError) -> JSONResponse:
+        busy = database_busy()
+        return problem_response(request, busy.status, busy.code, busy.detail, headers=busy.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,24 +2,32 @@
 
 Why state lives on ``app.state`` and not in globals: tests build several apps with
 different settings in one process, and each must use its own database and blob store.
+Why the dependencies are ``async``: a sync dependency costs a hop to the threadpool and
+back per request. None of these does I/O on entry (a session connects on its first
+query, inside the endpoint's thread); only closing a session that used a connection
+goes to a thread.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from microforge.api.problems import ProblemError
+from microforge.api.auth import KeyCache, require_key
 from microforge.settings import Settings
-from microforge.storage.api_keys import authenticate
 from microforge.storage.blobs import LocalBlobStore
 from microforge.storage.share_links import load_or_create_secret
 from microforge.storage.tables import ApiKey
@@ -31,9 +39,13 @@ class ServiceState:
     engine: Engine
     session_factory: sessionmaker[Session]
     blobs: LocalBlobStore
+    key_cache: KeyCache = field(init=False)
     _celery: Any = None
     _share_secret: bytes | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.key_cache = KeyCache(self.settings.auth_cache_seconds)
 
     def share_secret(self) -> bytes:
         """The key that signs download links: from the settings, else the blob store's."""
@@ -58,13 +70,65 @@ class ServiceState:
             return self._celery
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-def get_session(state: Annotated[ServiceState, Depends(get_state)]) -> Iterator[Session]:
-    with state.session_factory() as session:
+async def get_session(state: Annotated[ServiceState, Depends(get_state)]) -> AsyncIterator[Session]:
+    session = state.session_factory()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            # Rolls back and returns the connection: I/O, so in a thread, with a limiter of
+            # its own so that it never queues behind requests waiting for a connection.
+            await anyio.to_thread.run_sync(session.close, limiter=CapacityLimiter(1))
+        else:
+            session.close()
+
+
+def _closing_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """``endpoint``, closing the sessions it was given as soon as it returns."""
+
+    def close(kwargs: dict[str, Any]) -> None:
+        for value in kwargs.values():
+            if isinstance(value, Session):
+                value.close()
+
+    if inspect.iscoroutinefunction(endpoint):
+
+        @functools.wraps(endpoint)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await endpoint(*args, **kwargs)
+            finally:
+                close(kwargs)
+
+        return async_wrapper
+
+    @functools.wraps(endpoint)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return endpoint(*args, **kwargs)
+        finally:
+            close(kwargs)
+
+    return wrapper
+
+
+class SessionScopedRoute(APIRoute):
+    """A route whose ``SessionDep`` gives its connection back when the endpoint returns.
+
+    Why: FastAPI ends a dependency only after the response is serialised (for a sync
+    endpoint, in another trip to the threadpool) and, for request-scoped dependencies,
+    sent. A session that outlived its endpoint would hold a connection while it waits for
+    a thread or for a slow client; with every thread waiting for a connection and every
+    connection waiting for a thread, the API stalls until the pool times out. Responses
+    are built inside endpoints from loaded rows, so nothing needs the session afterwards.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, _closing_sessions(endpoint), **kwargs)
 
 
 bearer_scheme = HTTPBearer(
@@ -74,32 +138,16 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def _unauthorized(detail: str, error: str = "invalid_token") -> ProblemError:
-    return ProblemError(
-        401,
-        "unauthorized",
-        detail,
-        headers={"WWW-Authenticate": f'Bearer realm="microforge", error="{error}"'},
-    )
-
-
-def current_key(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    session: Annotated[Session, Depends(get_session)],
+async def current_key(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> ApiKey:
-    """The caller's active API key; 401 with ``WWW-Authenticate`` otherwise."""
-    if credentials is None:
-        raise ProblemError(
-            401,
-            "unauthorized",
-            "no API key: send 'Authorization: Bearer <key>' (create one with "
-            "`microforge keys create NAME`)",
-            headers={"WWW-Authenticate": 'Bearer realm="microforge"'},
-        )
-    key = authenticate(session, credentials.credentials)
-    if key is None:
-        raise _unauthorized("the API key is unknown or revoked; check it or create a new one")
-    return key
+    """The caller's active API key; 401 with ``WWW-Authenticate`` otherwise.
+
+    ``AuthenticateFirst`` has normally resolved it already (before the body was read);
+    ``bearer_scheme`` is here so that OpenAPI documents the security scheme.
+    """
+    return await require_key(request.app.state.service, request.scope)
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

@@ -3,18 +3,23 @@
 Why not FastAPI's ``UploadFile``: Starlette spools the whole body to a temporary file
 before the endpoint runs, so a size cap could only be checked after the bytes are on
 disk. Here the body is parsed as it arrives; past ``max_upload_bytes`` the request fails
-with 413 at once and every partial file is removed. File names from the client are kept
-only as display names: what is written uses server-made paths.
+with 413 at once and every partial file is removed. A body that stalls (no bytes for
+``idle_timeout``) or trickles (slower on average than ``min_bytes_per_second`` once the
+first ``idle_timeout`` is over) fails with 408 the same way, so a slow client cannot hold
+an upload slot, a scratch file and a request slot for ever. File names from the client
+are kept only as display names: what is written uses server-made paths.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import anyio
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -56,6 +61,45 @@ def _too_large(limit: int) -> ProblemError:
         f"the upload is larger than the limit of {limit} bytes "
         "(MICROFORGE_MAX_UPLOAD_BYTES); crop or compress the images",
     )
+
+
+def _too_slow(detail: str) -> ProblemError:
+    # The rest of the body is never read: the connection must not be reused.
+    return ProblemError(408, "upload_too_slow", detail, headers={"Connection": "close"})
+
+
+async def paced_chunks(
+    request: Request, idle_timeout: float | None, min_bytes_per_second: float
+) -> AsyncIterator[bytes]:
+    """The body's chunks; 408 when one is slower to come than the pace allows."""
+    chunks = request.stream().__aiter__()
+    if idle_timeout is None:
+        async for chunk in chunks:
+            yield chunk
+        return
+    started = time.monotonic()
+    received = 0
+    while True:
+        wait = idle_timeout
+        if min_bytes_per_second > 0:
+            # The moment the average rate since the start would drop below the minimum.
+            due = started + idle_timeout + received / min_bytes_per_second
+            wait = min(wait, max(0.0, due - time.monotonic()))
+        try:
+            with anyio.fail_after(wait):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            elapsed = time.monotonic() - started
+            raise _too_slow(
+                f"the upload stalled or was too slow ({received} bytes in {elapsed:.0f} s; "
+                f"the minimum is {min_bytes_per_second:g} bytes/s after the first "
+                f"{idle_timeout:g} s, MICROFORGE_UPLOAD_MIN_BYTES_PER_SECOND); retry on a "
+                "faster connection"
+            ) from None
+        received += len(chunk)
+        yield chunk
 
 
 class _FormCollector:
@@ -175,11 +219,15 @@ async def receive_multipart(
     new_temp_path: Callable[[str], Path],
     max_bytes: int,
     file_fields: set[str],
+    idle_timeout: float | None = None,
+    min_bytes_per_second: float = 0.0,
+    on_progress: Callable[[], None] | None = None,
 ) -> ParsedForm:
     """Parse a multipart/form-data body as it streams in; files land at server-made paths.
 
-    On any error (too large, malformed, client gone) the partial files are removed before
-    the error propagates, so a failed upload leaves nothing behind.
+    On any error (too large, malformed, too slow, client gone) the partial files are
+    removed before the error propagates, so a failed upload leaves nothing behind.
+    ``on_progress`` is called after each chunk (it keeps an upload slot fresh).
     """
     content_type = request.headers.get("content-type", "")
     media_type, params = parse_options_header(content_type)
@@ -210,8 +258,10 @@ async def receive_multipart(
         },
     )
     try:
-        async for chunk in request.stream():
+        async for chunk in paced_chunks(request, idle_timeout, min_bytes_per_second):
             parser.write(chunk)
+            if on_progress is not None:
+                on_progress()
         parser.finalize()
         if collector._current is not None:
             raise ProblemError(400, "malformed_multipart", "the multipart body is truncated")
@@ -227,4 +277,8 @@ async def receive_multipart(
         raise ProblemError(
             400, "malformed_multipart", f"the multipart body could not be parsed: {exc}"
         ) from exc
+    except BaseException:  # cancelled (the server stopping): leave nothing behind either
+        collector.close()
+        collector.form.cleanup()
+        raise
     return collector.form

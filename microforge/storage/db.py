@@ -38,16 +38,30 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(database)
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(
+    url: str, *, pool_size: int | None = None, pool_timeout: float | None = None
+) -> Engine:
     """An engine configured for safe sharing between the API, workers and the CLI.
 
     SQLite gets WAL (readers never block the writer), foreign keys (off by default in
     SQLite) and a busy timeout (a second writer waits instead of failing at once); the
     parent directory of the file is created so a fresh data dir just works.
     PostgreSQL gets ``pool_pre_ping`` so a restarted server does not break the pool.
+
+    ``pool_size`` (the API passes its thread count plus a few) makes the pool fixed: that
+    many connections, kept open, and no overflow. Overflow connections are closed when
+    returned, so a pool smaller than the threads using it opens and configures a new
+    connection for most requests under load; and a bounded pool is what keeps N API
+    replicas under the server's connection limit. ``pool_timeout`` bounds the wait for a
+    connection (``sqlalchemy.exc.TimeoutError``, which the API answers with 503).
     """
+    pool: dict = {}
+    if pool_size is not None:
+        pool.update(pool_size=pool_size, max_overflow=0)
+    if pool_timeout is not None:
+        pool["pool_timeout"] = pool_timeout
     if not _is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, **pool)
     sqlite_file = _sqlite_file(url)
     if sqlite_file is not None:
         sqlite_file.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +71,8 @@ def create_db_engine(url: str) -> Engine:
     if sqlite_file is None:
         # An in-memory database exists per connection: share one so every session sees it.
         options["poolclass"] = StaticPool
+    else:
+        options.update(pool)
     engine = create_engine(url, **options)
 
     @event.listens_for(engine, "connect")

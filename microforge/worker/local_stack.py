@@ -174,6 +174,12 @@ class LocalStack:
                 str(self.port),
                 "--log-level",
                 "warning",
+                # Bounds on open connections and on those waiting to be accepted; the app's
+                # own admission limit (MICROFORGE_MAX_CONCURRENT_REQUESTS) sits below them.
+                "--limit-concurrency",
+                str(self.settings.max_connections),
+                "--backlog",
+                "2048",
             ],
         )
         self._wait_for_api()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from microforge.api.admission import receive_upload
 from microforge.api.dataset_ingest import FILES_FIELD, delete_dataset_blobs, ingest_dataset
 from microforge.api.problems import UPLOAD_PROBLEMS, ProblemError, problem_responses
 from microforge.api.routes.common import (
@@ -17,8 +18,7 @@ from microforge.api.routes.common import (
     not_found,
 )
 from microforge.api.schemas import DatasetOut, Page, dataset_out
-from microforge.api.state import OwnerDep, SessionDep, StateDep
-from microforge.api.uploads import receive_multipart
+from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
 from microforge.storage.queries import (
     InvalidCursorError,
     count_active_jobs_using_dataset,
@@ -28,7 +28,7 @@ from microforge.storage.queries import (
 )
 from microforge.storage.tables import Dataset
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=SessionScopedRoute)
 
 DATASET_FORM = {
     "files": {
@@ -62,12 +62,7 @@ DATASET_FORM = {
 )
 async def upload_dataset(request: Request, state: StateDep, owner: OwnerDep) -> DatasetOut:
     """Images are checked from their headers before decoding; stored under server-made keys."""
-    form = await receive_multipart(
-        request,
-        new_temp_path=state.blobs.new_temp_file,
-        max_bytes=state.settings.max_upload_bytes,
-        file_fields={FILES_FIELD},
-    )
+    form = await receive_upload(request, state, owner.id, {FILES_FIELD})
     try:
         return await run_in_threadpool(_store_dataset, state, owner.id, form)
     finally:

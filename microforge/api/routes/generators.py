@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from microforge.api.admission import receive_upload
 from microforge.api.downloads import add_head_route, file_download, file_responses
 from microforge.api.problems import UPLOAD_PROBLEMS, ProblemError, problem_responses
 from microforge.api.routes.common import (
@@ -16,8 +17,8 @@ from microforge.api.routes.common import (
     not_found,
 )
 from microforge.api.schemas import GeneratorOut, Page, generator_out
-from microforge.api.state import OwnerDep, SessionDep, StateDep
-from microforge.api.uploads import ParsedForm, receive_multipart
+from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
+from microforge.api.uploads import ParsedForm
 from microforge.models.generator_file import GeneratorFileError, inspect_generator_file
 from microforge.storage.queries import (
     InvalidCursorError,
@@ -27,7 +28,7 @@ from microforge.storage.queries import (
 )
 from microforge.storage.tables import Generator
 
-router = APIRouter(prefix="/v1/generators", tags=["generators"])
+router = APIRouter(prefix="/v1/generators", tags=["generators"], route_class=SessionScopedRoute)
 FILE_FIELD = "file"
 
 
@@ -60,12 +61,7 @@ def list_generators(
 )
 async def import_generator(request: Request, owner: OwnerDep, state: StateDep) -> GeneratorOut:
     """The file is validated (header, network, tensor shapes) without loading it."""
-    form = await receive_multipart(
-        request,
-        new_temp_path=state.blobs.new_temp_file,
-        max_bytes=state.settings.max_upload_bytes,
-        file_fields={FILE_FIELD},
-    )
+    form = await receive_upload(request, state, owner.id, {FILE_FIELD})
     try:
         return await run_in_threadpool(_store_generator, state, owner.id, form)
     finally:

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 
 from microforge.api.schemas import HealthComponent, HealthOut
-from microforge.api.state import StateDep
+from microforge.api.state import SessionScopedRoute, StateDep
 from microforge.storage.db import database_is_reachable
 
-router = APIRouter(prefix="/v1", tags=["health"])
+router = APIRouter(prefix="/v1", tags=["health"], route_class=SessionScopedRoute)
 
 
 def _check_broker(url: str | None, timeout: float) -> HealthComponent:

@@ -25,13 +25,13 @@ from microforge.api.problems import JOB_CREATION_PROBLEMS, ProblemError, problem
 from microforge.api.routes.common import not_found
 from microforge.api.routes.jobs import ACCEPTED, IdempotencyHeader, accepted
 from microforge.api.schemas import JobOut
-from microforge.api.state import OwnerDep, ServiceState, SessionDep, StateDep
+from microforge.api.state import OwnerDep, ServiceState, SessionDep, SessionScopedRoute, StateDep
 from microforge.bounds import int_range
 from microforge.models.config import MAX_ITERATIONS
 from microforge.storage.queries import ACTIVE_JOB_STATES, get_owned
 from microforge.storage.tables import Dataset, Job
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=SessionScopedRoute)
 
 
 class ContinueRequest(BaseModel):

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import select, update
 
+from microforge.api.admission import receive_upload
 from microforge.api.dataset_ingest import FILES_FIELD, delete_dataset_blobs, ingest_dataset
 from microforge.api.job_creation import (
     check_idempotency_key,
@@ -49,8 +50,7 @@ from microforge.api.schemas import (
     Page,
     job_out,
 )
-from microforge.api.state import OwnerDep, SessionDep, StateDep
-from microforge.api.uploads import receive_multipart
+from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
 from microforge.bounds import INT32_MAX, int_range
 from microforge.models.config import TrainConfig
 from microforge.storage.queries import (
@@ -63,7 +63,7 @@ from microforge.storage.queries import (
 )
 from microforge.storage.tables import Dataset, Generator, Job, JobMetric, utcnow
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=SessionScopedRoute)
 IdempotencyHeader = Annotated[
     str | None,
     Header(
@@ -193,12 +193,7 @@ async def upload_and_train(
     idempotency_key: IdempotencyHeader = None,
 ) -> JobOut:
     key = check_idempotency_key(idempotency_key)
-    form = await receive_multipart(
-        request,
-        new_temp_path=state.blobs.new_temp_file,
-        max_bytes=state.settings.max_upload_bytes,
-        file_fields={FILES_FIELD},
-    )
+    form = await receive_upload(request, state, owner.id, {FILES_FIELD})
     try:
         job = await run_in_threadpool(_train_from_form, state, owner.id, form, key)
     finally:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from microforge.api.downloads import add_head_route, file_download, file_responses
 from microforge.api.problems import ProblemError, problem_responses
 from microforge.api.routes.common import not_found
-from microforge.api.state import OwnerDep, SessionDep, StateDep
+from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
 from microforge.bounds import int_range
 from microforge.storage.queries import get_owned
 from microforge.storage.share_links import (
@@ -23,7 +23,7 @@ from microforge.storage.share_links import (
 )
 from microforge.storage.tables import Volume
 
-router = APIRouter(prefix="/v1", tags=["volumes"])
+router = APIRouter(prefix="/v1", tags=["volumes"], route_class=SessionScopedRoute)
 DAY = 24 * 3600
 
 

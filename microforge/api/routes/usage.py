@@ -11,10 +11,10 @@ from fastapi import APIRouter
 
 from microforge.api.problems import problem_responses
 from microforge.api.schemas import UsageItem, UsageOut
-from microforge.api.state import OwnerDep, SessionDep, StateDep
+from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
 from microforge.storage.queries import checkpoint_keys, stored_sizes
 
-router = APIRouter(prefix="/v1", tags=["usage"])
+router = APIRouter(prefix="/v1", tags=["usage"], route_class=SessionScopedRoute)
 
 
 @router.get(

@@ -24,12 +24,12 @@ from microforge.api.schemas import (
     volume_out,
     volume_report_out,
 )
-from microforge.api.state import OwnerDep, SessionDep, StateDep
+from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
 from microforge.bounds import INT32_MAX, int_range
 from microforge.storage.queries import InvalidCursorError, get_owned, list_owned
 from microforge.storage.tables import Volume
 
-router = APIRouter(prefix="/v1/volumes", tags=["volumes"])
+router = APIRouter(prefix="/v1/volumes", tags=["volumes"], route_class=SessionScopedRoute)
 
 
 @router.get(
