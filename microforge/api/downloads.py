@@ -12,6 +12,7 @@ reduced to its satisfiable ranges, for ``FileResponse`` to serve (one range: 206
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -128,7 +129,11 @@ def add_head_route(router: APIRouter, endpoint: Callable[..., Response]) -> None
     """Answer HEAD on the GET route of ``endpoint`` (a ``file_download``): the same headers,
     no body. A route of its own rather than ``methods=["GET", "HEAD"]``, which would give
     both operations one OpenAPI operationId."""
-    get = next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is endpoint)
+    get = next(
+        route
+        for route in router.routes
+        if isinstance(route, APIRoute) and inspect.unwrap(route.endpoint) is endpoint
+    )
     router.add_api_route(
         get.path.removeprefix(router.prefix),
         endpoint,
