@@ -30,6 +30,7 @@ from microforge.api.state import ServiceState
 from microforge.settings import Settings, get_settings
 from microforge.storage.blobs import get_blob_store
 from microforge.storage.db import create_db_engine, make_session_factory, upgrade_database
+from microforge.web import mount_web
 
 DESCRIPTION = """Train SliceGAN on 2D micrographs and generate 3D microstructures.
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for module in (health, datasets, jobs, job_actions, generators, volumes, shares, usage):
         app.include_router(module.router)
+    mount_web(app)  # the browser front end at /, Swagger UI served locally at /docs
     return app
 
 

@@ -1,0 +1,119 @@
+"""The front end as the API serves it: the page, its assets, its security headers.
+
+Fast checks with the ASGI test client (no browser, no broker); the browser walk-through
+is tests/test_web_e2e.py.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from microforge.api.app import create_app
+from microforge.settings import Settings
+from microforge.web import STATIC_DIR
+
+ASSETS = sorted(p for p in STATIC_DIR.rglob("*") if p.is_file())
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "javascript",
+    ".svg": "image/svg+xml",
+}
+#: Strings that look like origins but fetch nothing: the SVG namespace of createElementNS.
+NOT_ORIGINS = ("http://www.w3.org/2000/svg",)
+#: Ways to turn data into markup or code; the pages use text nodes and textContent only.
+BANNED_JS = ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(")
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    """One app for the module, on SQLite: these checks do not touch the database."""
+    data = tmp_path_factory.mktemp("web")
+    settings = Settings(
+        data_dir=data,
+        database_url=f"sqlite:///{data / 'db.sqlite3'}",
+        redis_url=None,
+        blob_dir=data / "blobs",
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def _csp(response) -> dict[str, str]:
+    policy = response.headers["content-security-policy"]
+    parts = [part.strip().partition(" ") for part in policy.split(";") if part.strip()]
+    return {name: value for name, _, value in parts}
+
+
+def test_root_serves_the_page_with_a_strict_policy(web):
+    response = web.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="/ui/js/main.js"></script>' in response.text
+    csp = _csp(response)
+    assert csp["default-src"] == "'none'"
+    assert csp["script-src"] == "'self'"  # no inline scripts, no other origin
+    assert csp["connect-src"] == "'self'"
+    assert "'unsafe-inline'" not in csp["style-src"]
+    assert csp["frame-ancestors"] == "'none'"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize("path", ASSETS, ids=lambda p: str(p.relative_to(STATIC_DIR)))
+def test_assets_have_their_content_type_and_the_policy(web, path: Path):
+    response = web.get(f"/ui/{path.relative_to(STATIC_DIR).as_posix()}")
+    assert response.status_code == 200
+    assert CONTENT_TYPES[path.suffix] in response.headers["content-type"]
+    assert "content-security-policy" in response.headers
+    assert response.content == path.read_bytes()
+
+
+def test_no_asset_reaches_another_origin_or_runs_inline_code():
+    for path in ASSETS:
+        text = path.read_text()
+        for allowed in NOT_ORIGINS:
+            text = text.replace(allowed, "")
+        assert not re.search(r"https?://|(?:src|href)=[\"']//", text), path
+        if path.suffix == ".html":
+            assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), f"inline script: {path}"
+            assert not re.search(r"\son\w+\s*=", text), f"inline handler: {path}"
+            assert " style=" not in text, f"inline style: {path}"
+        if path.suffix == ".js":
+            # user data reaches the page only as text (textContent, text nodes)
+            for banned in BANNED_JS:
+                assert banned not in text.replace('"innerHTML"', ""), f"{banned} in {path}"
+
+
+def test_the_key_is_kept_in_session_storage_and_sent_as_a_header():
+    api_js = (STATIC_DIR / "js" / "api.js").read_text()
+    assert "sessionStorage" in api_js and "Authorization" in api_js
+    everything = "".join(p.read_text() for p in ASSETS if p.suffix == ".js")
+    assert "localStorage" not in everything and "document.cookie" not in everything
+
+
+def test_docs_use_the_local_swagger_ui(web):
+    page = web.get("/docs")
+    assert page.status_code == 200
+    assert "/docs-assets/swagger-ui-bundle.js" in page.text
+    assert not re.search(r"https?://", page.text)
+    assert _csp(page)["script-src"] == "'self'"
+    bundle = web.get("/docs-assets/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "javascript" in bundle.headers["content-type"]
+    assert web.get("/docs-assets/swagger-ui.css").headers["content-type"].startswith("text/css")
+    redoc = web.get("/redoc", follow_redirects=False)
+    assert redoc.status_code in (302, 307) and redoc.headers["location"] == "/docs"
+    assert web.get("/openapi.json").status_code == 200
+
+
+def test_the_api_is_unchanged_beside_the_page(web):
+    missing = web.get("/v1/datasets")
+    assert missing.status_code == 401
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    assert "content-security-policy" not in missing.headers
+    assert web.get("/v1/nothing-here").status_code == 404
+    assert web.get("/ui/js/no-such-file.js").status_code == 404
