@@ -67,6 +67,7 @@ export async function renderOne(main, { ctx, args }) {
   let previewAt = 0;
   let previewIteration = -1;
   let previewImg = null;
+  let previewWait = null;
   replace(main, view.head, view.status, view.actions, view.message, view.results,
     job.kind === "train" ? [view.charts, view.preview] : null, view.spec);
 
@@ -89,12 +90,16 @@ export async function renderOne(main, { ctx, args }) {
     previewAt = Date.now();
     previewIteration = it;
     if (!previewImg) {
-      previewImg = h("img", { alt: "Latest training preview: generated slices along x, y and z", class: "preview" });
+      previewImg = h("img", { alt: "Latest training preview: generated slices along x, y and z", class: "preview", hidden: true });
+      previewWait = h("p", { class: "empty" }, "No preview yet: one appears once training has run a little.");
       replace(view.preview, h("h2", {}, "Latest preview"),
-        h("p", { class: "help" }, "Slices of a generated volume along x, y and z, beside the training image."), previewImg);
+        h("p", { class: "help" }, "Slices of a generated volume along x, y and z, beside the training image."),
+        previewWait, previewImg);
     }
-    const ok = await ctx.loadInto(previewImg, `${job.links.preview}?at=${it}`, null);
-    if (!ok && !previewImg.src) replace(view.preview, h("h2", {}, "Latest preview"), h("p", { class: "empty" }, "No preview yet: one appears once training has run a little."));
+    if (await ctx.loadInto(previewImg, `${job.links.preview}?at=${it}`, null)) {
+      previewImg.hidden = false;
+      previewWait.hidden = true;
+    }
   }
 
   async function bestIteration() {
