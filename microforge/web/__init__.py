@@ -9,8 +9,10 @@ the caller's key as a Bearer header, so it has no privileges a REST client lacks
 
 - ``/`` the single page (hash routes, so no other HTML paths exist);
 - ``/ui/...`` its assets;
-- ``/docs`` Swagger UI from the ``swagger-ui-bundle`` package's local copy instead of
-  FastAPI's CDN page (``/redoc``, CDN-only, answers with a redirect to ``/docs``).
+- ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) from the copies the ``fastapi-offline``
+  package ships (MIT; Swagger UI 5, ReDoc 2), instead of FastAPI's pages, which load
+  them from a CDN and stay blank on an offline lab network. Updating them = upgrading
+  that package (pyproject pins the range).
 
 Every one of those responses carries a Content-Security-Policy that allows scripts,
 styles, images and requests from this origin only (plus ``blob:`` images, which is how
@@ -22,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -35,12 +37,12 @@ PAGE_CSP = (
     "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-#: Swagger UI sets style attributes from its own (local) code, so /docs allows inline
-#: styles; scripts stay 'self' only.
+#: Swagger UI and ReDoc inject style elements from their own (local) code and ReDoc runs
+#: its search in a blob: worker, so the docs pages allow those; scripts stay 'self' only.
 DOCS_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src blob:; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 
@@ -67,39 +69,46 @@ class _SecureStatic(StaticFiles):
         return response
 
 
-def _swagger_dir() -> Path | None:
+def _docs_assets_dir() -> Path | None:
     try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:  # an install without it keeps FastAPI's own /docs page
+        import fastapi_offline
+    except ImportError:  # an install without it keeps FastAPI's own (CDN) pages
         return None
-    return Path(str(swagger_ui_path))
+    return Path(fastapi_offline.__file__).resolve().parent / "static"
 
 
 def mount_web(app: FastAPI) -> None:
-    """Serve the front end at / and the local Swagger UI at /docs on ``app``."""
+    """Serve the front end at /, and Swagger UI at /docs and ReDoc at /redoc from local files."""
     page_headers = {**security_headers(PAGE_CSP), "Cache-Control": "no-cache"}
 
-    @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers=page_headers)
+    app.add_api_route(
+        "/",
+        _file_endpoint(STATIC_DIR / "index.html", page_headers),
+        methods=["GET", "HEAD"],
+        include_in_schema=False,
+    )
 
     app.mount("/ui", _SecureStatic(directory=STATIC_DIR), name="web")
 
-    swagger = _swagger_dir()
-    if swagger is None or not app.docs_url:
+    assets = _docs_assets_dir()
+    if assets is None:
         return
-    replaced = {app.docs_url, app.redoc_url}
-    app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) not in replaced]
+    pages = {app.docs_url: "swagger.html", app.redoc_url: "redoc.html"}
+    pages.pop(None, None)
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) not in pages]
     docs_headers = {**security_headers(DOCS_CSP), "Cache-Control": "no-cache"}
+    for url, page in pages.items():
+        app.add_api_route(
+            url,
+            _file_endpoint(STATIC_DIR / "docs" / page, docs_headers),
+            methods=["GET", "HEAD"],
+            include_in_schema=False,
+        )
+    app.mount("/docs-assets", _SecureStatic(directory=assets, csp=DOCS_CSP), name="docs-assets")
 
-    @app.get(app.docs_url, include_in_schema=False)
-    def docs() -> FileResponse:
-        return FileResponse(STATIC_DIR / "swagger" / "docs.html", headers=docs_headers)
 
-    if app.redoc_url:
+def _file_endpoint(path: Path, headers: dict[str, str]):
+    def endpoint() -> FileResponse:
+        return FileResponse(path, headers=headers)
 
-        @app.get(app.redoc_url, include_in_schema=False)
-        def redoc() -> RedirectResponse:
-            return RedirectResponse(app.docs_url)
-
-    app.mount("/docs-assets", _SecureStatic(directory=swagger, csp=DOCS_CSP), name="swagger-ui")
+    return endpoint

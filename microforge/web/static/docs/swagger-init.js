@@ -1,5 +1,5 @@
-// Starts Swagger UI (shipped by the swagger-ui-bundle package, served from /docs-assets)
-// on this server's OpenAPI document. A file of its own because the page's
+// Starts Swagger UI (shipped by the fastapi-offline package, served from /docs-assets) on
+// this server's OpenAPI document. A file of its own because the page's
 // Content-Security-Policy forbids inline scripts.
 window.ui = SwaggerUIBundle({
   url: "/openapi.json",
