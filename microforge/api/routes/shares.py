@@ -67,8 +67,9 @@ def share_volume(
     )
 
 
-@router.get(
+@router.api_route(
     "/shared/{token}",
+    methods=["GET", "HEAD"],
     response_class=Response,
     summary="Download a shared volume (no API key; HTTP Range supported)",
     responses={**FILE_RESPONSES, **problem_responses(404, 410, 416)},

@@ -84,8 +84,9 @@ def delete_volume(
     return Response(status_code=204)
 
 
-@router.get(
+@router.api_route(
     "/{volume_id}/file",
+    methods=["GET", "HEAD"],
     response_class=Response,
     summary="Download the volume as a TIFF stack (Range, ETag)",
     responses={**FILE_RESPONSES, **problem_responses(401, 404, 416)},
