@@ -75,7 +75,9 @@ export function lineChart({ title, series, xLabel = "iteration", yLabel = "", ma
   for (const m of marks) {
     if (!Number.isFinite(m.x) || !Number.isFinite(m.y)) continue;
     svg.append(h("circle", { cx: sx(m.x), cy: sy(m.y), r: 7, class: "mark" }, h("title", {}, m.label)));
-    svg.append(h("text", { x: sx(m.x), y: sy(m.y) - 11, "text-anchor": "middle", class: "mark-label" }, m.label));
+    // keep the label inside the plot at either end
+    const anchor = sx(m.x) > W - M.right - 40 ? "end" : sx(m.x) < M.left + 40 ? "start" : "middle";
+    svg.append(h("text", { x: sx(m.x), y: sy(m.y) - 11, "text-anchor": anchor, class: "mark-label" }, m.label));
   }
   return svg;
 }
