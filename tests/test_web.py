@@ -124,3 +124,19 @@ def test_the_api_is_unchanged_beside_the_page(web):
     assert "content-security-policy" not in missing.headers
     assert web.get("/v1/nothing-here").status_code == 404
     assert web.get("/ui/js/no-such-file.js").status_code == 404
+
+
+def test_every_asset_is_package_data():
+    """A file the globs miss works from a checkout but is missing from a wheel."""
+    import tomllib
+    from pathlib import PurePosixPath
+
+    pyproject = tomllib.loads((STATIC_DIR.parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["microforge.web"]
+    for path in ASSETS:
+        relative = PurePosixPath(path.relative_to(STATIC_DIR.parent).as_posix())
+        # one path component per pattern component: "static/*.js" is not "static/js/a.js"
+        assert any(
+            relative.match(p) and len(relative.parts) == len(PurePosixPath(p).parts)
+            for p in patterns
+        ), relative
