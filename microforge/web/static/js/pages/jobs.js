@@ -190,7 +190,14 @@ function drawHead(view, job) {
     h("p", { class: "progress-line" }, lines), bar,
     extra.length ? h("p", { class: "muted" }, extra.join(" · ")) : null,
     job.error ? notice(job.state === "cancelled" ? "info" : "error", h("strong", {}, job.state === "cancelled" ? "Cancelled" : "Failed"), `: ${job.error.message}`) : null,
-    job.state === "cancelled" && !job.error ? notice("info", "Cancelled.") : null));
+    job.state === "cancelled" && !job.error ? notice("info", cancelledWords(job)) : null));
+}
+
+function cancelledWords(job) {
+  const it = job.progress?.iteration;
+  const where = job.kind === "train" && it !== undefined ? ` at iteration ${it.toLocaleString()}` : "";
+  const next = job.links.continue ? " Its checkpoint is kept: continue it below, or delete the job to free the disk." : "";
+  return `Cancelled${where}.${next}`;
 }
 
 function drawActions(view, job, ctx, update) {
