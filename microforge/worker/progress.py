@@ -71,7 +71,6 @@ class TrainingReporter:
         self._preview_every = preview_every
         self._overhead_seconds = overhead_seconds
         self._last_preview_bucket: int | None = None
-        self._last_preview_iteration: int | None = None
         self.last_progress: dict[str, Any] | None = None
 
     def __call__(self, update: Any) -> None:
@@ -104,17 +103,7 @@ class TrainingReporter:
         bucket = update.iteration // self._preview_every
         if self._last_preview_bucket is None or bucket > self._last_preview_bucket:
             self._last_preview_bucket = bucket
-            self._last_preview_iteration = update.iteration
             self.store_preview(render_training_preview(update.preview(), update.quality_history))
-
-    def final_preview(self, trainer: Any) -> None:
-        """The preview of the weights the job ends with (succeeded or cancelled), unless the
-        last one stored already shows that iteration: otherwise a job would end with the
-        preview of up to ``preview_every`` iterations earlier."""
-        if self._last_preview_iteration == trainer.iteration:
-            return
-        self._last_preview_iteration = trainer.iteration
-        self.store_preview(render_training_preview(trainer.preview(), trainer.quality_history))
 
     def store_preview(self, png: bytes) -> None:
         """Store a rendered preview PNG and point the job at it, under the lease."""

@@ -53,9 +53,7 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     job = load_job(runtime.session_factory, lease.job_id)
     assert job is not None
     if job.cancel_requested:
-        previous = job.progress or {}
-        stopped = stopped_progress(previous, previous.get("iteration") or 0)
-        finish_job(runtime.session_factory, lease, "cancelled", progress=stopped)
+        finish_job(runtime.session_factory, lease, "cancelled")
         return "cancelled"
     dataset = _load_dataset(runtime, job)
     config = TrainConfig(**((job.spec or {}).get("config") or {}))
@@ -90,15 +88,11 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         # (POST /v1/jobs/{id}/continue) starts from.
         _write_checkpoint(runtime, lease, job, trainer)
     if guard.cancel_requested:
-        reporter.final_preview(trainer)
-        progress = stopped_progress(reporter.last_progress or job.progress or {}, reached)
-        progress.setdefault("total", config.iterations)
-        finish_job(runtime.session_factory, lease, "cancelled", progress=progress)
+        finish_job(runtime.session_factory, lease, "cancelled")
         log.info("job %s cancelled at iteration %d", lease.job_id, reached)
         return "cancelled"
     stopped_early = guard.shutting_down or time.monotonic() > deadline
     if reached >= config.iterations or not stopped_early:
-        reporter.final_preview(trainer)
         # Done, or the trainer stopped on its own (early stopping on fidelity).
         scale = _voxel_scale(dataset, config)
         return _finish_training(runtime, lease, job, trainer, config, reporter.last_progress, scale)
@@ -108,18 +102,6 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         "job %s: segment ended at iteration %d of %d", lease.job_id, reached, config.iterations
     )
     return "continued"
-
-
-def stopped_progress(previous: dict[str, Any], iteration: int) -> dict[str, Any]:
-    """A cancelled job's progress: where it stopped, with no ETA (nothing is left to wait
-    for), rather than the iteration and ETA of its last report before the cancel."""
-    dropped = ("eta_seconds", "seconds_per_iteration")
-    progress = {key: value for key, value in previous.items() if key not in dropped}
-    total = progress.get("total")
-    progress.update(iteration=iteration, updated=time.time())
-    if total:
-        progress["fraction"] = round(min(iteration / total, 1.0), 6)
-    return progress
 
 
 def _load_dataset(runtime: WorkerRuntime, job: Job) -> Dataset:
