@@ -6,12 +6,9 @@ machine, and an HTTP route for it would need a key of its own.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import click
 
-from microforge.settings import Settings, get_settings
+from microforge.settings import get_settings
 from microforge.storage.api_keys import (
     AmbiguousApiKeyError,
     ApiKeyNotFoundError,
@@ -23,46 +20,15 @@ from microforge.storage.db import create_db_engine, make_session_factory, upgrad
 
 
 def _session():
-    settings = get_settings()
-    _refuse_a_new_database(settings)
-    url = settings.resolved_database_url
+    url = get_settings().resolved_database_url
     upgrade_database(url)
     engine = create_db_engine(url)
     return engine, make_session_factory(engine)()
 
 
-def _refuse_a_new_database(settings: Settings) -> None:
-    """A key made in a database that no server uses is a key that gets 401 everywhere.
-
-    Without MICROFORGE_DATABASE_URL the database is the SQLite file in the data dir; when
-    that file does not exist, this is not the server's data dir (``microforge up`` makes
-    the file on its first start), so say how to name the right one instead of creating it.
-    """
-    if settings.database_url:
-        return
-    database = Path(settings.resolved_database_url.removeprefix("sqlite:///"))
-    if database.exists():
-        return
-    raise click.ClickException(
-        f"no MicroForge database in {settings.data_dir.resolve()} (the data dir of this "
-        "shell): a key made here would not work on your server. Name the server's data dir, "
-        "the one `microforge up` printed after 'Data:', e.g. `microforge keys --data-dir "
-        "./microforge-data create NAME` (or set MICROFORGE_DATA_DIR, or "
-        "MICROFORGE_DATABASE_URL for a PostgreSQL deployment)."
-    )
-
-
 @click.group("keys")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The server's data dir (default: MICROFORGE_DATA_DIR, else ./microforge-data).",
-)
-def keys_group(data_dir: Path | None) -> None:
+def keys_group() -> None:
     """Manage API keys (stored as hashes in the configured database)."""
-    if data_dir is not None:
-        os.environ["MICROFORGE_DATA_DIR"] = str(data_dir.resolve())
-        get_settings.cache_clear()
 
 
 @keys_group.command("create")
