@@ -115,21 +115,6 @@ def test_volume_range_requests(client, auth, volume) -> None:
     assert stale.status_code == 200
 
 
-def test_head_on_downloads_gives_the_headers_without_the_body(client, auth, volume) -> None:
-    volume_id, _ = volume
-    url = f"/v1/volumes/{volume_id}/file"
-    size = len(client.get(url, headers=auth).content)
-    head = client.head(url, headers=auth)
-    assert head.status_code == 200 and head.content == b""
-    assert head.headers["content-length"] == str(size) and head.headers["etag"] == '"v1-etag"'
-    part = client.head(url, headers=auth | {"Range": "bytes=2-5"})
-    assert part.status_code == 206 and part.headers["content-range"] == f"bytes 2-5/{size}"
-    assert client.head(url).status_code == 401
-    link = client.post(f"/v1/volumes/{volume_id}/share", headers=auth).json()["path"]
-    shared = client.head(link)
-    assert shared.status_code == 200 and shared.headers["content-length"] == str(size)
-
-
 def test_volume_etag_not_modified(client, auth, volume) -> None:
     volume_id, _ = volume
     url = f"/v1/volumes/{volume_id}/file"

@@ -81,8 +81,7 @@ def _unsatisfiable(size: int) -> ProblemError:
 def file_download(
     request: Request, path: Path, *, etag: str, media_type: str, filename: str
 ) -> Response:
-    """200 with the whole file, 206 with one range, 304 when the ETag matches; HEAD gets
-    the same status and headers without the body (so a client can learn the size first)."""
+    """200 with the whole file, 206 with one range, 304 when the ETag matches."""
     etag = quoted_etag(etag)
     size = path.stat().st_size
     headers = {
@@ -99,16 +98,13 @@ def file_download(
     if_range = request.headers.get("if-range")
     if range_header and (if_range is None or if_range.strip() == etag):
         byte_range = parse_range(range_header, size)
-    start, end = byte_range or (0, size - 1)
-    length = end - start + 1
-    status = 200 if byte_range is None else 206
-    if byte_range is not None:
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    headers["Content-Length"] = str(length)
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=media_type)
     if byte_range is None:
+        headers["Content-Length"] = str(size)
         return StreamingResponse(_iter_file(path, 0, size), media_type=media_type, headers=headers)
+    start, end = byte_range
+    length = end - start + 1
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(length)
     return StreamingResponse(
         _iter_file(path, start, length), status_code=206, media_type=media_type, headers=headers
     )

@@ -146,9 +146,8 @@ def delete_generator(
     return Response(status_code=204)
 
 
-@router.api_route(
+@router.get(
     "/{generator_id}/file",
-    methods=["GET", "HEAD"],
     response_class=Response,
     summary="Download the generator file (HTTP Range supported)",
     responses={**FILE_RESPONSES, **problem_responses(401, 404, 416)},

@@ -67,9 +67,8 @@ def share_volume(
     )
 
 
-@router.api_route(
+@router.get(
     "/shared/{token}",
-    methods=["GET", "HEAD"],
     response_class=Response,
     summary="Download a shared volume (no API key; HTTP Range supported)",
     responses={**FILE_RESPONSES, **problem_responses(404, 410, 416)},

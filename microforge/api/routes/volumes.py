@@ -84,9 +84,8 @@ def delete_volume(
     return Response(status_code=204)
 
 
-@router.api_route(
+@router.get(
     "/{volume_id}/file",
-    methods=["GET", "HEAD"],
     response_class=Response,
     summary="Download the volume as a TIFF stack (Range, ETag)",
     responses={**FILE_RESPONSES, **problem_responses(401, 404, 416)},
