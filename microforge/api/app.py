@@ -36,6 +36,7 @@ from microforge.settings import Settings, get_settings
 from microforge.storage.blob_gc import remove_abandoned_temporary_files
 from microforge.storage.blobs import get_blob_store
 from microforge.storage.db import create_db_engine, make_session_factory, upgrade_database
+from microforge.web import mount_web
 
 logger = logging.getLogger(__name__)
 DESCRIPTION = """Train SliceGAN on 2D micrographs and generate 3D microstructures.
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     modules = (health, datasets, jobs, job_actions, generators, volumes, shares, usage)
     for module in modules:
         app.include_router(module.router)
+    mount_web(app)  # the browser front end at /, Swagger UI served locally at /docs
     keyed = keyed_routes((r for m in modules for r in m.router.routes), current_key)
     app.add_middleware(AuthenticateFirst, state=state, routes=keyed)
     app.add_middleware(

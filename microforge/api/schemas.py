@@ -213,12 +213,29 @@ class HealthComponent(BaseModel):
     detail: str | None = None
 
 
+class WorkerDevice(BaseModel):
+    worker: str
+    kind: Literal["cuda", "cpu", "unknown"] = Field(
+        description="cuda = a GPU; unknown = the worker could not use the device it was given "
+        "(name says why)."
+    )
+    name: str | None = Field(default=None, description="The GPU's or the CPU's name.")
+    memory_bytes: int | None = Field(default=None, description="GPU memory.")
+    cores: int | None = Field(default=None, description="CPU cores.")
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded", "unavailable"]
     database: HealthComponent
     broker: HealthComponent
     workers: HealthComponent
     worker_names: list[str]
+    worker_devices: list[WorkerDevice] = Field(
+        default_factory=list,
+        description="The device each live worker trains on, as the workers announce it (a "
+        "worker refreshes it every 20 s, also while busy; it drops out a minute after the "
+        "worker stops).",
+    )
 
 
 def dataset_out(row: Dataset) -> DatasetOut:

@@ -54,6 +54,7 @@ def up_command(host: str, port: int, data_dir: Path | None) -> None:
         click.echo(f"Data: {settings.data_dir.resolve()}   Broker: {stack.broker_url}")
         if key:
             click.echo(f"Your first API key (shown only now): {key}")
+        click.echo(f"Open {stack.url} in a browser and sign in with an API key.")
         click.echo(
             "More keys: microforge keys create NAME (in another terminal while this runs; "
             f"else {data_dir_hint(settings)} microforge keys create NAME)\n"

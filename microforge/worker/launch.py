@@ -17,6 +17,7 @@ from microforge.storage.blob_gc import remove_abandoned_temporary_files
 from microforge.storage.blobs import get_blob_store
 from microforge.storage.db import upgrade_database
 from microforge.worker.celery_app import GENERATE_QUEUE, TRAIN_QUEUE
+from microforge.worker.device_announce import DeviceAnnouncer, describe_device
 from microforge.worker.redispatch import RedispatchSweeper
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ def run_worker(
     sweeper = RedispatchSweeper(settings, app, [QUEUE_KINDS[q] for q in queues])
     sweeper.sweep_now(quiet_seconds=0)
     sweeper.start()
+    worker_name = name or default_worker_name()
+    announcer = DeviceAnnouncer(settings.redis_url, worker_name, describe_device(settings.device))
+    announcer.start()
     try:
         app.worker_main(
             argv=[
@@ -93,7 +97,7 @@ def run_worker(
                 "--pool=solo",
                 "--concurrency=1",
                 f"--queues={','.join(queues)}",
-                f"--hostname={name or default_worker_name()}",
+                f"--hostname={worker_name}",
                 f"--loglevel={loglevel}",
                 "--without-gossip",
                 "--without-mingle",
@@ -103,4 +107,5 @@ def run_worker(
             ]
         )
     finally:
+        announcer.stop()
         sweeper.stop()

@@ -10,26 +10,33 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 
-from microforge.api.schemas import HealthComponent, HealthOut
+from microforge.api.schemas import HealthComponent, HealthOut, WorkerDevice
 from microforge.api.state import SessionScopedRoute, StateDep
+from microforge.storage import worker_devices
 from microforge.storage.db import database_is_reachable
 
 router = APIRouter(prefix="/v1", tags=["health"], route_class=SessionScopedRoute)
 
 
-def _check_broker(url: str | None, timeout: float) -> HealthComponent:
+def _check_broker(url: str | None, timeout: float) -> tuple[HealthComponent, list[WorkerDevice]]:
+    """Ping the broker, and read the workers' device announcements from it."""
     if not url:
-        return HealthComponent(ok=False, detail="no broker configured (MICROFORGE_REDIS_URL)")
+        return HealthComponent(ok=False, detail="no broker configured (MICROFORGE_REDIS_URL)"), []
     import redis
 
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         client.ping()
+        devices = [
+            WorkerDevice.model_validate(item)
+            for item in worker_devices.read_all(client)
+            if item.get("kind") in ("cuda", "cpu", "unknown")
+        ]
     except Exception as exc:  # noqa: BLE001 - any failure is "down", reported with its reason
-        return HealthComponent(ok=False, detail=f"{type(exc).__name__}: {exc}")
+        return HealthComponent(ok=False, detail=f"{type(exc).__name__}: {exc}"), []
     finally:
         client.close()
-    return HealthComponent(ok=True)
+    return HealthComponent(ok=True), devices
 
 
 def _check_workers(state, timeout: float) -> tuple[HealthComponent, list[str]]:
@@ -53,7 +60,7 @@ async def health(state: StateDep, response: Response) -> HealthOut:
     timeout = state.settings.health_timeout_seconds
     db_ok, db_detail = await run_in_threadpool(database_is_reachable, state.engine)
     database = HealthComponent(ok=db_ok, detail=db_detail)
-    broker = await run_in_threadpool(_check_broker, state.settings.redis_url, timeout)
+    broker, devices = await run_in_threadpool(_check_broker, state.settings.redis_url, timeout)
     if broker.ok:
         workers, names = await run_in_threadpool(_check_workers, state, timeout)
     else:
@@ -64,5 +71,10 @@ async def health(state: StateDep, response: Response) -> HealthOut:
     else:
         status = "ok" if workers.ok else "degraded"
     return HealthOut(
-        status=status, database=database, broker=broker, workers=workers, worker_names=names
+        status=status,
+        database=database,
+        broker=broker,
+        workers=workers,
+        worker_names=names,
+        worker_devices=devices,
     )

@@ -1,0 +1,167 @@
+// Generators: the final and best generator of each training job with their quality
+// figures, download, import, delete; and the form that generates a volume from one.
+
+import { api, download, listAll, upload, idempotencyKey } from "../api.js";
+import { h, link, notice, replace, table, button, busy } from "../dom.js";
+import { bytes, when, num, shortId } from "../format.js";
+import { deleteButton } from "./datasets.js";
+
+export async function renderList(main, { params }) {
+  const highlight = params.get("highlight");
+  const box = h("section", {});
+  const status = h("div", { "aria-live": "polite" });
+  replace(main,
+    h("div", { class: "page-head" }, h("h1", {}, "Generators"),
+      h("p", { class: "lead" }, "Trained networks. Each training job keeps its final weights and, when fidelity checks ran, the best check's.")),
+    status, box, importForm(status, () => fill(box, status, highlight)));
+  await fill(box, status, highlight);
+}
+
+export function generatorTitle(g) {
+  const c = g.config || {};
+  const weights = c.weights === "best" ? "best check" : c.weights === "latest" ? "final" : "imported";
+  return `${c.arch || "custom"} · ${weights} · iteration ${(c.iteration ?? "?").toLocaleString()}`;
+}
+
+function qualityCell(g) {
+  const q = g.config?.quality;
+  if (!q) return h("span", { class: "muted" }, "no check");
+  return h("span", {}, `score ${num(q.score, 3)}, diversity ${num(q.diversity, 2)}`,
+    q.collapsed ? h("span", { class: "badge state-failed" }, "collapsed") : null);
+}
+
+async function fill(box, status, highlight) {
+  const rows = await listAll("/v1/generators");
+  replace(box, table([
+    { label: "Generator", cell: (g) => h("span", { class: g.id === highlight ? "highlight" : "" },
+      h("strong", {}, generatorTitle(g)), h("br"), h("code", { class: "muted", title: g.id }, shortId(g.id))) },
+    { label: "Quality", cell: qualityCell },
+    { label: "Phases", cell: (g) => (g.image_type === "nphase" ? g.phases.join(", ") : g.image_type) },
+    { label: "From", cell: (g) => (g.source_job_id ? link(`/jobs/${g.source_job_id}`, "training job") : "imported") },
+    { label: "Size", cell: (g) => bytes(g.size_bytes), class: "num" },
+    { label: "Created", cell: (g) => when(g.created_at) },
+    { label: "Actions", cell: (g) => h("div", { class: "actions" },
+      link(`/generate?generator=${g.id}`, "Generate", { class: "button small primary" }),
+      button("Download", (e) => busy(e.currentTarget, () => download(g.links.file, `${g.id}.safetensors`), status), { class: "small", "aria-label": `Download ${g.id}` }),
+      deleteButton(`/v1/generators/${g.id}`, `generator ${shortId(g.id)}`, status, () => fill(box, status, highlight))) },
+  ], rows, { caption: "Generators", empty: "No generators yet: they appear when a training job finishes." }));
+}
+
+function importForm(status, after) {
+  const input = h("input", { type: "file", id: "gen-file", accept: ".safetensors" });
+  const submit = h("button", { type: "submit" }, "Import");
+  const form = h("form", { class: "card" },
+    h("h2", {}, "Import a generator"),
+    h("p", { class: "help" }, "A .safetensors file downloaded from a MicroForge server or written by `microforge train`."),
+    h("div", { class: "row" }, h("label", { for: "gen-file", class: "sr-only" }, "Generator file"), input, submit));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (!input.files.length) return replace(status, notice("error", "Choose a .safetensors file first."));
+    const data = new FormData();
+    data.append("file", input.files[0], input.files[0].name);
+    busy(submit, async () => {
+      const g = await upload("/v1/generators", data);
+      replace(status, notice("ok", `Imported: ${generatorTitle(g)}.`));
+      form.reset();
+      await after();
+    }, status);
+  });
+  return form;
+}
+
+/** Output voxels per latent voxel (the product of the strides; resize-conv doubles). */
+export function networkPeriod(network) {
+  if (!network) return null;
+  const n = network.generator_strides.length;
+  let period = 1;
+  network.generator_strides.forEach((s, i) => {
+    period *= i === n - 1 && network.last_layer === "resize_conv" ? 2 : s;
+  });
+  return period;
+}
+
+const UNITS = [["nm", "nm"], ["um", "µm"], ["mm", "mm"], ["cm", "cm"], ["m", "m"]];
+
+export async function renderGenerate(main, { params }) {
+  const generators = await listAll("/v1/generators", 100);
+  if (!generators.length) {
+    replace(main, h("h1", {}, "Generate a volume"),
+      h("p", { class: "empty" }, "No generator yet: ", link("/train", "train one"), " or import a file on the ", link("/generators", "generators page"), "."));
+    return;
+  }
+  const chosen = params.get("generator") || generators[0].id;
+  const select = h("select", { id: "generator" }, generators.map((g) =>
+    h("option", { value: g.id, selected: g.id === chosen }, `${generatorTitle(g)} (${shortId(g.id)})`)));
+  const axes = ["z", "y", "x"];
+  const sizes = axes.map((a) => h("input", { id: `shape-${a}`, type: "number", min: 1, step: 1, value: 128, required: true, inputmode: "numeric" }));
+  const periodic = axes.map((a) => h("input", { id: `periodic-${a}`, type: "checkbox" }));
+  const seed = h("input", { id: "seed", type: "number", min: 0, step: 1, placeholder: "random", inputmode: "numeric" });
+  const compression = h("select", { id: "compression" },
+    h("option", { value: "" }, "none"), h("option", { value: "zlib" }, "zlib (lossless)"), h("option", { value: "lzw" }, "LZW (lossless)"));
+  const voxel = h("input", { id: "voxel", type: "number", min: 0, step: "any", placeholder: "the generator's", inputmode: "decimal" });
+  const unit = h("select", { id: "unit" }, UNITS.map(([v, l]) => h("option", { value: v, selected: v === "um" }, l)));
+  const info = h("div", { class: "estimate", "aria-live": "polite" });
+  const status = h("div", { "aria-live": "polite" });
+  const submit = h("button", { type: "submit", class: "primary" }, "Generate");
+
+  function current() { return generators.find((g) => g.id === select.value); }
+
+  function refresh() {
+    const g = current();
+    const dims = sizes.map((s) => parseInt(s.value, 10) || 0);
+    const voxels = dims.reduce((a, b) => a * b, 1);
+    const channels = g.image_type === "colour" ? 3 : 1;
+    const period = networkPeriod(g.config?.network);
+    const parts = [h("p", {}, h("strong", {}, `${voxels.toLocaleString()} voxels`),
+      `: a TIFF of about ${bytes(voxels * channels)} uncompressed${compression.value ? " (compressed: usually much less for labels)" : ""}.`)];
+    if (period) {
+      const problems = axes.flatMap((a, i) => {
+        if (!periodic[i].checked || dims[i] % period === 0) return [];
+        const below = Math.max(period, dims[i] - (dims[i] % period));
+        return [`${a}: ${dims[i]} is not a multiple of ${period}, use ${below} or ${below + period}`];
+      });
+      parts.push(h("p", { class: "help" }, `Periodic axes must be a multiple of ${period} voxels for this network (the product of its strides).`));
+      if (problems.length) parts.push(notice("warn", problems.join("; ")));
+    }
+    const vs = g.config?.voxel_size;
+    if (vs) voxel.placeholder = `${num(vs)} (the generator's)`;
+    replace(info, parts);
+  }
+
+  const form = h("form", { class: "card", novalidate: true },
+    h("div", { class: "field" }, h("label", { for: "generator" }, "Generator"), select),
+    h("fieldset", {}, h("legend", {}, "Shape in voxels (z × y × x) and periodic axes"),
+      h("div", { class: "row shape-row" }, axes.map((a, i) => h("div", { class: "field narrow" },
+        h("label", { for: `shape-${a}` }, a), sizes[i],
+        h("label", { class: "check" }, periodic[i], ` periodic along ${a}`))))),
+    info,
+    h("div", { class: "row" },
+      h("div", { class: "field" }, h("label", { for: "seed" }, "Seed"), seed),
+      h("div", { class: "field" }, h("label", { for: "compression" }, "Compression"), compression),
+      h("div", { class: "field" }, h("label", { for: "voxel" }, "Voxel size"), voxel),
+      h("div", { class: "field narrow" }, h("label", { for: "unit" }, "Unit"), unit)),
+    h("div", { class: "row" }, submit),
+    status);
+  form.addEventListener("input", refresh);
+  form.addEventListener("change", refresh);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const dims = sizes.map((s) => parseInt(s.value, 10));
+    if (dims.some((d) => !(d >= 1))) return replace(status, notice("error", "Each size must be a whole number of voxels, 1 or more."));
+    const body = { kind: "generate", generator_id: select.value, shape: dims, periodic: periodic.map((p) => p.checked) };
+    if (seed.value !== "") body.seed = parseInt(seed.value, 10);
+    if (compression.value) body.compression = compression.value;
+    if (voxel.value !== "") { body.voxel_size = parseFloat(voxel.value); body.unit = unit.value; }
+    busy(submit, async () => {
+      const job = await api("/v1/jobs", { method: "POST", json: body, extraHeaders: { "Idempotency-Key": idempotencyKey() } });
+      location.hash = `#/jobs/${job.id}`;
+    }, status);
+  });
+  replace(main,
+    h("div", { class: "page-head" }, h("h1", {}, "Generate a volume"),
+      h("p", { class: "lead" }, "Any size: large volumes are generated chunk by chunk and streamed to a TIFF stack.")),
+    form);
+  refresh();
+}
+
+

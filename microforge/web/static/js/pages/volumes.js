@@ -1,0 +1,248 @@
+// Volumes: the list, and one volume: an orthogonal slice viewer (GET .../slice.png per
+// plane), the quality report drawn as numbers and S2 plots, download and share links.
+
+import { api, download, listAll } from "../api.js";
+import { h, link, notice, replace, table, facts, button, busy } from "../dom.js";
+import { bytes, when, num, percent, shortId, duration } from "../format.js";
+import { figure } from "../charts.js";
+import { deleteButton } from "./datasets.js";
+
+/** Past this, a browser download through memory is a poor idea: offer a share link. */
+const BLOB_DOWNLOAD_LIMIT = 1e9;
+
+function verdictBadge(report) {
+  if (!report) return h("span", { class: "badge" }, "report pending");
+  if (report.error) return h("span", { class: "badge" }, "no report");
+  if (!report.verdict) return h("span", { class: "badge" }, "no comparison");
+  return h("span", { class: `badge verdict-${report.verdict}` }, report.verdict);
+}
+
+export async function renderList(main) {
+  const box = h("section", {});
+  const status = h("div", { "aria-live": "polite" });
+  replace(main, h("div", { class: "page-head" }, h("h1", {}, "Volumes"),
+    h("p", { class: "lead" }, "Generated 3D microstructures, as TIFF stacks.")), status, box);
+  const fill = async () => {
+    const rows = await listAll("/v1/volumes");
+    replace(box, table([
+      { label: "Volume", cell: (v) => link(`/volumes/${v.id}`, shortId(v.id), { title: v.id }) },
+      { label: "Shape (z × y × x)", cell: (v) => v.shape.join(" × ") },
+      { label: "Quality", cell: (v) => verdictBadge(v.report) },
+      { label: "Seed", cell: (v) => v.seed ?? "—", class: "num" },
+      { label: "Size", cell: (v) => bytes(v.size_bytes), class: "num" },
+      { label: "Created", cell: (v) => when(v.created_at) },
+      { label: "Actions", cell: (v) => h("div", { class: "actions" },
+        link(`/volumes/${v.id}`, "Open", { class: "button small" }),
+        deleteButton(`/v1/volumes/${v.id}`, `volume ${shortId(v.id)}`, status, fill)) },
+    ], rows, { caption: "Volumes", empty: "No volumes yet: generate one from a generator." }));
+  };
+  await fill();
+}
+
+export async function renderOne(main, { ctx, args }) {
+  const [id] = args;
+  const v = await api(`/v1/volumes/${id}`);
+  const status = h("div", { "aria-live": "polite" });
+  const reportBox = h("section", { class: "card" }, h("h2", {}, "Quality report"), h("p", { class: "loading" }, "Loading the report…"));
+  const dl = button("Download TIFF", () => busy(dl, async () => {
+    if (v.size_bytes > BLOB_DOWNLOAD_LIMIT) {
+      replace(status, notice("info", "This volume is large: make a share link below and open it, or use `microforge remote download`."));
+      return;
+    }
+    await download(v.links.file, `${v.id}.tif`);
+  }, status), { class: "primary" });
+  replace(main,
+    h("div", { class: "page-head" },
+      h("p", { class: "crumbs" }, link("/volumes", "Volumes"), " / "),
+      h("h1", {}, "Volume ", h("code", {}, shortId(v.id)), " ", verdictBadge(v.report)),
+      h("div", { class: "actions" }, dl,
+        deleteButton(`/v1/volumes/${v.id}`, `volume ${shortId(v.id)}`, status, () => { location.hash = "#/volumes"; }))),
+    status,
+    h("div", { class: "grid-2" },
+      h("section", { class: "card" }, h("h2", {}, "About"), facts([
+        ["Shape (z × y × x)", `${v.shape.join(" × ")} voxels`],
+        ["Type", `${v.image_type}, ${v.dtype}`],
+        ["Phases", v.image_type === "nphase" ? v.phases.join(", ") : "—"],
+        ["File", bytes(v.size_bytes)],
+        ["Seed", v.seed ?? "—"],
+        ["Generated in", duration(v.seconds)],
+        ["From", v.generator_id ? link(`/generators?highlight=${v.generator_id}`, shortId(v.generator_id)) : "—"],
+        ["Job", v.job_id ? link(`/jobs/${v.job_id}`, shortId(v.job_id)) : "—"],
+        ["Created", when(v.created_at)],
+      ])),
+      shareCard(v)),
+    viewer(ctx, v),
+    reportBox);
+  fillReport(ctx, v, reportBox);
+}
+
+function shareCard(v) {
+  const hours = h("select", { id: "share-hours" },
+    [[1, "1 hour"], [24, "1 day"], [168, "1 week"], [720, "30 days"]].map(([n, l]) => h("option", { value: n, selected: n === 24 }, l)));
+  const out = h("div", { "aria-live": "polite" });
+  const make = h("button", { type: "submit" }, "Create share link");
+  const form = h("form", { class: "card" },
+    h("h2", {}, "Share"),
+    h("p", { class: "help" }, "A download link for this volume's TIFF that needs no key, for a colleague or a batch job. It stops working when it expires or the volume is deleted."),
+    h("div", { class: "row" }, h("label", { for: "share-hours" }, "Valid for"), hours, make),
+    out);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    busy(make, async () => {
+      const share = await api(`/v1/volumes/${v.id}/share`, { method: "POST", json: { expires_in: Number(hours.value) * 3600 } });
+      const field = h("input", { id: "share-url", type: "text", readonly: true, value: share.url, "aria-label": "Share link" });
+      const copy = button("Copy", async () => {
+        try {
+          await navigator.clipboard.writeText(share.url);
+          copy.textContent = "Copied";
+        } catch {
+          field.select();
+          copy.textContent = "Press Ctrl+C";
+        }
+      });
+      replace(out, h("div", { class: "row share-row" }, field, copy),
+        h("p", { class: "muted" }, `Valid until ${when(share.expires_at)}.`));
+      field.select();
+    }, out);
+  });
+  return form;
+}
+
+/** Three orthogonal planes through one point, each with its slider; zoom by a factor. */
+function viewer(ctx, v) {
+  if (v.image_type === "colour" && v.shape.length > 3) {
+    // colour volumes have slices too; the same code handles them
+  }
+  const axes = [
+    { axis: "z", label: "Plane perpendicular to z (rows y, columns x)", size: v.shape[0] },
+    { axis: "y", label: "Plane perpendicular to y (rows z, columns x)", size: v.shape[1] },
+    { axis: "x", label: "Plane perpendicular to x (rows z, columns y)", size: v.shape[2] },
+  ];
+  const zoom = h("select", { id: "zoom" }, [1, 2, 4, 8].map((z) => h("option", { value: z, selected: z === 2 }, `${z}×`)));
+  const planes = axes.map(({ axis, label, size }) => {
+    const img = h("img", { alt: `${label}, slice ${Math.floor(size / 2)}`, class: "slice pixelated" });
+    const value = h("output", { for: `slice-${axis}` }, String(Math.floor(size / 2)));
+    const slider = h("input", { type: "range", id: `slice-${axis}`, min: 0, max: size - 1, step: 1, value: Math.floor(size / 2),
+      "aria-label": `Slice along ${axis}` });
+    let timer = null;
+    const load = () => {
+      const index = Number(slider.value);
+      value.textContent = `${index} / ${size - 1}`;
+      img.alt = `${label}, slice ${index}`;
+      ctx.loadInto(img, `/v1/volumes/${v.id}/slice.png?axis=${axis}&index=${index}`, null);
+    };
+    slider.addEventListener("input", () => {
+      value.textContent = `${slider.value} / ${size - 1}`;
+      clearTimeout(timer);
+      timer = setTimeout(load, 120); // a dragged slider asks for the slice it stops at
+    });
+    ctx.onLeave(() => clearTimeout(timer));
+    load();
+    return h("figure", { class: "plane" },
+      h("div", { class: "slice-box" }, img),
+      h("figcaption", {}, h("label", { for: `slice-${axis}` }, `${axis} slice `), value),
+      slider,
+      h("p", { class: "help" }, label));
+  });
+  const box = h("div", { class: "planes zoom-2" }, planes);
+  zoom.addEventListener("change", () => { box.className = `planes zoom-${zoom.value}`; });
+  return h("section", { class: "card viewer" },
+    h("div", { class: "row between" }, h("h2", {}, "Slices"),
+      h("div", { class: "row" }, h("label", { for: "zoom" }, "Zoom"), zoom)),
+    box);
+}
+
+async function fillReport(ctx, v, box) {
+  let report = null;
+  for (let attempt = 0; attempt < 20 && ctx.alive; attempt += 1) {
+    try {
+      report = await api(`/v1/volumes/${v.id}/report`);
+      break;
+    } catch (error) {
+      if (error.code !== "report_not_ready") {
+        replace(box, h("h2", {}, "Quality report"), notice("error", error.detail || error.message));
+        return;
+      }
+      replace(box, h("h2", {}, "Quality report"), h("p", { class: "loading" }, "The report is being built (seconds after the volume)…"));
+      await new Promise((r) => setTimeout(r, 3000));
+    }
+  }
+  if (!ctx.alive) return;
+  if (!report) {
+    replace(box, h("h2", {}, "Quality report"), notice("info", "The report is not ready yet: reload this page in a minute."));
+    return;
+  }
+  const parts = [h("h2", {}, "Quality report")];
+  if (report.error) {
+    parts.push(notice("info", report.error.message));
+    replace(box, parts);
+    return;
+  }
+  const s = report.summary || {};
+  if (report.verdict) {
+    parts.push(h("p", { class: "verdict-line" }, "Verdict: ", verdictBadge(report),
+      ` (largest fraction error ${num(s.fraction_error, 3)}, mean S2 error ${num(s.s2_error, 3)}; good is ≤ ${s.thresholds?.good?.fraction_error} and ≤ ${s.thresholds?.good?.s2_error}).`));
+  }
+  if (report.note) parts.push(notice("info", report.note));
+  if (s.note) parts.push(notice("info", s.note));
+  if (report.sampled) parts.push(h("p", { class: "muted" }, `Measured on the central ${report.sampled.shape.join(" × ")} voxels of ${report.sampled.of.join(" × ")}.`));
+  const stats = report.statistics || {};
+  const comparison = report.comparison || {};
+  const unit = stats.length_unit === "voxel" || !stats.length_unit ? "voxel" : stats.length_unit;
+  const phases = Object.entries(stats.phases || {});
+  if (phases.length) {
+    parts.push(h("h3", {}, "Phases"), table([
+      { label: "Phase", cell: ([value]) => value, class: "num" },
+      { label: "Volume fraction", cell: ([, p]) => percent(p.volume_fraction), class: "num" },
+      { label: "Training images", cell: ([value]) => trainingFraction(comparison, value), class: "num" },
+      { label: `Surface area per volume (1/${unit})`, cell: ([, p]) => num(p.specific_surface_area, 4), class: "num" },
+      { label: `Characteristic length x / y / z (${unit})`, cell: ([, p]) => ["x", "y", "z"].map((a) => num(p.characteristic_length?.[a], 1)).join(" / ") },
+    ], phases, { caption: "Phases of the volume" }));
+    if (stats.triple_phase_boundary_density !== undefined) {
+      parts.push(h("p", {}, `Triple-phase boundary density: ${num(stats.triple_phase_boundary_density, 4)} per ${unit}².`));
+    }
+    const charts = phases.map(([value, p]) => figure(`Two-point correlation S2 of phase ${value}`, {
+      xLabel: `distance (${unit === "voxel" ? "voxels" : unit})`,
+      series: [
+        ...["x", "y", "z"].map((a, i) => ({ name: `volume along ${a}`, points: (p.tpc?.[a] || []).map((y, x) => [x, y]), cls: `s${i}` })),
+        ...referenceS2(comparison, value),
+      ],
+      yMin: 0,
+    }));
+    parts.push(h("h3", {}, "Two-point correlation"), h("div", { class: "chart-grid" }, charts));
+  }
+  const hasPng = Boolean(report.links?.png);
+  if (hasPng) {
+    const details = h("details", {}, h("summary", {}, "The report as a picture (training images beside the volume's slices)"));
+    details.addEventListener("toggle", () => {
+      if (details.open && !details.querySelector("img")) details.append(ctx.image(report.links.png, "Quality report image", { cls: "report-png" }));
+    }, { once: false });
+    parts.push(details);
+  }
+  replace(box, parts);
+}
+
+function trainingFraction(comparison, value) {
+  const slices = comparison.phases?.[value]?.slices || {};
+  const refs = Object.values(slices).map((s) => s.area_fraction?.reference).filter((x) => Number.isFinite(x));
+  if (!refs.length) return "—";
+  return percent(refs.reduce((a, b) => a + b, 0) / refs.length);
+}
+
+/** The training image's S2 (one curve per distinct image), dashed, over the same range. */
+function referenceS2(comparison, value) {
+  const slices = comparison.phases?.[value]?.slices || {};
+  const out = [];
+  const seen = new Set();
+  for (const [axis, s] of Object.entries(slices)) {
+    for (const [dir, curves] of Object.entries(s.tpc || {})) {
+      const key = JSON.stringify(curves.reference?.slice(0, 4));
+      if (!curves.reference || seen.has(key)) continue;
+      seen.add(key);
+      const n = Math.max(curves.volume?.length || 0, 8);
+      out.push({ name: `training image (${axis} plane, along ${dir})`, points: curves.reference.slice(0, n).map((y, x) => [x, y]), cls: "s3", dashed: true });
+      if (out.length >= 2) return out;
+    }
+  }
+  return out;
+}
