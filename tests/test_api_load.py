@@ -226,8 +226,13 @@ def test_overload_is_a_fast_503_with_retry_after(tmp_path: Path) -> None:
 
         async def run() -> tuple[list, Answer, httpx.Response]:
             upload = asyncio.create_task(stalled_upload(tight.url, uploader, trickle=False))
-            await asyncio.sleep(0.5)
             async with httpx.AsyncClient(base_url=tight.url, headers=reader, timeout=10) as c:
+                # Until the upload holds the one slot, a probe gets in (a busy machine can
+                # take a while to start it); once it does, a probe waits out the queue: 503.
+                deadline = time.monotonic() + 20
+                while (await c.get("/v1/jobs")).status_code != 503:
+                    assert time.monotonic() < deadline, "the upload never took the slot"
+                    await asyncio.sleep(0.1)
 
                 async def timed_get() -> tuple[float, httpx.Response]:
                     start = time.monotonic()
