@@ -40,6 +40,14 @@ class Settings(BaseSettings):
         default=2_000_000_000,
         description="Largest accepted image, in pixels/voxels, checked from the header.",
     )
+    max_decoded_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        gt=0,
+        description="Largest accepted upload once decoded, in bytes (width x height x channels "
+        "x bytes per sample x pages, summed over the files of one upload), checked from the "
+        "headers before decoding. The API's peak memory is about twice this plus ~250 MB "
+        "(see docs/benchmarks.md).",
+    )
     max_generate_voxels: int = Field(
         default=20_000_000_000, description="Largest volume a generate job may ask for."
     )
