@@ -46,13 +46,20 @@ _LIMIT_SETTINGS = {
 
 
 def _image_problem(upload: UploadedFile, exc: ImageError) -> ProblemError:
+    """422 naming the client's file: ``image_too_large`` for a limit, else ``invalid_image``.
+
+    422, not 413: the request's bytes were within ``max_upload_bytes``; it is the image
+    they describe that is too large to process.
+    """
     message = str(exc).replace(upload.path.name, upload.filename)
+    if not message.startswith(f"{upload.filename}: "):
+        message = f"{upload.filename}: {message}"
     if isinstance(exc, ImageTooLargeError):
         setting = _LIMIT_SETTINGS.get(exc.limit)
         if setting:
             message += f" (the limit is set by {setting})"
-        return ProblemError(422, "image_too_large", f"{upload.filename}: {message}")
-    return ProblemError(422, "invalid_image", f"{upload.filename}: {message}")
+        return ProblemError(422, "image_too_large", message)
+    return ProblemError(422, "invalid_image", message)
 
 
 def check_form_image_type(form: ParsedForm) -> str | None:

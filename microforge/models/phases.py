@@ -6,7 +6,7 @@ detected type, phases and fractions, and the API process must never import torch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,12 +111,6 @@ def _value_counts(image: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray
     return values, np.array([tallies[v] for v in values.tolist()], dtype=np.int64)
 
 
-def _distinct_values(image: np.ndarray, limit: int) -> np.ndarray | None:
-    """Distinct values, or None as soon as there are more than ``limit``."""
-    found = _value_counts(image, limit)
-    return None if found is None else found[0]
-
-
 def analyse_images(images: Sequence[np.ndarray], image_type: str | None = None) -> ImageAnalysis:
     """Decide type, layout and phases; reject data that would train a useless model."""
     if not images:
@@ -134,13 +128,23 @@ def analyse_images(images: Sequence[np.ndarray], image_type: str | None = None) 
     if any(colour) and not all(colour):
         raise DataError("mix of colour and single-channel images: give images of one kind")
 
+    counted: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
+
+    def counts_of(index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each image is counted once (a pass over it), for detection and fractions alike."""
+        if index not in counted:
+            counted[index] = _value_counts(images[index], MAX_PHASES)
+        return counted[index]
+
     detected = image_type is None
     if image_type is None:
         if all(colour):
             image_type = "colour"
         elif all(
-            im.dtype.kind in "uib" and _distinct_values(im, MAX_AUTO_PHASES) is not None
-            for im in images
+            im.dtype.kind in "uib"
+            and (found := counts_of(index)) is not None
+            and len(found[0]) <= MAX_AUTO_PHASES
+            for index, im in enumerate(images)
         ):
             image_type = "nphase"
         else:
@@ -162,16 +166,20 @@ def analyse_images(images: Sequence[np.ndarray], image_type: str | None = None) 
             detected=detected,
             shapes=shapes,
         )
-    return _analyse_phases(images, layout, detected, shapes)
+    return _analyse_phases(images, layout, detected, shapes, counts_of)
 
 
 def _analyse_phases(
-    images: Sequence[np.ndarray], layout: str, detected: bool, shapes: list[tuple[int, ...]]
+    images: Sequence[np.ndarray],
+    layout: str,
+    detected: bool,
+    shapes: list[tuple[int, ...]],
+    counts_of: Callable[[int], tuple[np.ndarray, np.ndarray] | None],
 ) -> ImageAnalysis:
     per_image: list[np.ndarray] = []
     per_image_counts: list[np.ndarray] = []
-    for index, image in enumerate(images):
-        found = _value_counts(image, MAX_PHASES)
+    for index in range(len(images)):
+        found = counts_of(index)
         if found is None:
             raise DataError(
                 f"image {index + 1} has more than {MAX_PHASES} distinct values, too many phases "

@@ -59,7 +59,7 @@ _STACK_AXES = {"Z", "Q", "I"}
 MAX_TIFF_PAGES = 4096
 #: Pixels per strip when Pillow's decoded image is copied into NumPy: the copy then costs
 #: one image plus a strip, not the two or three whole images ``np.asarray`` takes.
-_STRIP_PIXELS = 1 << 22
+_STRIP_PIXELS = 1 << 20
 
 
 class ImageError(ValueError):
