@@ -7,8 +7,8 @@
 Why a real server: what issue #9 is about is the memory of the API *process*. The script
 starts ``uvicorn --factory microforge.api.app:create_app`` on 127.0.0.1 (a free port, its
 own data directory, SQLite; no broker is needed to upload), makes a key, then for each case
-resets the server's peak-RSS mark (``/proc/PID/clear_refs``), uploads the file and reads
-the server's ``VmHWM``: the exact peak resident memory during that upload, in bytes. The
+starts a fresh server, resets its peak-RSS mark (``/proc/PID/clear_refs``), uploads the
+file and reads the server's ``VmHWM``: the exact peak resident memory during that upload. The
 server runs under an address-space limit (``--server-memory-limit``, default 3 GiB) so that
 measuring old code cannot take the machine down; it is stopped at the end, whatever happens.
 
@@ -202,7 +202,9 @@ class Server:
             **env,
         }
         self.memory_limit = memory_limit
+        self.code = code
         self.process: subprocess.Popen | None = None
+        self.idle_rss = 0
 
     def __enter__(self) -> Server:
         import resource
@@ -225,6 +227,7 @@ class Server:
                 "warning",
             ],
             env=self.env,
+            cwd=self.code,  # `python -m` puts the cwd before PYTHONPATH
             preexec_fn=limit,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -237,6 +240,7 @@ class Server:
                 )
             try:
                 if httpx.get(self.url + "/openapi.json", timeout=2).status_code == 200:
+                    self.idle_rss = proc_status(self.process.pid, "VmRSS")
                     return self
             except httpx.HTTPError:
                 time.sleep(0.2)
@@ -270,6 +274,7 @@ def make_key(data_dir: Path, code: Path) -> str:
     done = subprocess.run(
         [sys.executable, "-c", script],
         env=env,
+        cwd=code,
         capture_output=True,
         text=True,
         timeout=60,
@@ -339,15 +344,14 @@ def main() -> None:
             path = workdir / file_name
             if not path.exists():
                 make(path)
-        server = Server(data_dir, args.code, args.server_memory_limit, {})
-        with server:
-            report["api_idle_rss_bytes"] = proc_status(server.process.pid, "VmRSS")
-            key = make_key(data_dir, args.code)
-            for name in names:
-                if not server.alive:
-                    report["cases"][name] = {"skipped": "the server died in an earlier case"}
-                    continue
-                report["cases"][name] = upload(server, key, workdir / table[name][0], args.timeout)
+        key = None
+        for name in names:
+            # A fresh server per case: a case's leftovers (or a crash) never skew the next.
+            with Server(data_dir, args.code, args.server_memory_limit, {}) as server:
+                key = key or make_key(data_dir, args.code)
+                case = upload(server, key, workdir / table[name][0], args.timeout)
+                case["api_idle_rss_bytes"] = server.idle_rss
+                report["cases"][name] = case
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
         if args.workdir is None:
