@@ -40,6 +40,15 @@ class Settings(BaseSettings):
         default=2_000_000_000,
         description="Largest accepted image, in pixels/voxels, checked from the header.",
     )
+    max_decoded_bytes: int = Field(
+        default=384 * 1024 * 1024,
+        gt=0,
+        description="Largest accepted upload once decoded, in bytes (width x height x channels "
+        "x bytes per sample x pages, summed over the files of one upload), checked from the "
+        "headers before decoding; 422 image_too_large past it. The API's peak memory while "
+        "it ingests an upload is at most about 3x this plus its idle ~130 MB (see "
+        "docs/benchmarks.md).",
+    )
     max_generate_voxels: int = Field(
         default=20_000_000_000, description="Largest volume a generate job may ask for."
     )

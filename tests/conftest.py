@@ -13,6 +13,8 @@ boundaries and broker wiring, which mocks hide. So:
   ``MICROFORGE_TEST_REDIS_URL`` when set; ``broker`` is a client on it whose database
   is flushed before each test so queue lengths can be asserted.
 - ``shared_data`` is ``<repo>/../shared/data``; tests that need it skip when absent.
+- ``many_page_tiff`` (session-scoped) is the hostile 10,000-page TIFF of issue #9, made
+  once because writing it page by page takes seconds.
 """
 
 from __future__ import annotations
@@ -160,6 +162,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def many_page_tiff(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10,000 1x1 pages written one by one (2.2 MB): tifffile sees one series per page."""
+    import numpy as np
+    import tifffile
+
+    path = tmp_path_factory.mktemp("hostile") / "pages.tif"
+    page = np.zeros((1, 1), np.uint8)
+    with tifffile.TiffWriter(path) as tif:
+        for _ in range(10_000):
+            tif.write(page, contiguous=False, photometric="minisblack", software=False)
+    return path
 
 
 # -- the REST API ----------------------------------------------------------------------

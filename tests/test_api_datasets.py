@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import io
+import struct
+import threading
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import tifffile
 from PIL import Image
@@ -182,6 +187,125 @@ def test_a_huge_header_is_refused_before_decoding(api_settings, auth, api_app) -
     assert response.status_code == 422
     assert response.json()["code"] in {"invalid_image", "image_too_large"}
     assert stored_files(app) == []
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(width: int, height: int, rows: int = 64) -> bytes:
+    """A PNG declaring width x height grey pixels: a valid IHDR, then an IDAT holding the
+    start of a real zlib stream of zero rows (deflate squeezes them ~1000:1), then IEND.
+    Decoders only find it is short after allocating the whole image."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    compressor = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0 + one zero byte per pixel
+    data = b"".join(compressor.compress(row) for _ in range(rows))
+    data += compressor.flush(zlib.Z_SYNC_FLUSH)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", data)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+class PeakRss:
+    """The highest RSS of this process (psutil, sampled every 2 ms) while the block runs,
+    above what it was on entry."""
+
+    def __enter__(self) -> PeakRss:
+        self._process = psutil.Process()
+        self.start = self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def test_a_png_bomb_under_the_pixel_cap_is_refused_fast_and_small(client, auth, api_app):
+    """40000 x 40000 (1.6e9 pixels, under MICROFORGE_MAX_IMAGE_PIXELS) in a 1.6 kB file.
+
+    Before issue #9 it was decoded: 54-67 s and 14-16 GB in the API process."""
+    payload = bomb_png(40_000, 40_000)
+    assert len(payload) < 10_000
+    with PeakRss() as rss:
+        start = time.perf_counter()
+        response = client.post(
+            "/v1/datasets", headers=auth, files={"files": ("bomb.png", payload, "image/png")}
+        )
+        elapsed = time.perf_counter() - start
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == "image_too_large"
+    for part in (
+        "bomb.png: decodes to 1.5 GiB",
+        "40,000 x 40,000 pixels x 1 channel x 1 byte",
+        "over the limit of 384.0 MiB",
+        "MICROFORGE_MAX_DECODED_BYTES",
+        "crop or downscale",
+    ):
+        assert part in body["detail"]
+    assert elapsed < 3
+    assert rss.growth < 200 * 1024**2, f"API memory grew by {rss.growth / 1024**2:.0f} MiB"
+    assert stored_files(api_app) == [] and dataset_count(api_app) == 0
+
+
+def test_a_10000_page_tiff_is_answered_in_well_under_a_second(client, auth, many_page_tiff):
+    """2.2 MB of 10,000 1x1 pages: 22-29 s to a 422 before issue #9."""
+    payload = many_page_tiff.read_bytes()
+    start = time.perf_counter()
+    response = client.post(
+        "/v1/datasets", headers=auth, files={"files": ("pages.tif", payload, "image/tiff")}
+    )
+    assert time.perf_counter() - start < 0.5
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "image_too_large"
+    assert "more than 4,096 TIFF pages" in response.json()["detail"]
+
+
+def test_decoded_bytes_are_summed_over_the_files_and_right_under_the_limit_works(
+    api_settings, auth
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from microforge.api.app import create_app
+
+    app = create_app(api_settings.model_copy(update={"max_decoded_bytes": 48 * 48 * 3 - 1}))
+    square = png_bytes(two_phase(48))  # 2,304 bytes decoded
+    with TestClient(app) as client:
+        accepted = client.post(
+            "/v1/datasets", headers=auth, files={"files": ("a.png", square, "image/png")}
+        )
+        assert accepted.status_code == 201, accepted.text
+        files = [("files", (f"{axis}.png", square, "image/png")) for axis in "xyz"]
+        refused = client.post("/v1/datasets", headers=auth, files=files)
+        tall = png_bytes(np.vstack([two_phase(48)] * 3))  # 6,912 bytes alone
+        alone = client.post(
+            "/v1/datasets", headers=auth, files={"files": ("tall.png", tall, "image/png")}
+        )
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "image_too_large"
+    assert (
+        "decode to 6,912 bytes together, over the limit of 6,911 bytes"
+        in (refused.json()["detail"])
+    )
+    assert alone.status_code == 422 and alone.json()["code"] == "image_too_large"
+    assert "tall.png: decodes to 6,912 bytes" in alone.json()["detail"]
 
 
 def test_upload_over_the_cap_is_413_and_leaves_no_file(api_settings, auth) -> None:

@@ -12,7 +12,15 @@ import pytest
 import tifffile
 from PIL import Image
 
-from microforge.storage.images import ImageError, ImageInfo, inspect_image, read_image
+from microforge.storage import images
+from microforge.storage.images import (
+    MAX_TIFF_PAGES,
+    ImageError,
+    ImageInfo,
+    ImageTooLargeError,
+    inspect_image,
+    read_image,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -266,10 +274,91 @@ def test_decompression_bomb_rejected_from_header(tmp_path: Path) -> None:
 def test_page_limit(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "stack.tif", np.zeros((12, 8, 8), np.uint8))
     assert inspect_image(tmp_path / "stack.tif", max_pages=12).pages == 12
-    with pytest.raises(ImageError, match="12 TIFF pages is over the limit of 10"):
+    with pytest.raises(ImageTooLargeError, match="more than 10 TIFF pages") as caught:
         inspect_image(tmp_path / "stack.tif", max_pages=10)
+    assert caught.value.limit == "max_pages"
     with pytest.raises(ImageError, match="768 voxels"):
         inspect_image(tmp_path / "stack.tif", max_pixels=700)
+
+
+def test_decoded_bytes_limit_counts_channels_samples_and_pages(tmp_path: Path) -> None:
+    colour = np.zeros((10, 20, 3), np.uint16)  # 200 pixels, 1,200 bytes once decoded
+    tifffile.imwrite(tmp_path / "colour.tif", colour, photometric="rgb")
+    info = inspect_image(tmp_path / "colour.tif", max_decoded_bytes=1200)
+    assert (info.pixels, info.decoded_bytes) == (200, 1200)
+    with pytest.raises(
+        ImageTooLargeError, match=r"decodes to 1,200 bytes .*crop or downscale"
+    ) as caught:
+        read_image(tmp_path / "colour.tif", max_pixels=10_000, max_decoded_bytes=1199)
+    assert caught.value.limit == "max_decoded_bytes"
+    assert "10 x 20 pixels x 3 channels x 2 bytes" in str(caught.value)
+
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((12, 8, 8), np.uint8))
+    with pytest.raises(ImageTooLargeError, match="12 pages of 64 bytes"):
+        inspect_image(tmp_path / "stack.tif", max_decoded_bytes=700)
+
+    bomb = _bomb_png(tmp_path / "bomb.png", 40_000, 40_000)
+    with pytest.raises(ImageTooLargeError, match=r"decodes to 1\.5 GiB"):
+        inspect_image(bomb, max_pixels=2_000_000_000, max_decoded_bytes=512 * 1024**2)
+
+
+def _one_page_per_write(path: Path, count: int, shape_of=lambda i: (1, 1), **kwargs) -> Path:
+    with tifffile.TiffWriter(path) as tif:
+        for index in range(count):
+            tif.write(np.zeros(shape_of(index), np.uint8), contiguous=False, **kwargs)
+    return path
+
+
+def test_many_page_tiff_is_answered_in_well_under_a_second(many_page_tiff: Path) -> None:
+    """10,000 1x1 pages took 25 s (tifffile paired up 10,000 one-page series)."""
+    path = many_page_tiff
+    start = time.perf_counter()
+    with pytest.raises(ImageTooLargeError, match=f"more than {MAX_TIFF_PAGES:,} TIFF pages"):
+        inspect_image(path, max_pages=MAX_TIFF_PAGES)
+    assert time.perf_counter() - start < 0.5
+    # Without a page cap (the CLI) equal pages are one stack, found in linear time.
+    start = time.perf_counter()
+    info = inspect_image(path)
+    assert (info.shape, info.pages, info.is_volume) == ((10_000, 1, 1), 10_000, True)
+    assert time.perf_counter() - start < 2
+
+
+def test_tiff_of_many_different_pages_is_refused_fast(tmp_path: Path) -> None:
+    """1,024 pages of different widths took 6.6 s (2,048: 25 s) in tifffile's grouping."""
+    path = _one_page_per_write(
+        tmp_path / "distinct.tif", 1024, shape_of=lambda i: (1, i + 1), metadata=None
+    )
+    start = time.perf_counter()
+    with pytest.raises(ImageError, match="1,024 pages differ in size"):
+        inspect_image(path, max_pages=MAX_TIFF_PAGES)
+    assert time.perf_counter() - start < 1
+
+
+def test_slices_written_one_by_one_are_one_stack(tmp_path: Path) -> None:
+    volume = _labels((9, 6, 7)).astype(np.uint8)
+    path = tmp_path / "slices.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for plane in volume:
+            tif.write(plane, contiguous=False)
+    assert inspect_image(path).shape == (9, 6, 7)
+    np.testing.assert_array_equal(read_image(path), volume)
+
+
+def test_png_is_copied_strip_by_strip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strips of a few rows give the same arrays as one whole-image copy, conversions too."""
+    monkeypatch.setattr(images, "_STRIP_PIXELS", 50)  # 2 rows of 24 pixels per strip
+    grey = _labels((17, 24), (0, 100, 200)).astype(np.uint8)
+    Image.fromarray(grey).convert("P").save(tmp_path / "palette.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "palette.png"), grey)
+    rgb = np.random.default_rng(4).integers(0, 256, size=(17, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).quantize(7).save(tmp_path / "colour_palette.png")
+    expected = np.asarray(Image.open(tmp_path / "colour_palette.png").convert("RGB"))
+    np.testing.assert_array_equal(read_image(tmp_path / "colour_palette.png"), expected)
+    Image.fromarray(grey > 50).save(tmp_path / "bits.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "bits.png"), (grey > 50).astype(np.uint8))
+    deep = (grey.astype(np.uint16) * 300).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "deep.png"), deep)
 
 
 def test_empty_file(tmp_path: Path) -> None:

@@ -1,9 +1,14 @@
 """Turning uploaded files into a stored dataset: check headers, decode, analyse, store.
 
-Why this order: headers are checked (dimensions, pixel and page counts) before a single
-pixel is decoded, so a small file claiming a giant image cannot exhaust memory; blobs are
-written before the row and removed again if the row cannot be written, so a failure
-leaves neither a row nor a blob behind.
+Why this order: headers are checked (dimensions, pixel and page counts, decoded bytes summed
+over the upload's files) before a single pixel is decoded, so a small file claiming a
+giant image cannot exhaust memory; blobs are written before the row and removed again if
+the row cannot be written, so a failure leaves neither a row nor a blob behind.
+
+Why decoding stays in the API process: with ``max_decoded_bytes`` checked first, the peak
+is bounded (about twice the decoded bytes, plus a constant for the statistics crop;
+measured in docs/benchmarks.md), so a worst accepted upload fits in ~1.5 GB with the
+default, and a subprocess would only add its start-up time to every upload.
 """
 
 from __future__ import annotations
@@ -19,16 +24,42 @@ from microforge.api.rendering import render_dataset_preview
 from microforge.api.state import ServiceState
 from microforge.api.uploads import ParsedForm, UploadedFile
 from microforge.models.phases import IMAGE_TYPES, DataError, analyse_images
-from microforge.storage.images import ImageError, inspect_image, read_image
+from microforge.storage.images import (
+    MAX_TIFF_PAGES,
+    ImageError,
+    ImageTooLargeError,
+    format_bytes,
+    inspect_image,
+    read_image,
+)
 from microforge.storage.tables import Dataset
 
 FILES_FIELD = "files"
 _FORMAT_SUFFIX = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}
 
 
-def _image_problem(upload: UploadedFile, exc: Exception, code: str) -> ProblemError:
+#: The setting behind each limit an ``ImageTooLargeError`` names (pages: a fixed cap).
+_LIMIT_SETTINGS = {
+    "max_pixels": "MICROFORGE_MAX_IMAGE_PIXELS",
+    "max_decoded_bytes": "MICROFORGE_MAX_DECODED_BYTES",
+}
+
+
+def _image_problem(upload: UploadedFile, exc: ImageError) -> ProblemError:
+    """422 naming the client's file: ``image_too_large`` for a limit, else ``invalid_image``.
+
+    422, not 413: the request's bytes were within ``max_upload_bytes``; it is the image
+    they describe that is too large to process.
+    """
     message = str(exc).replace(upload.path.name, upload.filename)
-    return ProblemError(422, code, f"{upload.filename}: {message}")
+    if not message.startswith(f"{upload.filename}: "):
+        message = f"{upload.filename}: {message}"
+    if isinstance(exc, ImageTooLargeError):
+        setting = _LIMIT_SETTINGS.get(exc.limit)
+        if setting:
+            message += f" (the limit is set by {setting})"
+        return ProblemError(422, "image_too_large", message)
+    return ProblemError(422, "invalid_image", message)
 
 
 def check_form_image_type(form: ParsedForm) -> str | None:
@@ -93,6 +124,11 @@ def ingest_dataset(
     image_type = check_form_image_type(form)
     pixel_size, unit = check_form_pixel_size(form)
     settings = state.settings
+    limits = {
+        "max_pixels": settings.max_image_pixels,
+        "max_pages": MAX_TIFF_PAGES,
+        "max_decoded_bytes": settings.max_decoded_bytes,
+    }
     infos = []
     for upload in uploads:
         if upload.size == 0:
@@ -100,9 +136,9 @@ def ingest_dataset(
                 422, "empty_file", f"{upload.filename} is empty (0 bytes); upload it again"
             )
         try:
-            infos.append(inspect_image(upload.path, max_pixels=settings.max_image_pixels))
+            infos.append(inspect_image(upload.path, **limits))
         except ImageError as exc:
-            raise _image_problem(upload, exc, "invalid_image") from exc
+            raise _image_problem(upload, exc) from exc
     if len(uploads) == 3 and any(info.is_volume for info in infos):
         raise ProblemError(
             422,
@@ -117,12 +153,21 @@ def ingest_dataset(
             f"the images hold {total_pixels} pixels together; the limit is "
             f"{settings.max_image_pixels} (MICROFORGE_MAX_IMAGE_PIXELS)",
         )
+    total_bytes = sum(info.decoded_bytes for info in infos)
+    if total_bytes > settings.max_decoded_bytes:
+        raise ProblemError(
+            422,
+            "image_too_large",
+            f"the images decode to {format_bytes(total_bytes)} together, over the limit of "
+            f"{format_bytes(settings.max_decoded_bytes)} (MICROFORGE_MAX_DECODED_BYTES); crop "
+            "or downscale them (or save them as 8-bit grey or labels)",
+        )
     arrays = []
     for upload in uploads:
         try:
-            arrays.append(read_image(upload.path, max_pixels=settings.max_image_pixels))
+            arrays.append(read_image(upload.path, **limits))
         except ImageError as exc:
-            raise _image_problem(upload, exc, "invalid_image") from exc
+            raise _image_problem(upload, exc) from exc
     try:
         analysis = analyse_images(arrays, image_type)
     except DataError as exc:

@@ -28,14 +28,24 @@ def labels_to_grey(image: np.ndarray, phases: Sequence[int | float]) -> np.ndarr
     return out
 
 
-def to_uint8(image: np.ndarray, image_type: str, phases: Sequence[int | float]) -> np.ndarray:
-    """Displayable uint8 grey (H, W) or colour (H, W, 3) for any stored image."""
+def to_uint8(
+    image: np.ndarray,
+    image_type: str,
+    phases: Sequence[int | float],
+    *,
+    value_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Displayable uint8 grey (H, W) or colour (H, W, 3) for any stored image.
+
+    Grey levels are stretched over ``value_range`` (default: the image's own min and max),
+    so a downsampled panel can keep the contrast of the image it was taken from.
+    """
     if image_type == "nphase" and phases:
         return labels_to_grey(image, phases)
     if image.dtype == np.uint8:
         return image
     data = image.astype(np.float64)
-    low, high = float(np.min(data)), float(np.max(data))
+    low, high = value_range or (float(np.min(data)), float(np.max(data)))
     if high <= low:
         return np.zeros(image.shape, dtype=np.uint8)
     return np.round((data - low) * (255.0 / (high - low))).astype(np.uint8)
@@ -84,8 +94,19 @@ def encode_png(image: np.ndarray) -> bytes:
 def render_dataset_preview(
     images: Sequence[np.ndarray], image_type: str, phases: Sequence[int | float]
 ) -> bytes:
-    panels = [to_uint8(panel, image_type, phases) for panel in preview_panels(images)]
-    return encode_png(side_by_side(panels))
+    """The dataset's preview PNG: each image (or a volume's middle slices), side by side.
+
+    Each panel is downsampled *before* it is converted (a float64 copy of a full
+    40000 x 40000 image would take 12.8 GB); min and max come from the full panel, read
+    without copying, so the contrast is the full image's.
+    """
+    shown = []
+    for panel in preview_panels(images):
+        value_range = None
+        if panel.dtype != np.uint8 and not (image_type == "nphase" and phases):
+            value_range = (float(np.min(panel)), float(np.max(panel)))
+        shown.append(to_uint8(_downsample(panel), image_type, phases, value_range=value_range))
+    return encode_png(side_by_side(shown))
 
 
 AXES = ("z", "y", "x")

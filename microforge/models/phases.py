@@ -6,7 +6,7 @@ detected type, phases and fractions, and the API process must never import torch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,14 +71,44 @@ def layout_of(images: Sequence[np.ndarray]) -> str:
     )
 
 
-def _distinct_values(image: np.ndarray, limit: int) -> np.ndarray | None:
-    """Distinct values, or None as soon as there are more than ``limit`` (cheap on big images)."""
-    if image.dtype.kind in "ui" and image.dtype.itemsize <= 2:
-        counts = np.bincount((image.astype(np.int64) - int(image.min())).ravel())
-        values = np.nonzero(counts)[0] + int(image.min())
-        return values if len(values) <= limit else None
-    values = np.unique(image)
-    return values if len(values) <= limit else None
+#: Elements per chunk when counting values: bounds the temporary arrays to a few MB
+#: whatever the image's size (a whole-image int64 copy took 8x the image).
+_COUNT_CHUNK = 1 << 22
+
+
+def _value_counts(image: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Distinct values (sorted) and how often each occurs, or None past ``limit`` values.
+
+    Works chunk by chunk on a flat view, so the extra memory is a chunk, not a copy of
+    the image: 8- and 16-bit integers are counted with ``bincount`` on their unsigned
+    view (signed values are mapped back), anything else with ``unique`` per chunk.
+    """
+    flat = image.reshape(-1)
+    small_int = image.dtype.kind in "uib" and image.dtype.itemsize <= 2
+    if small_int:
+        unsigned = np.dtype(f"u{image.dtype.itemsize}")
+        totals = np.zeros(1 << (8 * image.dtype.itemsize), dtype=np.int64)
+    tallies: dict = {}
+    for start in range(0, flat.size, _COUNT_CHUNK):
+        chunk = flat[start : start + _COUNT_CHUNK]
+        if small_int:
+            totals += np.bincount(chunk.view(unsigned), minlength=totals.size)
+            continue
+        values, counts = np.unique(chunk, return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist()):
+            tallies[value] = tallies.get(value, 0) + count
+        if len(tallies) > limit:
+            return None
+    if small_int:
+        codes = np.nonzero(totals)[0]
+        if len(codes) > limit:
+            return None
+        counts = totals[codes]
+        values = codes.astype(unsigned).view(image.dtype)  # signed labels come back negative
+        order = np.argsort(values, kind="stable")
+        return values[order], counts[order]
+    values = np.array(sorted(tallies), dtype=image.dtype)
+    return values, np.array([tallies[v] for v in values.tolist()], dtype=np.int64)
 
 
 def analyse_images(images: Sequence[np.ndarray], image_type: str | None = None) -> ImageAnalysis:
@@ -98,13 +128,23 @@ def analyse_images(images: Sequence[np.ndarray], image_type: str | None = None) 
     if any(colour) and not all(colour):
         raise DataError("mix of colour and single-channel images: give images of one kind")
 
+    counted: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
+
+    def counts_of(index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each image is counted once (a pass over it), for detection and fractions alike."""
+        if index not in counted:
+            counted[index] = _value_counts(images[index], MAX_PHASES)
+        return counted[index]
+
     detected = image_type is None
     if image_type is None:
         if all(colour):
             image_type = "colour"
         elif all(
-            im.dtype.kind in "uib" and _distinct_values(im, MAX_AUTO_PHASES) is not None
-            for im in images
+            im.dtype.kind in "uib"
+            and (found := counts_of(index)) is not None
+            and len(found[0]) <= MAX_AUTO_PHASES
+            for index, im in enumerate(images)
         ):
             image_type = "nphase"
         else:
@@ -126,22 +166,28 @@ def analyse_images(images: Sequence[np.ndarray], image_type: str | None = None) 
             detected=detected,
             shapes=shapes,
         )
-    return _analyse_phases(images, layout, detected, shapes)
+    return _analyse_phases(images, layout, detected, shapes, counts_of)
 
 
 def _analyse_phases(
-    images: Sequence[np.ndarray], layout: str, detected: bool, shapes: list[tuple[int, ...]]
+    images: Sequence[np.ndarray],
+    layout: str,
+    detected: bool,
+    shapes: list[tuple[int, ...]],
+    counts_of: Callable[[int], tuple[np.ndarray, np.ndarray] | None],
 ) -> ImageAnalysis:
     per_image: list[np.ndarray] = []
-    for index, image in enumerate(images):
-        values = _distinct_values(image, MAX_PHASES)
-        if values is None:
+    per_image_counts: list[np.ndarray] = []
+    for index in range(len(images)):
+        found = counts_of(index)
+        if found is None:
             raise DataError(
                 f"image {index + 1} has more than {MAX_PHASES} distinct values, too many phases "
                 "for nphase: segment it first, or choose image type grayscale (--type grayscale; "
                 "image_type in the API)"
             )
-        per_image.append(values)
+        per_image.append(found[0])
+        per_image_counts.append(found[1])
     phases = per_image[0]
     for index, values in enumerate(per_image[1:], start=2):
         if not np.array_equal(values, phases):
@@ -155,9 +201,7 @@ def _analyse_phases(
             f"the image has a single value ({_format_value(phases[0])}): there is no "
             "microstructure to learn; check the segmentation"
         )
-    counts = np.zeros(len(phases), dtype=np.float64)
-    for image in images:
-        counts += np.array([np.count_nonzero(image == v) for v in phases], dtype=np.float64)
+    counts = np.sum(per_image_counts, axis=0).astype(np.float64)
     fractions = (counts / counts.sum()).tolist()
     return ImageAnalysis(
         image_type="nphase",

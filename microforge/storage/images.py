@@ -3,8 +3,16 @@
 Why this module checks before it decodes: an upload of a few kilobytes can claim to be
 100000 x 100000 pixels (a decompression bomb). ``inspect_image`` reads headers only and
 rejects such files before a single pixel is allocated; ``read_image`` always inspects
-first. The format is taken from the file's magic bytes, never its name, because the API
-stores uploads under server-generated names.
+first. Limits are on pixels and on *decoded bytes* (width x height x channels x bytes per
+sample x pages): memory is what a bomb exhausts, and a pixel count alone lets a 16-bit RGB
+image take six times what it says. The format is taken from the file's magic bytes, never
+its name, because the API stores uploads under server-generated names.
+
+Why TIFF headers are read with care: tifffile's series detection is quadratic in the
+number of series (a 10,000-page file took 25 s to refuse), so the IFD chain is counted up
+to the page cap first, pages of different shapes are refused when tifffile's own
+``is_uniform`` check says so, and tifffile's "shaped" metadata (one series per page when
+slices are written one by one) is not used: equal pages make one stack.
 
 Real micrographs carry quirks that would otherwise confuse training (segmented images
 saved as RGBA with equal channels, a 2D slice saved as a one-page 3D stack, signed int8
@@ -46,10 +54,28 @@ _TAIL_BYTES = 4096
 _MODE_CHANNELS = {"LA": 2, "P": 3, "PA": 4, "RGB": 3, "YCbCr": 3, "RGBA": 4, "CMYK": 4}
 #: tifffile axis letters that mean "stack of 2D slices"; anything else is not a volume.
 _STACK_AXES = {"Z", "Q", "I"}
+#: Most TIFF pages (slices) the API accepts in one file. Far deeper than any stack SliceGAN
+#: trains on, and it bounds the header walk of a hostile file to milliseconds.
+MAX_TIFF_PAGES = 4096
+#: Pixels per strip when Pillow's decoded image is copied into NumPy: the copy then costs
+#: one image plus a strip, not the two or three whole images ``np.asarray`` takes.
+_STRIP_PIXELS = 1 << 20
 
 
 class ImageError(ValueError):
     """An image that cannot be used; the message says what is wrong and what to do."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image over a size limit (pixels, pages or decoded bytes), known from its header.
+
+    ``limit`` names the limit (``max_pixels``, ``max_pages`` or ``max_decoded_bytes``) so a
+    caller can name the setting behind it.
+    """
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -70,32 +96,45 @@ class ImageInfo:
     channels: int
     is_volume: bool
 
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of the decoded samples: width x height x channels x bytes per sample x pages."""
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
 
 def inspect_image(
     path: str | os.PathLike[str],
     *,
     max_pixels: int | None = None,
     max_pages: int | None = None,
+    max_decoded_bytes: int | None = None,
 ) -> ImageInfo:
     """Read the headers of ``path`` and reject what cannot or should not be decoded.
 
-    Raises ``ImageError`` for a missing, empty, truncated, corrupt or unsupported file,
-    for zero-size dimensions, and for images over ``max_pixels`` pixels/voxels or
-    ``max_pages`` TIFF pages.
+    Raises ``ImageError`` for a missing, empty, truncated, corrupt or unsupported file and
+    for zero-size dimensions; ``ImageTooLargeError`` for images over ``max_pixels``
+    pixels/voxels, ``max_pages`` TIFF pages or ``max_decoded_bytes`` decoded bytes.
     """
     path = Path(path)
+    limits = _Limits(max_pixels, max_pages, max_decoded_bytes)
     image_format = _detect_format(path)
     if image_format == "png":
         info = _inspect_png(path)
     elif image_format == "jpeg":
         info = _inspect_jpeg(path)
     else:
-        info = _inspect_tiff(path)
-    _check_limits(path, info, max_pixels=max_pixels, max_pages=max_pages)
+        info = _inspect_tiff(path, limits)
+    _check_limits(path, info, limits)
     return info
 
 
-def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int | None = None,
+    max_pages: int | None = None,
+    max_decoded_bytes: int | None = None,
+) -> np.ndarray:
     """Decode ``path`` into (H, W), (H, W, 3) or (D, H, W) after checking its header.
 
     Quirks resolved: colour images whose channels are all equal become (H, W) grey
@@ -104,11 +143,20 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     a one-page stack becomes (H, W). Label dtypes (including signed int8) are kept.
     """
     path = Path(path)
-    info = inspect_image(path, max_pixels=max_pixels)
+    info = inspect_image(
+        path, max_pixels=max_pixels, max_pages=max_pages, max_decoded_bytes=max_decoded_bytes
+    )
     if info.format == "tiff":
         return _decode_tiff(path)
     array = _decode_pil(path, info)
     return _resolve_channels(array, has_channels=array.ndim == 3)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    pixels: int | None = None
+    pages: int | None = None
+    decoded_bytes: int | None = None
 
 
 # --- format detection -------------------------------------------------------------------
@@ -245,25 +293,94 @@ def _decode_pil(path: Path, info: ImageInfo) -> np.ndarray:
                 f"{path.name}: the {info.format.upper()} data is corrupt or truncated ({exc}); "
                 "re-export the image"
             ) from exc
+        convert = None
         if image.mode in ("P", "PA"):
             # The palette is what the user sees; expand it, grey palettes fold back below.
             has_alpha = image.mode == "PA" or "transparency" in image.info
-            image = image.convert("RGBA" if has_alpha else "RGB")
+            convert = "RGBA" if has_alpha else "RGB"
         elif image.mode == "CMYK":
-            image = image.convert("RGB")
-        array = np.asarray(image)
-    if info.dtype == "uint16" and array.dtype != np.uint16:
-        array = array.astype(np.uint16)  # 16-bit grey opened as 32-bit 'I': values fit
-    return array
+            convert = "RGB"
+        # 16-bit grey opened as 32-bit 'I': values fit in uint16.
+        dtype = np.uint16 if info.dtype == "uint16" else None
+        try:
+            return _pil_to_array(image, convert=convert, dtype=dtype)
+        finally:
+            image.close()
+
+
+def _pil_to_array(
+    image: ImageFile.ImageFile, *, convert: str | None, dtype: type | None
+) -> np.ndarray:
+    """Copy a decoded Pillow image into NumPy strip by strip (converting each strip).
+
+    ``np.asarray(image)`` goes through ``tobytes``, which holds the image, its encoded
+    chunks and their join at once (3x the decoded size); a whole-image ``convert`` adds a
+    fourth copy. Strips keep the peak at the image plus the array. 1-bit images become
+    uint8 {0, 1} on the way.
+    """
+    width, height = image.size
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    out: np.ndarray | None = None
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(height, top + rows)))
+        if convert is not None:
+            strip = strip.convert(convert)
+        part = np.asarray(strip)
+        if out is None:
+            kind = dtype or (np.uint8 if part.dtype == np.bool_ else part.dtype)
+            out = np.empty((height, *part.shape[1:]), dtype=kind)
+        out[top : top + part.shape[0]] = part
+    assert out is not None
+    return out
 
 
 # --- TIFF (tifffile) --------------------------------------------------------------------
 
 
-def _inspect_tiff(path: Path) -> ImageInfo:
+def _open_tiff(path: Path, max_pages: int | None = None) -> tuple[tifffile.TiffFile, int]:
+    """Open a TIFF as both ``inspect_image`` and ``read_image`` see it; count its pages.
+
+    tifffile's "shaped" metadata (written by tifffile itself) is used only when the first
+    page's metadata covers every page, i.e. the file is one series. A file whose slices
+    were written one by one has one shaped series per page, and tifffile pairs those up
+    (``pyramidize_series``) in quadratic time; it is reopened with ``is_shaped=False``,
+    where equal pages form one stack ('I' axis). ImageJ and OME metadata are honoured.
+    """
+    tif = tifffile.TiffFile(path)
     try:
-        with tifffile.TiffFile(path) as tif:
-            pages = len(tif.pages)
+        pages = _count_pages(path, tif, max_pages)
+        if pages > 1 and tif.is_shaped and not _one_shaped_series(tif.pages.first, pages):
+            tif.close()
+            tif = tifffile.TiffFile(path, is_shaped=False)
+    except BaseException:
+        tif.close()
+        raise
+    return tif, pages
+
+
+def _one_shaped_series(first: tifffile.TiffPage, pages: int) -> bool:
+    try:
+        shape = tifffile.shaped_description_metadata(first.shaped_description)["shape"]
+    except Exception:  # malformed metadata: let tifffile fall back to the pages themselves
+        return False
+    page_size = math.prod(first.shape)
+    return page_size > 0 and math.prod(shape) // page_size >= pages
+
+
+def _inspect_tiff(path: Path, limits: _Limits) -> ImageInfo:
+    try:
+        tif, pages = _open_tiff(path, limits.pages)
+        with tif:
+            first = tif.pages.first
+            # Before any series detection: the first page's header times the page count.
+            _check_stack_size(path, first, pages, limits)
+            if pages >= 8 and not (tif.is_ome or tif.is_imagej) and not tif.is_uniform:
+                # tifffile samples pages 1, 7 and the last: cheap, and it keeps files of
+                # many different pages out of its quadratic series grouping.
+                raise ImageError(
+                    f"{path.name}: the TIFF's {pages:,} pages differ in size or type; save "
+                    "one image or one stack of equal slices per file"
+                )
             all_series = tif.series
             if pages == 0 or not all_series:
                 raise ImageError(f"{path.name}: the TIFF holds no image; re-export it")
@@ -360,9 +477,53 @@ def _check_tiff_complete(path: Path, series: tifffile.TiffPageSeries, pages: int
         )
 
 
+def _count_pages(path: Path, tif: tifffile.TiffFile, limit: int | None) -> int:
+    """Pages in the IFD chain, walking no further than ``limit`` + 1 of them.
+
+    tifffile's ``pages.get(n)`` follows the chain's offsets to page n (a few bytes each,
+    nothing parsed on the way); only then is ``len`` taken, so a file of millions of
+    tiny pages costs ``limit`` steps, not millions.
+    """
+    if limit is not None:
+        try:
+            tif.pages.get(limit)
+        except IndexError:
+            pass
+        else:
+            raise ImageTooLargeError(
+                f"{path.name}: more than {limit:,} TIFF pages (slices); the limit is "
+                f"{limit:,}: upload a shorter stack (crop it along z)",
+                limit="max_pages",
+            )
+    return len(tif.pages)
+
+
+def _check_stack_size(path: Path, first: tifffile.TiffPage, pages: int, limits: _Limits) -> None:
+    """Refuse a stack from its first page and page count, before tifffile groups pages."""
+    if pages <= 1:
+        return  # the full check after series detection covers one page
+    page_pixels = math.prod(first.shape) // max(first.samplesperpixel, 1)
+    per_page = math.prod(first.shape) * np.dtype(first.dtype or np.uint8).itemsize
+    _check_limits(
+        path,
+        ImageInfo(
+            format="tiff",
+            shape=(pages, *first.shape),
+            dtype=str(np.dtype(first.dtype or np.uint8)),
+            pages=pages,
+            pixels=pages * page_pixels,
+            channels=max(first.samplesperpixel, 1),
+            is_volume=True,
+        ),
+        limits,
+        what=f"{pages:,} pages of {per_page:,} bytes",
+    )
+
+
 def _decode_tiff(path: Path) -> np.ndarray:
     try:
-        with tifffile.TiffFile(path) as tif:
+        tif, _pages = _open_tiff(path)
+        with tif:
             series = tif.series[0]
             array = series.asarray()
             axes = series.axes
@@ -385,20 +546,48 @@ def _check_dims(path: Path, shape: tuple[int, ...]) -> None:
         raise ImageError(f"{path.name}: the image has a zero-size dimension {shape}; re-export it")
 
 
-def _check_limits(
-    path: Path, info: ImageInfo, *, max_pixels: int | None, max_pages: int | None
-) -> None:
-    if max_pixels is not None and info.pixels > max_pixels:
-        what = "voxels" if info.is_volume else "pixels"
-        raise ImageError(
-            f"{path.name}: {info.pixels:,} {what} (shape {info.shape}) is over the limit of "
-            f"{max_pixels:,}; crop or downsample the image"
+def _check_limits(path: Path, info: ImageInfo, limits: _Limits, *, what: str = "") -> None:
+    if limits.pages is not None and info.pages > limits.pages:
+        raise ImageTooLargeError(
+            f"{path.name}: {info.pages:,} TIFF pages (slices); the limit is {limits.pages:,}: "
+            "upload a shorter stack (crop it along z)",
+            limit="max_pages",
         )
-    if max_pages is not None and info.pages > max_pages:
-        raise ImageError(
-            f"{path.name}: {info.pages:,} TIFF pages is over the limit of {max_pages:,}; "
-            "upload a smaller stack"
+    if limits.pixels is not None and info.pixels > limits.pixels:
+        kind = "voxels" if info.is_volume else "pixels"
+        raise ImageTooLargeError(
+            f"{path.name}: {info.pixels:,} {kind} (shape {info.shape}) is over the limit of "
+            f"{limits.pixels:,}; crop or downsample the image",
+            limit="max_pixels",
         )
+    if limits.decoded_bytes is not None and info.decoded_bytes > limits.decoded_bytes:
+        raise ImageTooLargeError(
+            f"{path.name}: decodes to {format_bytes(info.decoded_bytes)} "
+            f"({what or describe_layout(info)}), over the limit of "
+            f"{format_bytes(limits.decoded_bytes)}; crop or downscale the image (or save it "
+            "as 8-bit grey or labels)",
+            limit="max_decoded_bytes",
+        )
+
+
+def describe_layout(info: ImageInfo) -> str:
+    """'40,000 x 40,000 pixels x 1 channel x 1 byte' style: where decoded bytes come from."""
+    spatial = info.shape[:-1] if info.channels > 1 else info.shape
+    kind = "voxels" if info.is_volume else "pixels"
+    size = " x ".join(f"{n:,}" for n in spatial)
+    itemsize = np.dtype(info.dtype).itemsize
+    channels = "channel" if info.channels == 1 else "channels"
+    unit = "byte" if itemsize == 1 else "bytes"
+    return f"{size} {kind} x {info.channels} {channels} x {itemsize} {unit}"
+
+
+def format_bytes(count: int) -> str:
+    """Readable bytes: exact below 1 MiB ('1,200 bytes'), else MiB or GiB ('1.5 GiB')."""
+    if count < 1024**2:
+        return f"{count:,} bytes"
+    if count < 1024**3:
+        return f"{count / 1024**2:,.1f} MiB"
+    return f"{count / 1024**3:,.1f} GiB"
 
 
 def _resolve_channels(array: np.ndarray, *, has_channels: bool) -> np.ndarray:
