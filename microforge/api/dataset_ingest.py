@@ -162,25 +162,26 @@ def ingest_dataset(
             f"{format_bytes(settings.max_decoded_bytes)} (MICROFORGE_MAX_DECODED_BYTES); crop "
             "or downscale them (or save them as 8-bit grey or labels)",
         )
-    arrays = []
-    for upload in uploads:
+    with state.decode_budget.reserve(total_bytes):
+        arrays = []
+        for upload in uploads:
+            try:
+                arrays.append(read_image(upload.path, **limits))
+            except ImageError as exc:
+                raise _image_problem(upload, exc) from exc
         try:
-            arrays.append(read_image(upload.path, **limits))
-        except ImageError as exc:
-            raise _image_problem(upload, exc) from exc
-    try:
-        analysis = analyse_images(arrays, image_type)
-    except DataError as exc:
-        raise ProblemError(422, "invalid_training_data", str(exc)) from exc
-    preview = render_dataset_preview(arrays, analysis.image_type, analysis.phases)
-    statistics = dataset_statistics(
-        arrays,
-        analysis.image_type,
-        [upload.filename for upload in uploads],
-        pixel_size=pixel_size,
-        unit=unit,
-    )
-    del arrays
+            analysis = analyse_images(arrays, image_type)
+        except DataError as exc:
+            raise ProblemError(422, "invalid_training_data", str(exc)) from exc
+        preview = render_dataset_preview(arrays, analysis.image_type, analysis.phases)
+        statistics = dataset_statistics(
+            arrays,
+            analysis.image_type,
+            [upload.filename for upload in uploads],
+            pixel_size=pixel_size,
+            unit=unit,
+        )
+        del arrays
 
     name = (form.fields.get("name") or "").strip() or Path(uploads[0].filename).stem or "dataset"
     stored: list[str] = []

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from microforge.api.auth import KeyCache, require_key
+from microforge.api.decode_budget import WAIT_SECONDS, DecodeBudget
 from microforge.settings import Settings
 from microforge.storage.blobs import LocalBlobStore
 from microforge.storage.share_links import load_or_create_secret
@@ -40,12 +41,14 @@ class ServiceState:
     session_factory: sessionmaker[Session]
     blobs: LocalBlobStore
     key_cache: KeyCache = field(init=False)
+    decode_budget: DecodeBudget = field(init=False)
     _celery: Any = None
     _share_secret: bytes | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.key_cache = KeyCache(self.settings.auth_cache_seconds)
+        self.decode_budget = DecodeBudget(self.settings.max_decoded_bytes, WAIT_SECONDS)
 
     def share_secret(self) -> bytes:
         """The key that signs download links: from the settings, else the blob store's."""
