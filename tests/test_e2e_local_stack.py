@@ -313,11 +313,15 @@ def test_up_restarts_a_killed_worker_and_broker_and_stops_on_sigterm(tmp_path: P
             "the job to train",
         )
         worker = stack.child("microforge.worker")
+        # Training must not starve the API of CPU: the worker runs at a lower priority.
+        api = stack.child("uvicorn")
+        assert worker.nice() == api.nice() + 10
         worker.kill()
         worker.wait(10)
         assert client.get_job(job["id"])["state"] == "running"  # the API answers
         wait_for(lambda: "restarted the worker" in stack.output(), 30, "the worker restart")
         assert f"the worker (pid {worker.pid}) was killed by SIGKILL" in stack.output()
+        assert stack.child("microforge.worker").nice() == api.nice() + 10
         done = client.wait(job["id"], poll_seconds=0.3, timeout=120)
         assert done["state"] == "succeeded" and done["progress"]["iteration"] == 8
         assert "resuming from checkpoint at iteration" in stack.output()
