@@ -21,6 +21,7 @@ from microforge.api.uploads import ParsedForm, UploadedFile
 from microforge.models.phases import IMAGE_TYPES, DataError, analyse_images
 from microforge.storage.images import ImageError, inspect_image, read_image
 from microforge.storage.tables import Dataset
+from microforge.units import UnitError, check_length_unit
 
 FILES_FIELD = "files"
 _FORMAT_SUFFIX = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}
@@ -41,9 +42,6 @@ def check_form_image_type(form: ParsedForm) -> str | None:
             "or leave it out to detect it",
         )
     return image_type
-
-
-LENGTH_UNITS = ("nm", "um", "mm", "cm", "m")
 
 
 def check_form_pixel_size(form: ParsedForm) -> tuple[float | None, str | None]:
@@ -67,10 +65,11 @@ def check_form_pixel_size(form: ParsedForm) -> tuple[float | None, str | None]:
             f"pixel_size {raw!r} is not a positive number: give the edge of one pixel, "
             "e.g. 0.05 with unit um",
         )
-    if unit is not None and unit not in LENGTH_UNITS:
-        raise ProblemError(
-            422, "invalid_pixel_size", f"unit {unit!r} is unknown: use one of {LENGTH_UNITS}"
-        )
+    if unit is not None:
+        try:
+            check_length_unit(unit)
+        except UnitError as error:
+            raise ProblemError(422, "invalid_pixel_size", str(error)) from None
     return size, unit or "um"
 
 
