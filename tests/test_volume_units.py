@@ -122,3 +122,32 @@ def test_the_old_pixel_unit_option_still_works_but_is_hidden() -> None:
         cli, ["train", "x.png", "--out", "r", "--unit", "nm", "--pixel-unit", "um"]
     )
     assert conflict.exit_code == 2 and "give only --unit" in conflict.output
+
+
+def test_the_web_pages_offer_the_same_units() -> None:
+    import re
+
+    from microforge.web import __file__ as web_init
+
+    source = (Path(web_init).parent / "static" / "js" / "format.js").read_text()
+    labels = re.search(r"UNIT_LABEL = \{([^}]*)\}", source)
+    assert labels is not None
+    assert tuple(re.findall(r"(\w+):", labels.group(1))) == LENGTH_UNITS
+
+
+def test_a_generator_shows_its_labels_over_their_own_range() -> None:
+    from types import SimpleNamespace
+
+    from microforge.models.export import LoadedGenerator
+
+    def loaded(image_type, phases=(), value_range=(0.0, 1.0), dtype="uint8"):
+        info = SimpleNamespace(
+            image_type=image_type, phases=list(phases), value_range=value_range, output_dtype=dtype
+        )
+        return LoadedGenerator(net=None, info=info, device=None)
+
+    assert loaded("nphase", [0, 1, 2]).display_range == (0, 2)
+    assert loaded("nphase", [100, 7, 255]).display_range == (7, 255)
+    assert loaded("grayscale", value_range=(12.0, 900.0)).display_range == (12, 255)
+    assert loaded("grayscale", value_range=(12.0, 900.0), dtype="uint16").display_range == (12, 900)
+    assert loaded("colour").display_range is None
