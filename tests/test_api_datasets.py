@@ -166,6 +166,9 @@ def test_bad_uploads_leave_nothing_behind(client, auth, api_app, files, data, st
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == code
     assert response.json()["detail"]
+    if data.get("unit") == "furlong":
+        detail = response.json()["detail"]
+        assert detail == "unit 'furlong' is not offered: use one of nm, um, mm, cm, m"
     assert dataset_count(api_app) == 0
     assert stored_files(api_app) == []
 

@@ -195,7 +195,13 @@ def test_import_generator_and_download_it(client, auth, broker) -> None:
     assert broker.llen("generate") == 1
     for bad in ({"voxel_size": 0}, {"voxel_size": 0.5, "unit": "inch"}):
         body = {"kind": "generate", "generator_id": generator["id"], "shape": [8, 8, 8], **bad}
-        assert client.post("/v1/jobs", headers=auth, json=body).status_code == 422, bad
+        refused = client.post("/v1/jobs", headers=auth, json=body)
+        assert refused.status_code == 422, bad
+        if "unit" in bad:  # one line naming the field and every valid unit
+            assert refused.json()["code"] == "validation_error"
+            detail = refused.json()["detail"]
+            assert "unit" in detail and "'nm', 'um', 'mm', 'cm' or 'm'" in detail, detail
+            assert "\n" not in detail
     body = {"kind": "generate", "generator_id": generator["id"], "shape": [8, 8, 8]}
     sized = client.post("/v1/jobs", headers=auth, json={**body, "voxel_size": 0.5, "unit": "nm"})
     assert sized.status_code == 202

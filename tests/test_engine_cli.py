@@ -85,6 +85,9 @@ def test_train_resume_generate_and_read_back(micrograph, tmp_path):
         volume = tif.asarray()
         assert tif.series[0].axes == "ZYX"
         assert tif.is_imagej and tif.imagej_metadata["spacing"] == 0.5
+        # Labels 0/255 are shown over their own range, not the dtype's.
+        assert (tif.imagej_metadata["min"], tif.imagej_metadata["max"]) == (0, 255)
+    assert "(ImageJ TIFF," in result.output
     assert volume.shape == (20, 30, 40) and volume.dtype == np.uint8
     assert set(np.unique(volume)) <= {0, 255}
 
@@ -257,15 +260,27 @@ def test_a_runs_pixel_size_becomes_the_voxel_size_of_its_volumes(micrograph, tmp
 
     run = tmp_path / "run"
     args = ["train", micrograph, "--out", run, "--iterations", 2, "--quality-every", 0]
+    # --pixel-unit is the deprecated spelling of --unit: it still works, with a warning.
     args += ["--pixel-size", 0.2, "--pixel-unit", "nm", "--scale-factor", 0.5, *TRAIN]
     trained = CliRunner().invoke(cli, [str(a) for a in args])
     assert trained.exit_code == 0, trained.output
+    assert "'pixel_unit' is deprecated. Use --unit instead." in trained.stderr
     out = tmp_path / "v.tif"
     shape = ["--shape", 8, 8, 8, "--out", out, "--device", "cpu"]
     result = CliRunner().invoke(cli, [str(a) for a in ["generate", run, *shape]])
     assert result.exit_code == 0, result.output
     info = read_volume_info(out)  # a voxel is two pixels: 0.2 nm / 0.5
     assert info["voxel_size"] == pytest.approx((0.4, 0.4, 0.4)) and info["unit"] == "nm"
+    # Compressed: OME-TIFF with the same voxel size, which `stats` reports in.
+    packed = tmp_path / "packed.ome.tif"
+    result = invoke("generate", run, *shape[:4], "--out", packed, "--compress", "zlib")
+    assert result.exit_code == 0 and "(OME-TIFF," in result.output, result.output
+    info = read_volume_info(packed)
+    assert info["format"] == "ome" and info["unit"] == "nm"
+    assert info["voxel_size"] == pytest.approx((0.4, 0.4, 0.4))
+    stats = invoke("stats", packed, "--json", "--no-tortuosity")
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.stdout)["length_unit"] == "nm"
     told = ["generate", run, *shape[:-2], "--voxel-size", 3, "--unit", "um", "--device", "cpu"]
     result = CliRunner().invoke(cli, [str(a) for a in told])
     assert result.exit_code == 0, result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -101,17 +102,120 @@ def test_compression_round_trip(tmp_path: Path, compression: str) -> None:
     np.testing.assert_array_equal(read_image(path), volume)
 
 
-def test_compressed_file_carries_voxel_size_in_shaped_metadata(tmp_path: Path) -> None:
-    volume = _volume((3, 16, 16), np.uint16)
-    path = tmp_path / "packed.tif"
-    write_volume_tiff(path, volume, voxel_size=0.5, compression="zlib")
+#: The three layouts a volume can get: ImageJ hyperstack, and OME-TIFF when compressed or big.
+_LAYOUTS = {
+    "classic": {},
+    "zlib": {"compression": "zlib"},
+    "bigtiff": {"bigtiff": True},
+}
+
+
+def _ome_pixels(tif: tifffile.TiffFile) -> dict:
+    return tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+
+
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_every_layout_carries_voxel_size_units_and_axes(tmp_path: Path, layout: str) -> None:
+    """What Fiji, napari and tifffile read: ImageJ metadata for the classic file,
+    OME-XML for compressed and BigTIFF ones, resolution tags in both."""
+    volume = np.zeros((4, 16, 24), np.uint8)
+    volume[:, 4:12, 6:18] = 2
+    path = tmp_path / "volume.tif"
+    write_volume_tiff(
+        path, volume, voxel_size=0.5, unit="nm", display_range=(0, 2), **_LAYOUTS[layout]
+    )
     with tifffile.TiffFile(path) as tif:
-        assert not tif.is_imagej
-        assert tif.shaped_metadata[0]["axes"] == "ZYX"
-        assert tif.shaped_metadata[0]["spacing"] == 0.5
-        assert tif.pages[0].resolutionunit == tifffile.RESUNIT.CENTIMETER
-        assert tif.pages[0].resolution[0] == pytest.approx(20_000)  # 0.5 um per pixel
-    assert read_volume_info(path)["voxel_size"] == pytest.approx((0.5, 0.5, 0.5))
+        assert tif.series[0].axes == "ZYX"
+        np.testing.assert_array_equal(tif.asarray(), volume)
+        if layout == "classic":
+            assert tif.is_imagej and not tif.is_ome and not tif.is_bigtiff
+            meta = tif.imagej_metadata
+            assert (meta["spacing"], meta["unit"], meta["slices"]) == (0.5, "nm", 4)
+            assert (meta["min"], meta["max"]) == (0, 2)  # labels 0..2 span the grey range
+            assert tif.pages[0].resolution == pytest.approx((2.0, 2.0))  # pixels per nm
+        else:
+            assert tif.is_ome and not tif.is_imagej
+            assert tif.is_bigtiff == (layout == "bigtiff")
+            compressed = tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+            assert compressed == (layout == "zlib")
+            pixels = _ome_pixels(tif)
+            assert (pixels["SizeZ"], pixels["SizeY"], pixels["SizeX"]) == (4, 16, 24)
+            for axis in "XYZ":
+                assert pixels[f"PhysicalSize{axis}"] == 0.5
+                assert pixels[f"PhysicalSize{axis}Unit"] == "nm"
+            assert tif.pages[0].resolutionunit == tifffile.RESUNIT.CENTIMETER
+            assert tif.pages[0].resolution == pytest.approx((2e7, 2e7))  # 0.5 nm a pixel
+    info = read_volume_info(path)
+    assert info["voxel_size"] == pytest.approx((0.5, 0.5, 0.5))
+    assert (info["unit"], info["axes"]) == ("nm", "ZYX")
+    assert info["format"] == ("imagej" if layout == "classic" else "ome")
+    assert info["display_range"] == ((0, 2) if layout == "classic" else None)
+    np.testing.assert_array_equal(read_image(path), volume)
+
+
+def test_ome_micrometres_use_the_ome_symbol(tmp_path: Path) -> None:
+    path = tmp_path / "packed.tif"
+    write_volume_tiff(path, _volume((3, 8, 8), np.uint16), voxel_size=0.25, compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        assert _ome_pixels(tif)["PhysicalSizeXUnit"] == "\u00b5m"
+        assert tif.pages[0].resolution[0] == pytest.approx(40_000)  # 0.25 um a pixel, per cm
+    info = read_volume_info(path)
+    assert (info["voxel_size"], info["unit"]) == (pytest.approx((0.25,) * 3), "um")
+
+
+def test_ome_colour_volume(tmp_path: Path) -> None:
+    volume = _volume((3, 8, 10, 3), np.uint8)
+    path = tmp_path / "colour.tif"
+    write_volume_tiff(path, volume, voxel_size=2.0, unit="mm", compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_ome and tif.series[0].axes == "ZYXS"
+        np.testing.assert_array_equal(tif.asarray(), volume)
+    assert read_volume_info(path)["unit"] == "mm"
+
+
+def test_big_volumes_become_ome_bigtiff_by_themselves(tmp_path: Path, monkeypatch) -> None:
+    """Past the classic limit (lowered here instead of writing 4 GB) the file is OME BigTIFF."""
+    monkeypatch.setattr("microforge.storage.tiff._CLASSIC_TIFF_LIMIT", 10_000)
+    volume = _volume((8, 32, 64), np.uint8)  # 16 KiB
+    path = tmp_path / "big.tif"
+    with VolumeTiffWriter(path, volume.shape, np.uint8, voxel_size=3.0) as writer:
+        assert (writer.bigtiff, writer.ome) == (True, True)
+        _write_in_slabs(writer, volume, [5, 3])
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_bigtiff and tif.is_ome
+        np.testing.assert_array_equal(tif.asarray(), volume)
+    info = read_volume_info(path)
+    assert (info["voxel_size"], info["unit"]) == (pytest.approx((3.0,) * 3), "um")
+
+
+def test_voxel_sizes_written_by_other_tools_are_read(tmp_path: Path) -> None:
+    volume = np.zeros((2, 8, 8), np.uint8)
+    fiji = tmp_path / "fiji.tif"  # ImageJ spells micrometres "micron"
+    tifffile.imwrite(
+        fiji, volume, imagej=True, resolution=(4, 4), metadata={"spacing": 0.5, "unit": "micron"}
+    )
+    assert read_volume_info(fiji)["voxel_size"] == pytest.approx((0.5, 0.25, 0.25))
+    assert read_volume_info(fiji)["unit"] == "um"
+    uncalibrated = tmp_path / "pixels.tif"
+    tifffile.imwrite(uncalibrated, volume, imagej=True, metadata={"unit": "pixel"})
+    assert read_volume_info(uncalibrated)["voxel_size"] is None
+    mixed = tmp_path / "mixed.ome.tif"  # OME with z in another unit than x
+    tifffile.imwrite(
+        mixed,
+        volume,
+        ome=True,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeX": 100,
+            "PhysicalSizeXUnit": "nm",
+            "PhysicalSizeY": 100,
+            "PhysicalSizeYUnit": "nm",
+            "PhysicalSizeZ": 0.2,
+            "PhysicalSizeZUnit": "\u00b5m",
+        },
+    )
+    info = read_volume_info(mixed)
+    assert (info["voxel_size"], info["unit"]) == (pytest.approx((200, 100, 100)), "nm")
 
 
 def test_unavailable_or_unknown_compression_is_refused(tmp_path: Path) -> None:
@@ -226,8 +330,11 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         VolumeTiffWriter(path, (0, 8, 8), np.uint8)
     with pytest.raises(VolumeTiffError, match="voxel size must be a positive"):
         VolumeTiffWriter(path, (2, 8, 8), np.uint8, voxel_size=-1.0)
-    with pytest.raises(VolumeTiffError, match="ASCII"):
-        VolumeTiffWriter(path, (2, 8, 8), np.uint8, unit="\u00b5m")
+    for unit in ("furlong", "\u00b5m", ""):
+        with pytest.raises(VolumeTiffError, match="not offered: use one of nm, um, mm, cm, m$"):
+            VolumeTiffWriter(path, (2, 8, 8), np.uint8, unit=unit)
+    with pytest.raises(VolumeTiffError, match="low <= high"):
+        VolumeTiffWriter(path, (2, 8, 8), np.uint8, display_range=(2, 0))
     with pytest.raises(VolumeTiffError, match="not .Z, Y, X. or"):
         write_volume_tiff(path, np.zeros((8, 8), np.uint8))
     with (
@@ -241,12 +348,13 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
 
 _MEMORY_SCRIPT = textwrap.dedent(
     """
-    import resource, sys
+    import json, resource, sys
     import numpy as np
     from microforge.storage.tiff import VolumeTiffWriter
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with VolumeTiffWriter(sys.argv[1], (256, 1024, 1024), np.uint8) as writer:
+    options = json.loads(sys.argv[2])
+    with VolumeTiffWriter(sys.argv[1], (256, 1024, 1024), np.uint8, **options) as writer:
         for z in range(0, 256, 16):
             writer.write(np.full((16, 1024, 1024), z % 251, np.uint8))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -257,11 +365,14 @@ _MEMORY_SCRIPT = textwrap.dedent(
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss units differ off Linux")
 @pytest.mark.timeout(60)
-def test_memory_stays_bounded_by_the_slab(tmp_path: Path) -> None:
-    """256 MiB of data written in 16 MiB slabs must not cost anything like 256 MiB."""
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_memory_stays_bounded_by_the_slab(tmp_path: Path, layout: str) -> None:
+    """256 MiB of data written in 16 MiB slabs must not cost anything like 256 MiB, as an
+    ImageJ hyperstack or as OME-TIFF (compressed or BigTIFF)."""
     path = tmp_path / "big.tif"
+    options = json.dumps({**_LAYOUTS[layout], "voxel_size": 0.5})
     result = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT, str(path)],
+        [sys.executable, "-c", _MEMORY_SCRIPT, str(path), options],
         capture_output=True,
         text=True,
         timeout=50,

@@ -126,10 +126,14 @@ def test_training_in_segments_then_generation_to_tiff(
     array = tifffile.imread(blobs.path(volume.blob_key))
     assert array.shape == (20, 24, 32) and array.dtype == np.uint8
     info = read_volume_info(blobs.path(volume.blob_key))
-    assert info["compression"] == "adobe_deflate"
+    assert info["compression"] == "adobe_deflate" and info["format"] == "ome"
     assert info["voxel_size"] == pytest.approx((0.25, 0.25, 0.25)) and info["unit"] == "um"
-    assert volume.report["statistics"]["length_unit"] == "um"
-    assert volume.report["statistics"]["voxel_size"] == 0.25
+    # The report, made from the job's voxel size, agrees with what the file says.
+    report_units = (
+        volume.report["statistics"]["voxel_size"],
+        volume.report["statistics"]["length_unit"],
+    )
+    assert report_units == (info["voxel_size"][2], info["unit"]) == (0.25, "um")
     assert set(np.unique(array)) <= {0, 255}
     assert volume.size_bytes == blobs.size(volume.blob_key) and len(volume.etag) == 64
     assert volume.report["statistics"]["kind"] == "nphase"

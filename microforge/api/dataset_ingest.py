@@ -33,6 +33,7 @@ from microforge.storage.images import (
     read_image,
 )
 from microforge.storage.tables import Dataset
+from microforge.units import UnitError, check_length_unit
 
 FILES_FIELD = "files"
 _FORMAT_SUFFIX = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}
@@ -74,9 +75,6 @@ def check_form_image_type(form: ParsedForm) -> str | None:
     return image_type
 
 
-LENGTH_UNITS = ("nm", "um", "mm", "cm", "m")
-
-
 def check_form_pixel_size(form: ParsedForm) -> tuple[float | None, str | None]:
     """The images' pixel size and unit from the form, if given; 422 with the fix if bad."""
     raw = (form.fields.get("pixel_size") or "").strip()
@@ -98,10 +96,11 @@ def check_form_pixel_size(form: ParsedForm) -> tuple[float | None, str | None]:
             f"pixel_size {raw!r} is not a positive number: give the edge of one pixel, "
             "e.g. 0.05 with unit um",
         )
-    if unit is not None and unit not in LENGTH_UNITS:
-        raise ProblemError(
-            422, "invalid_pixel_size", f"unit {unit!r} is unknown: use one of {LENGTH_UNITS}"
-        )
+    if unit is not None:
+        try:
+            check_length_unit(unit)
+        except UnitError as error:
+            raise ProblemError(422, "invalid_pixel_size", str(error)) from None
     return size, unit or "um"
 
 

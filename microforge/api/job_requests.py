@@ -13,6 +13,7 @@ from microforge.api.state import ServiceState
 from microforge.bounds import INT32_MAX, SEED_MAX, int_range
 from microforge.models.config import NetworkConfig, TrainConfig, periodic_size_problem
 from microforge.storage.tables import Generator
+from microforge.units import LengthUnit
 
 
 class TrainJobRequest(BaseModel):
@@ -44,16 +45,15 @@ class GenerateJobRequest(BaseModel):
         default=None,
         gt=0,
         description="Edge of a voxel in `unit` (a training pixel, after any scale factor): "
-        "stored in the TIFF for Fiji/napari, and the report's lengths and surface densities "
-        "are then physical. Omit for voxel units.",
+        "stored in the TIFF (ImageJ or OME-TIFF metadata) for Fiji/napari, and the report's "
+        "lengths and surface densities are then physical. Omit for voxel units.",
     )
-    unit: Literal["nm", "um", "mm", "cm", "m"] = Field(
-        default="um", description="Unit of voxel_size."
-    )
+    unit: LengthUnit = Field(default="um", description="Unit of voxel_size.")
     compression: Literal["zlib", "lzw"] | None = Field(
         default=None,
         description="Lossless TIFF compression: label volumes shrink many-fold on disk and "
-        "in transfer; readers decompress page by page. Omit for an uncompressed TIFF.",
+        "in transfer; readers decompress page by page. The file is then OME-TIFF (Fiji "
+        "opens it with Bio-Formats). Omit for an uncompressed ImageJ TIFF.",
     )
 
 

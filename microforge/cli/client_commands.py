@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.progress import BarColumn, TaskProgressColumn, TextColumn
 
-from microforge.cli.engine_commands import LENGTH_UNITS, parse_periodic
+from microforge.cli.engine_commands import parse_periodic
 from microforge.cli.progress_display import progress_display
 from microforge.cli.remote_group import (
     call_server,
@@ -27,6 +27,7 @@ from microforge.cli.remote_group import (
     remote_group,
 )
 from microforge.client import JobFailed, MicroForgeClient, MicroForgeError
+from microforge.units import LENGTH_UNITS
 
 
 def wait_with_progress(client: MicroForgeClient, job: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +96,13 @@ def _load_config(config: str | None, overrides: dict[str, Any]) -> dict[str, Any
     default=None,
     help="Edge of one pixel of IMAGES: statistics and generated volumes become physical.",
 )
-@click.option("--unit", type=click.Choice(LENGTH_UNITS), default="um", show_default=True)
+@click.option(
+    "--unit",
+    type=click.Choice(LENGTH_UNITS),
+    default="um",
+    show_default=True,
+    help="Unit of --pixel-size.",
+)
 @click.option(
     "--dataset",
     "dataset_id",
@@ -214,7 +221,7 @@ def remote_cancel(ctx: click.Context, job_id: str) -> None:
     "--compress",
     type=click.Choice(["zlib", "lzw"]),
     default=None,
-    help="Lossless TIFF compression (labels shrink many-fold).",
+    help="Lossless TIFF compression (labels shrink many-fold); the file is then OME-TIFF.",
 )
 @click.option(
     "--voxel-size",
@@ -222,7 +229,13 @@ def remote_cancel(ctx: click.Context, job_id: str) -> None:
     default=None,
     help="Voxel edge (a training pixel): stored in the TIFF, physical units in the report.",
 )
-@click.option("--unit", type=click.Choice(LENGTH_UNITS), default="um", show_default=True)
+@click.option(
+    "--unit",
+    type=click.Choice(LENGTH_UNITS),
+    default="um",
+    show_default=True,
+    help="Unit of --voxel-size.",
+)
 @click.option("--wait", is_flag=True, help="Show progress until the volume is ready.")
 @click.option(
     "--out",

@@ -17,9 +17,9 @@ import click
 import numpy as np
 
 from microforge.models.run_dir import RunDir
+from microforge.units import LENGTH_UNITS
 
 IMAGE_TYPES = ["nphase", "grayscale", "colour"]
-LENGTH_UNITS = ["nm", "um", "mm", "cm", "m"]
 ARCHS = ["paper", "reference", "tiny"]
 
 
@@ -136,7 +136,19 @@ def parse_periodic(text: str | None) -> tuple[bool, bool, bool]:
     help="Edge of one pixel of the images: `generate` then writes that voxel size "
     "(divided by --scale-factor) unless told otherwise.",
 )
-@click.option("--pixel-unit", type=click.Choice(LENGTH_UNITS), default="um", show_default=True)
+@click.option(
+    "--unit",
+    type=click.Choice(LENGTH_UNITS),
+    default=None,
+    help="Unit of --pixel-size (default um).",
+)
+@click.option(
+    "--pixel-unit",
+    type=click.Choice(LENGTH_UNITS),
+    default=None,
+    hidden=True,
+    deprecated="Use --unit instead.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 def train_command(
     images: Sequence[Path],
@@ -144,7 +156,8 @@ def train_command(
     resume: bool,
     device: str,
     pixel_size: float | None,
-    pixel_unit: str,
+    unit: str | None,
+    pixel_unit: str | None,
     **options: Any,
 ) -> None:
     """Train a generator on IMAGE (isotropic), three images for x, y, z, or a 3D stack.
@@ -153,7 +166,10 @@ def train_command(
     along y), the second perpendicular to y (rows z, columns x), the third perpendicular to
     z (rows y, columns x).
     """
-    pixel = {"pixel_size": pixel_size, "pixel_unit": pixel_unit} if pixel_size else {}
+    if unit and pixel_unit and unit != pixel_unit:
+        raise click.UsageError("--pixel-unit is the old name of --unit: give only --unit")
+    unit = unit or pixel_unit or "um"
+    pixel = {"pixel_size": pixel_size, "pixel_unit": unit} if pixel_size else {}
     with user_errors():
         _train(list(images), RunDir(out), resume, device, options, pixel)
 
@@ -341,7 +357,8 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
     "--compress",
     type=click.Choice(["zlib", "lzw"]),
     default=None,
-    help="Lossless compression (files are then not ImageJ hyperstacks).",
+    help="Lossless compression; the file is then OME-TIFF (Fiji opens it with Bio-Formats) "
+    "instead of an ImageJ hyperstack.",
 )
 @click.option(
     "--voxel-size",
@@ -349,7 +366,13 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
     default=None,
     help="Voxel edge, stored in the TIFF (default: the run's --pixel-size / --scale-factor).",
 )
-@click.option("--unit", default="um", show_default=True)
+@click.option(
+    "--unit",
+    type=click.Choice(LENGTH_UNITS),
+    default="um",
+    show_default=True,
+    help="Unit of --voxel-size.",
+)
 def generate_command(
     source: Path,
     shape: tuple[int, int, int],
@@ -431,6 +454,7 @@ def _generate(
         voxel_size=voxel_size,
         unit=unit,
         compression=compress,
+        display_range=loaded.display_range,
     )
     columns = (
         TextColumn("[bold]generate"),
@@ -452,8 +476,9 @@ def _generate(
             on_chunk=lambda done, total: bar.update(task, completed=done, total=total),
         )
     size = np.prod(shape) * np.dtype(loaded.output_dtype).itemsize * (3 if rgb else 1)
+    kind = "OME-TIFF" if writer.ome else "ImageJ TIFF"
     click.echo(
-        f"wrote {out} ({'x'.join(map(str, shape))} {loaded.output_dtype}, "
+        f"wrote {out} ({kind}, {'x'.join(map(str, shape))} {loaded.output_dtype}, "
         f"{size / 2**20:.1f} MiB) in {result.seconds:.1f} s, {result.chunks} chunk(s) of "
         f"edge {result.chunk_edge or 'one-shot'} on {loaded.device}"
     )

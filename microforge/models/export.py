@@ -93,6 +93,19 @@ class LoadedGenerator:
     def output_dtype(self) -> np.dtype:
         return np.dtype(self.info.output_dtype)
 
+    @property
+    def display_range(self) -> tuple[float, float] | None:
+        """Grey range a viewer should show the volume in: the lowest to the highest phase
+        value (labels 0/1/2 in a uint8 file would look black over 0..255), the values a
+        grey generator can make, None for colour."""
+        if self.image_type == "colour":
+            return None
+        if self.image_type == "nphase":
+            values = [float(v) for v in self.phases]
+            return min(values), max(values)
+        low, high = self.info.value_range
+        return max(float(low), 0.0), min(float(high), float(np.iinfo(self.output_dtype).max))
+
 
 def load_generator(path: str | Path, device: str | torch.device = "auto") -> LoadedGenerator:
     """Load on CPU or GPU whatever it was trained on; eval mode (running batch-norm stats)."""

@@ -1,5 +1,12 @@
 """Streaming generated volumes to TIFF stacks that Fiji/ImageJ and napari open as Z stacks.
 
+Why two formats: an uncompressed classic TIFF is an ImageJ hyperstack, the format
+ImageJ and Fiji read natively (voxel size, unit, display range). ImageJ hyperstacks
+cannot be compressed nor BigTIFF, so those files are OME-TIFF instead: tifffile writes
+OME-XML with PhysicalSizeX/Y/Z and units, which Fiji (through Bio-Formats), napari and
+tifffile read. Both also carry the x/y pixel size in the TIFF resolution tags, for
+readers that know neither. ``read_volume_info`` reads the voxel size back from either.
+
 Why streaming: a generated volume can be far larger than memory (tens of GB). The
 generator hands over consecutive z-slabs; each is written page by page and released
 before the next one is produced, so peak memory is one slab, whatever the volume size.
@@ -30,6 +37,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from microforge.units import OME_SYMBOLS, UNIT_IN_CM, UnitError, check_length_unit, normalise_unit
+
 #: dtypes a volume may be written as: labels/grey (uint8, uint16), probabilities (float32).
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 #: Classic TIFF addresses 4 GiB; past this (data plus per-page IFDs) switch to BigTIFF.
@@ -45,8 +54,6 @@ _COMPRESSION_NAMES = {
     "deflate": tifffile.COMPRESSION.ADOBE_DEFLATE,
     "lzw": tifffile.COMPRESSION.LZW,
 }
-#: Length units whose size in centimetres is known, so TIFF resolution tags can carry them.
-_UNIT_IN_CM = {"nm": 1e-7, "um": 1e-4, "micron": 1e-4, "mm": 1e-1, "cm": 1.0, "m": 100.0}
 
 
 class VolumeTiffError(ValueError):
@@ -66,9 +73,12 @@ class VolumeTiffWriter:
             for slab in slabs:  # (k, y, x), any k >= 1, in order
                 writer.write(slab)
 
-    Uncompressed classic TIFFs are ImageJ hyperstacks (Fiji reads the voxel size and
-    unit); compressed or BigTIFF files carry tifffile's shaped metadata (axes ZYX or ZYXS)
-    and resolution tags instead, because ImageJ hyperstacks allow neither.
+    Uncompressed classic TIFFs are ImageJ hyperstacks (voxel size, unit and
+    ``display_range`` for ImageJ and Fiji); compressed or BigTIFF files are OME-TIFF
+    (``ome`` is True: OME-XML with the physical voxel size, axes ZYX or ZYXS), because
+    ImageJ hyperstacks allow neither. ``display_range`` (low, high) is the grey range
+    ImageJ shows, so that labels 0/1/2 are not drawn almost black; OME-XML has no field
+    for it (Bio-Formats and napari scale the display to the data themselves).
     """
 
     def __init__(
@@ -82,6 +92,7 @@ class VolumeTiffWriter:
         unit: str = "um",
         compression: str | None = None,
         bigtiff: bool | None = None,
+        display_range: tuple[float, float] | None = None,
     ) -> None:
         self.path = Path(path)
         self.shape = _check_shape(shape)
@@ -94,6 +105,8 @@ class VolumeTiffWriter:
         if bigtiff is not None:
             self.bigtiff = bool(bigtiff)
         self.imagej = self.compression is None and not self.bigtiff
+        self.ome = not self.imagej
+        self.display_range = _check_display_range(display_range)
         self.slices_written = 0
         self._temp_path: Path | None = None
         self._tiff: tifffile.TiffWriter | None = None
@@ -122,7 +135,7 @@ class VolumeTiffWriter:
         self._temp_path = temp_path
         try:
             self._tiff = tifffile.TiffWriter(
-                self._temp_path, bigtiff=self.bigtiff, imagej=self.imagej
+                self._temp_path, bigtiff=self.bigtiff, imagej=self.imagej, ome=self.ome
             )
             self._thread = threading.Thread(
                 target=self._write_series, name=f"tiff-writer:{self.path.name}", daemon=True
@@ -279,20 +292,33 @@ def write_volume_tiff(path: str | os.PathLike[str], volume: np.ndarray, **kwargs
 
 
 def read_volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Shape, dtype, axes, voxel size (z, y, x) or None, unit, BigTIFF, compression, size."""
+    """Shape, dtype, axes, voxel size (z, y, x) or None and its unit, format ('imagej',
+    'ome' or 'tiff'), display range or None, BigTIFF, compression, size in bytes.
+
+    The voxel size is read from OME-XML, else ImageJ metadata, else the shaped metadata
+    of files from older MicroForge versions, else the resolution tags in centimetres (x
+    and y only, taken for z too). Known units come back as one of LENGTH_UNITS ('micron'
+    as 'um'); a unit meaning pixels gives no voxel size.
+    """
     path = Path(path)
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         page = series.keyframe
         ij = tif.imagej_metadata or {}
-        shaped = (tif.shaped_metadata or ({},))[0]
-        voxel_size, unit = _voxel_size_of(page, ij, shaped)
+        if tif.is_ome:
+            voxel_size, unit = _ome_voxel_size(tif.ome_metadata or "")
+        else:
+            shaped = (tif.shaped_metadata or ({},))[0]
+            voxel_size, unit = _voxel_size_of(page, ij, shaped)
+        display = (float(ij["min"]), float(ij["max"])) if "min" in ij and "max" in ij else None
         return {
             "shape": tuple(int(n) for n in series.shape),
             "dtype": str(series.dtype),
             "axes": series.axes,
             "voxel_size": voxel_size,
             "unit": unit,
+            "format": "ome" if tif.is_ome else "imagej" if tif.is_imagej else "tiff",
+            "display_range": display,
             "bigtiff": tif.is_bigtiff,
             "imagej": tif.is_imagej,
             "compression": None if page.compression == 1 else page.compression.name.lower(),
@@ -328,9 +354,21 @@ def _check_voxel_size(voxel_size: float | None) -> float | None:
 
 
 def _check_unit(unit: str) -> str:
-    if not unit or not unit.isascii() or not unit.isprintable() or "\n" in unit:
-        raise VolumeTiffError(f"unit {unit!r} must be short printable ASCII, e.g. 'um' or 'nm'")
-    return unit
+    try:
+        return check_length_unit(unit)
+    except UnitError as error:
+        raise VolumeTiffError(str(error)) from None
+
+
+def _check_display_range(display_range: tuple[float, float] | None) -> tuple[float, float] | None:
+    if display_range is None:
+        return None
+    low, high = (float(v) for v in display_range)
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise VolumeTiffError(f"display range {display_range!r} must be two numbers, low <= high")
+    if low == high:  # one value (a single phase): a range ImageJ accepts, the value shown dark
+        high = low + 1
+    return low, high
 
 
 def _check_compression(compression: str | None) -> tifffile.COMPRESSION | None:
@@ -359,37 +397,63 @@ def _needs_bigtiff(
 
 
 def _metadata_kwargs(writer: VolumeTiffWriter) -> dict[str, Any]:
-    """Resolution tags and description metadata that Fiji, napari and tifffile agree on."""
+    """Description metadata (ImageJ or OME-XML) and resolution tags for ``writer``'s file.
+
+    The resolution tags are in pixels per unit for ImageJ (which takes the unit from its
+    description) and pixels per centimetre in OME-TIFF (the TIFF standard's unit, for
+    readers that skip the XML).
+    """
     axes = "ZYXS" if writer.rgb else "ZYX"
     size, unit = writer.voxel_size, writer.unit
+    metadata: dict[str, Any] = {"axes": axes}
+    kwargs: dict[str, Any] = {"metadata": metadata}
     if writer.imagej:
-        metadata: dict[str, Any] = {"axes": axes}
-        if size is None:
-            return {"metadata": metadata}
-        metadata.update(spacing=size, unit=unit)
-        # ImageJ reads pixels per `unit` from the resolution tags, the unit from metadata.
-        return {"metadata": metadata, "resolution": (1 / size, 1 / size)}
-    metadata = {"axes": axes}
-    if size is None:
-        return {"metadata": metadata}
-    metadata.update(spacing=size, unit=unit, voxel_size=[size, size, size])
-    if unit in _UNIT_IN_CM:
-        # Bio-Formats (Fiji) and other readers understand resolution in pixels per cm.
-        per_cm = 1 / (size * _UNIT_IN_CM[unit])
-        return {
-            "metadata": metadata,
-            "resolution": (per_cm, per_cm),
-            "resolutionunit": tifffile.RESUNIT.CENTIMETER,
-        }
-    return {"metadata": metadata, "resolution": (1 / size, 1 / size)}
+        if writer.display_range is not None and not writer.rgb:
+            metadata.update(min=writer.display_range[0], max=writer.display_range[1])
+        if size is not None:
+            metadata.update(spacing=size, unit=unit)
+            kwargs["resolution"] = (1 / size, 1 / size)
+        return kwargs
+    if size is not None:
+        symbol = OME_SYMBOLS[unit]
+        for axis in "XYZ":
+            metadata[f"PhysicalSize{axis}"] = size
+            metadata[f"PhysicalSize{axis}Unit"] = symbol
+        per_cm = 1 / (size * UNIT_IN_CM[unit])
+        kwargs.update(resolution=(per_cm, per_cm), resolutionunit=tifffile.RESUNIT.CENTIMETER)
+    return kwargs
+
+
+def _ome_voxel_size(xml: str) -> tuple[tuple[float, float, float] | None, str | None]:
+    """PhysicalSizeZ/Y/X of the first OME image, in the unit of X (OME's default: µm)."""
+    try:
+        ome = tifffile.xml2dict(xml).get("OME", {})
+    except Exception:  # noqa: BLE001 - unreadable XML: no voxel size, the pixels still read
+        return None, None
+    image = ome.get("Image") or {}
+    pixels = (image[0] if isinstance(image, list) else image).get("Pixels") or {}
+    if "PhysicalSizeX" not in pixels:
+        return None, None
+    unit = normalise_unit(str(pixels.get("PhysicalSizeXUnit", "\u00b5m")))
+    sizes = []
+    for axis in "ZYX":
+        value = pixels.get(f"PhysicalSize{axis}", pixels["PhysicalSizeX"])
+        axis_unit = normalise_unit(str(pixels.get(f"PhysicalSize{axis}Unit", "\u00b5m")))
+        if axis_unit != unit and axis_unit in UNIT_IN_CM and unit in UNIT_IN_CM:
+            value = float(value) * UNIT_IN_CM[axis_unit] / UNIT_IN_CM[unit]
+        sizes.append(float(value))
+    if unit is None or not all(v > 0 for v in sizes):
+        return None, None
+    return (sizes[0], sizes[1], sizes[2]), unit
 
 
 def _voxel_size_of(
     page: tifffile.TiffPage, imagej: dict[str, Any], shaped: dict[str, Any]
 ) -> tuple[tuple[float, float, float] | None, str | None]:
-    if "voxel_size" in shaped:
+    """ImageJ, shaped-metadata or resolution-tag voxel size of a file without OME-XML."""
+    if "voxel_size" in shaped:  # files written by MicroForge before OME-TIFF
         z, y, x = (float(v) for v in shaped["voxel_size"])
-        return (z, y, x), shaped.get("unit")
+        return (z, y, x), normalise_unit(shaped.get("unit"))
     tags = page.tags
     if "XResolution" not in tags or "YResolution" not in tags:
         return None, None
@@ -398,9 +462,12 @@ def _voxel_size_of(
     if not x_per_unit or not y_per_unit:
         return None, None
     if imagej.get("unit") is not None or "spacing" in imagej:
+        unit = normalise_unit(imagej.get("unit"))
+        if unit is None:
+            return None, None  # ImageJ's "pixel": not calibrated
         x, y = 1 / x_per_unit, 1 / y_per_unit
         z = float(imagej.get("spacing", x))
-        return (z, y, x), imagej.get("unit")
+        return (z, y, x), unit
     if page.resolutionunit == tifffile.RESUNIT.CENTIMETER:
         x, y = 1e4 / x_per_unit, 1e4 / y_per_unit  # micrometres
         return (float(shaped.get("spacing", x)), y, x), "um"

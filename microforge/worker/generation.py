@@ -118,6 +118,7 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
                 compression=compression,
                 voxel_size=voxel_size,
                 unit=unit,
+                display_range=loaded.display_range,
             ) as writer,
         ):
             try:

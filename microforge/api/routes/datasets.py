@@ -27,6 +27,7 @@ from microforge.storage.queries import (
     list_owned,
 )
 from microforge.storage.tables import Dataset
+from microforge.units import LENGTH_UNITS
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=SessionScopedRoute)
 
@@ -48,7 +49,7 @@ DATASET_FORM = {
         "description": "Edge of one pixel in `unit` (optional): statistics and generated "
         "volumes are then in physical units.",
     },
-    "unit": {"type": "string", "enum": ["nm", "um", "mm", "cm", "m"], "default": "um"},
+    "unit": {"type": "string", "enum": list(LENGTH_UNITS), "default": "um"},
 }
 
 

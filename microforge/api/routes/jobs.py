@@ -62,6 +62,7 @@ from microforge.storage.queries import (
     training_lineage,
 )
 from microforge.storage.tables import Dataset, Generator, Job, JobMetric, utcnow
+from microforge.units import LENGTH_UNITS
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=SessionScopedRoute)
 IdempotencyHeader = Annotated[
@@ -147,7 +148,7 @@ TRAIN_FORM = {
         "description": "Edge of one pixel in `unit` (optional): statistics and generated "
         "volumes are then in physical units.",
     },
-    "unit": {"type": "string", "enum": ["nm", "um", "mm", "cm", "m"], "default": "um"},
+    "unit": {"type": "string", "enum": list(LENGTH_UNITS), "default": "um"},
 }
 
 

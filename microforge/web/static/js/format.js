@@ -1,5 +1,14 @@
 // Numbers, sizes, times and ids as people read them.
 
+// The length units the API accepts (microforge/units.py LENGTH_UNITS; a test keeps the two
+// equal) and how people write them.
+export const UNIT_LABEL = { nm: "nm", um: "µm", mm: "mm", cm: "cm", m: "m" };
+export const UNITS = Object.keys(UNIT_LABEL);
+
+export function unitOptions(selected = "um") {
+  return UNITS.map((u) => ({ value: u, label: UNIT_LABEL[u], selected: u === selected }));
+}
+
 export function bytes(n) {
   if (n === null || n === undefined) return "—";
   const units = ["B", "KB", "MB", "GB", "TB"];

@@ -3,10 +3,8 @@
 
 import { api, listAll, upload } from "../api.js";
 import { h, link, notice, replace, table, facts, button, busy, errorText } from "../dom.js";
-import { bytes, when, percent, shape, num } from "../format.js";
+import { bytes, when, percent, shape, num, UNIT_LABEL, unitOptions } from "../format.js";
 
-const UNITS = ["nm", "um", "mm", "cm", "m"];
-const UNIT_LABEL = { nm: "nm", um: "µm", mm: "mm", cm: "cm", m: "m" };
 const ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,image/png,image/jpeg,image/tiff";
 const AXES = ["x", "y", "z"];
 
@@ -67,7 +65,7 @@ function uploadPanel(ctx) {
   const chosen = h("div", { class: "chosen" });
   const nameInput = h("input", { id: "ds-name", type: "text", maxlength: 200, placeholder: "default: the first file name" });
   const pixelInput = h("input", { id: "ds-pixel", type: "number", min: "0", step: "any", inputmode: "decimal", placeholder: "optional" });
-  const unitSelect = h("select", { id: "ds-unit" }, UNITS.map((u) => h("option", { value: u, selected: u === "um" }, UNIT_LABEL[u])));
+  const unitSelect = h("select", { id: "ds-unit" }, unitOptions().map((o) => h("option", { value: o.value, selected: o.selected }, o.label)));
   const typeSelect = h("select", { id: "ds-type" },
     h("option", { value: "" }, "detect it"),
     h("option", { value: "nphase" }, "segmented (n-phase labels)"),

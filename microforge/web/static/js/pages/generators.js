@@ -3,7 +3,7 @@
 
 import { api, download, listAll, upload, idempotencyKey } from "../api.js";
 import { h, link, notice, replace, table, button, busy } from "../dom.js";
-import { bytes, when, num, shortId } from "../format.js";
+import { bytes, when, num, shortId, unitOptions } from "../format.js";
 import { deleteButton } from "./datasets.js";
 
 export async function renderList(main, { params }) {
@@ -80,8 +80,6 @@ export function networkPeriod(network) {
   return period;
 }
 
-const UNITS = [["nm", "nm"], ["um", "µm"], ["mm", "mm"], ["cm", "cm"], ["m", "m"]];
-
 export async function renderGenerate(main, { params }) {
   const generators = await listAll("/v1/generators", 100);
   if (!generators.length) {
@@ -99,7 +97,7 @@ export async function renderGenerate(main, { params }) {
   const compression = h("select", { id: "compression" },
     h("option", { value: "" }, "none"), h("option", { value: "zlib" }, "zlib (lossless)"), h("option", { value: "lzw" }, "LZW (lossless)"));
   const voxel = h("input", { id: "voxel", type: "number", min: 0, step: "any", placeholder: "the generator's", inputmode: "decimal" });
-  const unit = h("select", { id: "unit" }, UNITS.map(([v, l]) => h("option", { value: v, selected: v === "um" }, l)));
+  const unit = h("select", { id: "unit" }, unitOptions().map((o) => h("option", { value: o.value, selected: o.selected }, o.label)));
   const info = h("div", { class: "estimate", "aria-live": "polite" });
   const status = h("div", { "aria-live": "polite" });
   const submit = h("button", { type: "submit", class: "primary" }, "Generate");
