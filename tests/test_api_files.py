@@ -25,12 +25,14 @@ def owner_id(api_app, headers: dict[str, str]) -> str:
         return authenticate(session, headers["Authorization"].removeprefix("Bearer ")).id
 
 
-def add_volume(api_app, owner: str, array: np.ndarray, *, compress: bool = False) -> str:
+def add_volume(
+    api_app, owner: str, array: np.ndarray, *, compress: bool = False, ome: bool = False
+) -> str:
     """A volume as the worker would leave it: a TIFF blob plus its row."""
     state = api_app.state.service
     key = state.blobs.new_key("volumes", ".tif")
     with state.blobs.writing(key) as temp:
-        tifffile.imwrite(temp, array, compression="zlib" if compress else None)
+        tifffile.imwrite(temp, array, compression="zlib" if compress else None, ome=ome)
     with state.session_factory() as session:
         row = Volume(
             owner_id=owner,
@@ -344,3 +346,17 @@ def test_range_edge_cases_follow_rfc_9110(client, auth, volume) -> None:
     outside = client.get(url, headers=auth | {"Range": f"bytes={size}-,{size + 5}-"})
     assert outside.status_code == 416 and outside.json()["code"] == "range_not_satisfiable"
     assert outside.headers["content-range"] == f"bytes */{size}"
+
+
+def test_an_ome_tiff_downloads_as_ome_tif(client, auth, api_app) -> None:
+    array = np.zeros((4, 5, 6), np.uint8)
+    plain = add_volume(api_app, owner_id(api_app, auth), array)
+    ome = add_volume(api_app, owner_id(api_app, auth), array, compress=True, ome=True)
+    named = {
+        volume_id: client.head(f"/v1/volumes/{volume_id}/file", headers=auth).headers[
+            "content-disposition"
+        ]
+        for volume_id in (plain, ome)
+    }
+    assert named[plain] == f'attachment; filename="{plain}.tif"'
+    assert named[ome] == f'attachment; filename="{ome}.ome.tif"'

@@ -24,6 +24,7 @@ from starlette.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
 from microforge.api.problems import ProblemError
+from microforge.storage.tiff import is_ome_tiff
 
 _RANGE_SPEC = re.compile(r"^(\d*)-(\d*)$")
 #: More ranges than this in one request are not served as ranges (a cheap denial of service).
@@ -122,6 +123,15 @@ def file_download(
         filename=filename,
         stat_result=stat,
         range_header=range_header,
+    )
+
+
+def volume_download(request: Request, path: Path, *, volume_id: str, etag: str) -> Response:
+    """A volume's TIFF, named ``<id>.ome.tif`` when it is an OME-TIFF: Fiji's Bio-Formats
+    and other readers look at that suffix to read the OME-XML (and so the voxel size)."""
+    suffix = ".ome.tif" if is_ome_tiff(path) else ".tif"
+    return file_download(
+        request, path, etag=etag, media_type="image/tiff", filename=f"{volume_id}{suffix}"
     )
 
 

@@ -291,6 +291,13 @@ def write_volume_tiff(path: str | os.PathLike[str], volume: np.ndarray, **kwargs
         writer.write(volume)
 
 
+def is_ome_tiff(path: str | os.PathLike[str]) -> bool:
+    """Whether the file is an OME-TIFF (compressed and BigTIFF volumes are, see
+    ``VolumeTiffWriter``), read from its first page's header only."""
+    with tifffile.TiffFile(path) as tif:
+        return bool(tif.is_ome)
+
+
 def read_volume_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Shape, dtype, axes, voxel size (z, y, x) or None and its unit, format ('imagej',
     'ome' or 'tiff'), display range or None, BigTIFF, compression, size in bytes.

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from microforge.api.downloads import add_head_route, file_download, file_responses
+from microforge.api.downloads import add_head_route, file_responses, volume_download
 from microforge.api.problems import ProblemError, problem_responses
 from microforge.api.routes.common import not_found
 from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
@@ -94,12 +94,11 @@ def shared_volume_file(
         raise ProblemError(
             410, "link_expired", "this link has expired: ask the volume's owner for a new one"
         ) from error
-    return file_download(
+    return volume_download(
         request,
         state.blobs.path(row.blob_key),
+        volume_id=row.id,
         etag=_etag(row),
-        media_type="image/tiff",
-        filename=f"{row.id}.tif",
     )
 
 

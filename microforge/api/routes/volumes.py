@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from microforge.api.downloads import add_head_route, file_download, file_responses
+from microforge.api.downloads import add_head_route, file_responses, volume_download
 from microforge.api.problems import FieldError, ProblemError, problem_responses
 from microforge.api.rendering import AXES, encode_png, read_volume_slice, to_uint8
 from microforge.api.routes.common import (
@@ -97,12 +97,11 @@ def volume_file(
     row = _owned(session, owner.id, volume_id)
     if not state.blobs.exists(row.blob_key):
         raise ProblemError(404, "file_missing", f"the file of volume {row.id} is missing")
-    return file_download(
+    return volume_download(
         request,
         state.blobs.path(row.blob_key),
+        volume_id=row.id,
         etag=row.etag or f"{row.id}-{row.size_bytes}",
-        media_type="image/tiff",
-        filename=f"{row.id}.tif",
     )
 
 
