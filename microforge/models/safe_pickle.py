@@ -276,7 +276,8 @@ class _StateUnpickler(pickle.Unpickler):
             strides=tuple(step * item for step in stride),
             writeable=False,
         )
-        return _Tensor(np.ascontiguousarray(view, dtype=storage.dtype.newbyteorder("=")))
+        # np.array, not ascontiguousarray: that one turns a 0-d tensor into 1-d.
+        return _Tensor(np.array(view, dtype=storage.dtype.newbyteorder("="), order="C"))
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any = False, hooks: Any = None) -> Any:
