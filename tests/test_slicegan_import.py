@@ -309,3 +309,34 @@ def test_the_cli_imports_and_generates_a_periodic_volume(tmp_path) -> None:
     info = read_volume_info(volume)
     assert tuple(info["shape"]) == (32, 20, 16)
     assert tuple(info["voxel_size"]) == (0.5, 0.5, 0.5) and info["unit"] == "nm"
+
+
+@pytest.mark.parametrize(
+    "lists",
+    [
+        # The public code's defaults: 6 critic kernels/strides but 5 paddings (zip uses 5).
+        [[4] * 6, [2] * 6, [3, 64, 128, 256, 512, 1], [1, 1, 1, 1, 0]]
+        + [[4] * 5, [2] * 5, [32, 1024, 512, 128, 32, 3], [2, 2, 2, 2, 3]],
+        [[4] * 5, [2] * 5, [1, 64, 128, 256, 512, 1], [1, 1, 1, 1, 0]]
+        + [[4] * 6, [2] * 6, [16, 512, 256, 128, 64, 1], [2, 2, 2, 2, 3]],
+    ],
+)
+def test_the_public_codes_default_layers_map_onto_a_microforge_network(lists) -> None:
+    from microforge.models.slicegan_import import _network
+
+    params = read_params(pickle.dumps(lists))
+    assert params.layers == 5
+    for kind in ("transpose", "resize_conv"):
+        network = _network(params, kind)
+        assert network.latent_size == 4 and network.crop_size == 64 and network.period == 32
+        assert network.critic_kernels == [4] * 5
+
+
+def test_a_critic_that_does_not_fit_is_replaced_as_it_is_never_used(tmp_path) -> None:
+    """The public code averages whatever its critic outputs; MicroForge's config wants 1x1."""
+    weights, params, _ = make_files(tmp_path, channels=2, imtype="nphase", rc=False)
+    lists = params_for(2)
+    lists[:4] = [[1] * 4, [1] * 4, [2, 4, 4, 4, 1], [0] * 4]  # keeps every crop's size
+    params.write_bytes(pickle.dumps(lists))
+    info = import_slicegan(weights, params, tmp_path / "g.safetensors")
+    assert info.network.critic_kernels == [info.network.crop_size] == [32]
