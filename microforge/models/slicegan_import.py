@@ -18,9 +18,12 @@ The public code (github.com/stke9/SliceGAN) leaves two files per run:
     layer's convolution and batch norm are unused: trilinear upsampling
     (``align_corners=False``) of the last hidden output to 2(n-1) voxels per axis, and
     ``rcconv`` = ``Conv3d(gf[-2], gf[-1], 3, 1, 0)`` *with* a bias, no padding, then the same
-    output activation. Assumption: the public code computes the target size from the
-    hidden output's own sizes; it draws cubic latents, for which "per axis" and "all axes
-    from one axis" agree, and per axis is the only rule that chunks exactly.
+    output activation (as issue 11 describes it; some versions of the public rc code may
+    apply the softmax whatever the type, which only n-phase runs can have trained with, so
+    n-phase files read the same either way). Assumption: the public code computes the
+    target size from the hidden output's own sizes; it draws cubic latents, for which "per
+    axis" and "all axes from one axis" agree, and per axis is the only rule that chunks
+    exactly.
 
   Both generate in eval mode (``util.test_img`` calls ``netG.eval()`` after loading), so
   batch norm uses the saved running statistics, as ``export.load_generator`` does.
