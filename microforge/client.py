@@ -301,6 +301,35 @@ class MicroForgeClient:
             "POST", "/v1/generators", make_files=_files_opener([path], field="file")
         ).json()
 
+    def import_slicegan(
+        self,
+        weights: str | os.PathLike[str],
+        params: str | os.PathLike[str],
+        *,
+        image_type: str | None = None,
+        phases: Sequence[int] | None = None,
+        pixel_size: float | None = None,
+        unit: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload a generator trained by the public SliceGAN code (``NAME_Gen.pt`` and
+        ``NAME_params.data``), with what those files cannot say: ``image_type`` (required
+        for 3 channels), n-phase label values ``phases`` (default 0..n-1) and the pixel
+        size. Returns the generator. Not retried (no idempotency key)."""
+        paths = [Path(weights), Path(params)]
+        opener = _files_opener(paths)
+
+        def make_files() -> tuple[list, list[Any]]:
+            files, handles = opener()
+            named = [(field, part[1]) for field, part in zip(("weights", "params"), files)]
+            return named, handles
+
+        data = _form(
+            image_type=image_type,
+            phases=",".join(str(int(v)) for v in phases) if phases is not None else None,
+            **_pixel_fields(pixel_size, unit),
+        )
+        return self._request("POST", "/v1/generators", data=data, make_files=make_files).json()
+
     def download_job_preview(self, job_id: str, out: str | os.PathLike[str]) -> Path:
         """The training job's latest preview (slices along x, y, z, and the score curve)."""
         return self._download(f"/v1/jobs/{job_id}/preview.png", Path(out), None)

@@ -17,6 +17,7 @@ import click
 from rich.progress import BarColumn, TaskProgressColumn, TextColumn
 
 from microforge.cli.engine_commands import parse_periodic
+from microforge.cli.import_commands import parse_phases, slicegan_options
 from microforge.cli.progress_display import progress_display
 from microforge.cli.remote_group import (
     call_server,
@@ -305,10 +306,42 @@ def remote_delete(ctx: click.Context, artifact_ids: tuple[str, ...]) -> None:
 
 @remote_group.command("import")
 @click.argument("generator_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "params", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@slicegan_options
 @click.pass_context
-def remote_import(ctx: click.Context, generator_file: Path) -> None:
-    """Upload a generator file (from `microforge train` or another server); prints its id."""
-    generator = call_server(ctx, lambda client: client.import_generator(generator_file))
+def remote_import(
+    ctx: click.Context,
+    generator_file: Path,
+    params: Path | None,
+    image_type: str | None,
+    phases: str | None,
+    pixel_size: float | None,
+    pixel_unit: str,
+) -> None:
+    """Upload a generator file (from `microforge train` or another server), or the two
+    files of the public SliceGAN code (NAME_Gen.pt NAME_params.data); prints its id."""
+    if params is None:
+        if image_type or phases or pixel_size:
+            raise click.UsageError(
+                "--type, --phases and --pixel-size are for SliceGAN files: give NAME_Gen.pt "
+                "and NAME_params.data (a MicroForge file already records them)"
+            )
+        generator = call_server(ctx, lambda client: client.import_generator(generator_file))
+    else:
+        labels = parse_phases(phases)
+        generator = call_server(
+            ctx,
+            lambda client: client.import_slicegan(
+                generator_file,
+                params,
+                image_type=image_type,
+                phases=labels,
+                pixel_size=pixel_size,
+                unit=pixel_unit if pixel_size else None,
+            ),
+        )
     click.echo(generator["id"])
 
 

@@ -364,7 +364,8 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
     "--voxel-size",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Voxel edge, stored in the TIFF (default: the run's --pixel-size / --scale-factor).",
+    help="Voxel edge, stored in the TIFF (default: the run's --pixel-size / --scale-factor, "
+    "or the one recorded in the generator file).",
 )
 @click.option(
     "--unit",
@@ -441,6 +442,8 @@ def _generate(
     loaded = load_generator(_generator_path(source, best), device)
     if voxel_size is None:
         voxel_size, unit = _run_voxel_size(source, unit)
+    if voxel_size is None and loaded.info.voxel_size is not None:  # e.g. an imported file
+        voxel_size, unit = loaded.info.voxel_size, loaded.info.voxel_unit or unit
     try:
         plan_volume(loaded.network, shape, periodic)
     except GenerationError as error:

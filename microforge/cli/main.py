@@ -13,6 +13,7 @@ import click
 from microforge import __version__
 from microforge.cli import client_commands, client_views  # noqa: F401 - register remote commands
 from microforge.cli.engine_commands import generate_command, train_command
+from microforge.cli.import_commands import import_slicegan_command
 from microforge.cli.keys_commands import keys_group
 from microforge.cli.remote_group import remote_group
 from microforge.cli.server_commands import up_command, worker_command
@@ -42,6 +43,7 @@ def use_huge_pages_for_large_tensors() -> None:
 
 cli.add_command(train_command)
 cli.add_command(generate_command)
+cli.add_command(import_slicegan_command)
 cli.add_command(keys_group)
 cli.add_command(up_command)
 cli.add_command(worker_command)

@@ -39,7 +39,9 @@ class NetworkConfig(BaseModel):
     ``generator_filters`` are the output channels of the hidden generator layers; the last
     layer outputs the image channels (phases, 1 grey or 3 colour), known only from the data.
     With ``last_layer="resize_conv"`` the last entry of kernels/strides/paddings is unused:
-    the last block is a trilinear upsample to 2(n-1) voxels per axis and a 3x3x3 convolution.
+    the last block is a trilinear upsample to 2(n-1) voxels per axis and a 3x3x3 convolution,
+    which has a bias when ``resize_conv_bias`` is set (MicroForge trains it without one; the
+    public SliceGAN code's ``rcconv`` has one, so imported generators set it).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -51,6 +53,9 @@ class NetworkConfig(BaseModel):
     generator_strides: list[int_range(1, MAX_KERNEL)] = Field(max_length=MAX_LAYERS)
     generator_paddings: list[int_range(0, MAX_KERNEL)] = Field(max_length=MAX_LAYERS)
     last_layer: LastLayer = "transpose"
+    resize_conv_bias: bool = Field(
+        default=False, description="The resize-convolution's 3x3x3 convolution has a bias."
+    )
     critic_filters: list[int_range(1, MAX_FILTERS)] = Field(max_length=MAX_LAYERS)
     critic_kernels: list[int_range(1, MAX_KERNEL)] = Field(min_length=1, max_length=MAX_LAYERS)
     critic_strides: list[int_range(1, MAX_KERNEL)] = Field(max_length=MAX_LAYERS)
@@ -61,6 +66,8 @@ class NetworkConfig(BaseModel):
         layers = len(self.generator_kernels)
         if not (len(self.generator_strides) == len(self.generator_paddings) == layers):
             raise ValueError("generator kernels, strides and paddings must have the same length")
+        if self.resize_conv_bias and self.last_layer != "resize_conv":
+            raise ValueError("resize_conv_bias needs last_layer='resize_conv'")
         if len(self.generator_filters) != layers - 1:
             raise ValueError(
                 f"generator_filters must list {layers - 1} hidden layers for {layers} layers"

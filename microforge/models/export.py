@@ -19,6 +19,7 @@ from microforge.models.generator_file import (
     GeneratorFileError,
     GeneratorFileInfo,
     inspect_generator_file,
+    label_dtype,
 )
 from microforge.models.networks import Generator
 
@@ -26,9 +27,7 @@ from microforge.models.networks import Generator
 def output_dtype_for(data: TrainingData) -> str:
     """Labels keep 8 bits unless a phase value needs more; grey keeps 16 bits if it had them."""
     if data.image_type == "nphase":
-        values = data.phases
-        fits = all(float(v).is_integer() and 0 <= v <= 255 for v in values)
-        return "uint8" if fits else "uint16"
+        return label_dtype(data.phases)
     if data.image_type == "grayscale" and np.dtype(data.source_dtype).itemsize >= 2:
         return "uint16"
     return "uint8"

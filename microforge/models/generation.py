@@ -146,7 +146,7 @@ class ChunkEvaluator:
             x = F.conv_transpose3d(x, weight, stride=op.stride)
         else:
             assert self.net.resize_conv is not None
-            x = F.conv3d(x, self.net.resize_conv.weight)
+            x = F.conv3d(x, self.net.resize_conv.weight, self.net.resize_conv.bias)
         for axis, ((start, _), (low, high)) in enumerate(zip(windows, targets)):
             origin = op.origin(start, self.plans[axis].periodic)
             x = x.narrow(2 + axis, low - origin, high - low)

@@ -39,11 +39,16 @@ class GeneratorFileInfo:
     arch: str | None = None
     iteration: int | None = None
     parameters: int = 0
+    #: Edge of one voxel and its unit, when the file records it (imported generators).
+    voxel_size: float | None = None
+    voxel_unit: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """What a Generator row records of its file, whether trained here or imported."""
-        return {
+        """What a Generator row records of its file, whether trained here or imported
+        (``voxel_size`` and ``unit`` only when the file records them, as the service's
+        generate jobs read them there)."""
+        summary = {
             "arch": self.arch,
             "network": self.network.model_dump(mode="json"),
             "channels": self.channels,
@@ -51,6 +56,9 @@ class GeneratorFileInfo:
             "iteration": self.iteration,
             "parameters": self.parameters,
         }
+        if self.voxel_size is not None:
+            summary |= {"voxel_size": self.voxel_size, "unit": self.voxel_unit or "um"}
+        return summary
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -64,6 +72,8 @@ class GeneratorFileInfo:
             "value_range": list(self.value_range),
             "arch": self.arch,
             "iteration": self.iteration,
+            "voxel_size": self.voxel_size,
+            "voxel_unit": self.voxel_unit,
             **self.extra,
         }
 
@@ -84,6 +94,8 @@ def expected_tensor_shapes(network: NetworkConfig, channels: int) -> dict[str, l
         shapes[f"norms.{index}.num_batches_tracked"] = []
     if network.last_layer == "resize_conv":
         shapes["resize_conv.weight"] = [channels, widths[-2], 3, 3, 3]
+        if network.resize_conv_bias:
+            shapes["resize_conv.bias"] = [channels]
     return shapes
 
 
@@ -146,6 +158,8 @@ def inspect_generator_file(path: str | Path) -> GeneratorFileInfo:
             value_range=tuple(meta.get("value_range", (0.0, 1.0))),  # type: ignore[arg-type]
             arch=meta.get("arch"),
             iteration=meta.get("iteration"),
+            voxel_size=_positive_or_none(meta.get("voxel_size")),
+            voxel_unit=str(meta["voxel_unit"]) if meta.get("voxel_unit") else None,
         )
     except (KeyError, TypeError, ValueError, ValidationError) as error:
         raise GeneratorFileError(f"the generator's metadata is invalid: {error}") from error
@@ -157,6 +171,21 @@ def inspect_generator_file(path: str | Path) -> GeneratorFileInfo:
         if not name.endswith(("running_mean", "running_var", "num_batches_tracked"))
     ]
     return replace(info, parameters=sum(math.prod(shape) for shape in learnable))
+
+
+def _positive_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"voxel_size {value!r} is not a positive number")
+    return number
+
+
+def label_dtype(phases: list[int | float]) -> str:
+    """Labels keep 8 bits unless a phase value needs more."""
+    fits = all(float(v).is_integer() and 0 <= v <= 255 for v in phases)
+    return "uint8" if fits else "uint16"
 
 
 def _check_consistency(info: GeneratorFileInfo) -> None:

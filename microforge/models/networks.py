@@ -50,7 +50,9 @@ class Generator(nn.Module):
                 self.norms.append(nn.BatchNorm3d(widths[index + 1]))
         self.resize_conv: nn.Conv3d | None = None
         if network.last_layer == "resize_conv":
-            self.resize_conv = nn.Conv3d(widths[-2], channels, 3, 1, 0, bias=False)
+            self.resize_conv = nn.Conv3d(
+                widths[-2], channels, 3, 1, 0, bias=network.resize_conv_bias
+            )
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         if self.output_activation == "softmax":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
@@ -17,9 +19,11 @@ from microforge.api.routes.common import (
     not_found,
 )
 from microforge.api.schemas import GeneratorOut, Page, generator_out
+from microforge.api.slicegan_upload import PARAMS_FIELD, WEIGHTS_FIELD, convert_slicegan_upload
 from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
 from microforge.api.uploads import ParsedForm
 from microforge.models.generator_file import GeneratorFileError, inspect_generator_file
+from microforge.models.slicegan_import import write_generator_file
 from microforge.storage.queries import (
     InvalidCursorError,
     count_active_jobs_using_generator,
@@ -27,6 +31,7 @@ from microforge.storage.queries import (
     list_owned,
 )
 from microforge.storage.tables import Generator
+from microforge.units import LENGTH_UNITS
 
 router = APIRouter(prefix="/v1/generators", tags=["generators"], route_class=SessionScopedRoute)
 FILE_FIELD = "file"
@@ -52,16 +57,51 @@ def list_generators(
     "",
     status_code=201,
     response_model=GeneratorOut,
-    summary="Import a generator file exported elsewhere",
+    summary="Import a generator: a MicroForge file, or the two files of the public SliceGAN code",
     openapi_extra=multipart_body(
-        {"file": {"type": "string", "format": "binary", "description": "An exported generator."}},
-        ["file"],
+        {
+            FILE_FIELD: {
+                "type": "string",
+                "format": "binary",
+                "description": "A MicroForge generator file (safetensors), exported elsewhere.",
+            },
+            WEIGHTS_FIELD: {
+                "type": "string",
+                "format": "binary",
+                "description": "Or: NAME_Gen.pt of the public SliceGAN code (with params).",
+            },
+            PARAMS_FIELD: {
+                "type": "string",
+                "format": "binary",
+                "description": "NAME_params.data of the same run (with weights).",
+            },
+            "image_type": {
+                "type": "string",
+                "enum": ["nphase", "grayscale", "colour"],
+                "description": "SliceGAN only. Default from the channels: 1 = grayscale, "
+                "2 or 4+ = nphase; required for 3 channels (colour or three phases).",
+            },
+            "phases": {
+                "type": "string",
+                "description": "SliceGAN n-phase only: label values, e.g. 0,128,255 "
+                "(default 0..n-1).",
+            },
+            "pixel_size": {
+                "type": "number",
+                "description": "SliceGAN only: edge of one voxel, used by generate jobs.",
+            },
+            "unit": {"type": "string", "enum": list(LENGTH_UNITS), "default": "um"},
+        },
+        [],
     ),
     responses=problem_responses(*UPLOAD_PROBLEMS),
 )
 async def import_generator(request: Request, owner: OwnerDep, state: StateDep) -> GeneratorOut:
-    """The file is validated (header, network, tensor shapes) without loading it."""
-    form = await receive_upload(request, state, owner.id, {FILE_FIELD})
+    """Form field ``file``: a MicroForge generator file, validated (header, network, tensor
+    shapes) without loading it. Form fields ``weights`` + ``params``: a generator trained by
+    the public SliceGAN code, read without unpickling anything but tensors and integer
+    lists, converted, then stored like any generator file."""
+    form = await receive_upload(request, state, owner.id, {FILE_FIELD, WEIGHTS_FIELD, PARAMS_FIELD})
     try:
         return await run_in_threadpool(_store_generator, state, owner.id, form)
     finally:
@@ -69,11 +109,20 @@ async def import_generator(request: Request, owner: OwnerDep, state: StateDep) -
 
 
 def _store_generator(state, owner_id: str, form: ParsedForm) -> GeneratorOut:
+    if any(upload.field != FILE_FIELD for upload in form.files):
+        imported = convert_slicegan_upload(form)
+        key = state.blobs.new_key("generators", ".safetensors")
+        with state.blobs.writing(key) as temporary:
+            write_generator_file(imported, Path(temporary))
+            info = inspect_generator_file(temporary)
+        names = "+".join(upload.filename for upload in form.files)
+        return _add_row(state, owner_id, key, info, names, source="slicegan")
     if len(form.files) != 1:
         raise ProblemError(
             422,
             "wrong_number_of_files",
-            f"got {len(form.files)} files: send exactly one generator file in form field 'file'",
+            f"got {len(form.files)} files: send exactly one generator file in form field "
+            "'file' (or a SliceGAN generator's two files in 'weights' and 'params')",
         )
     upload = form.files[0]
     if upload.size == 0:
@@ -84,15 +133,23 @@ def _store_generator(state, owner_id: str, form: ParsedForm) -> GeneratorOut:
         message = str(exc).replace(upload.path.name, upload.filename)
         raise ProblemError(422, "invalid_generator_file", f"{upload.filename}: {message}") from exc
     key = state.blobs.new_key("generators", ".safetensors")
-    size = state.blobs.put_file(key, upload.path)
-    config = {**info.summary(), "imported_from": upload.filename}
+    state.blobs.put_file(key, upload.path)
+    return _add_row(state, owner_id, key, info, upload.filename)
+
+
+def _add_row(
+    state, owner_id: str, key: str, info, imported_from: str, source: str | None = None
+) -> GeneratorOut:
+    config = {**info.summary(), "imported_from": imported_from}
+    if source:
+        config["source"] = source
     row = Generator(
         owner_id=owner_id,
         blob_key=key,
         image_type=info.image_type,
         phases=list(info.phases),
         config=config,
-        size_bytes=size,
+        size_bytes=state.blobs.size(key),
     )
     try:
         with state.session_factory() as session:
