@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -77,15 +78,19 @@ class Clock:
         return self.now
 
 
-def test_guard_reads_cancel_at_most_once_per_interval_and_renews_the_lease(session_factory):
+def _train_job(session_factory) -> str:  # noqa: ANN001
     with session_factory() as session:
-        key = ApiKey(name="g", key_hash="g" * 64, prefix="mf_g")
+        key = ApiKey(name="g", key_hash=os.urandom(32).hex(), prefix="mf_g")
         session.add(key)
         session.flush()
         job = Job(owner_id=key.id, kind="train")
         session.add(job)
         session.commit()
-        job_id = job.id
+        return job.id
+
+
+def test_guard_reads_cancel_at_most_once_per_interval_and_renews_the_lease(session_factory):
+    job_id = _train_job(session_factory)
     lease = claim_job(session_factory, job_id, "w", lease_seconds=8).lease
     clock = Clock()
     guard = JobGuard(session_factory, lease, lease_seconds=8, check_seconds=1.0, clock=clock)
@@ -154,14 +159,7 @@ def test_previews_refresh_by_time_and_when_a_segment_ends(session_factory, tmp_p
     from microforge.worker.progress import TrainingReporter, stopped_progress
     from microforge.worker.runtime import WorkerRuntime
 
-    with session_factory() as session:
-        key = ApiKey(name="p", key_hash="p" * 64, prefix="mf_p")
-        session.add(key)
-        session.flush()
-        job = Job(owner_id=key.id, kind="train")
-        session.add(job)
-        session.commit()
-        job_id = job.id
+    job_id = _train_job(session_factory)
     lease = claim_job(session_factory, job_id, "w", lease_seconds=60).lease
     runtime = WorkerRuntime(
         settings=Settings(data_dir=tmp_path),

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, TaskProgressColumn, TextColumn
 
 from microforge.cli.engine_commands import parse_periodic
 from microforge.cli.import_commands import parse_phases, slicegan_options
+from microforge.cli.options import unit_option
 from microforge.cli.progress_display import progress_display
 from microforge.cli.remote_group import (
     call_server,
@@ -28,7 +29,6 @@ from microforge.cli.remote_group import (
     remote_group,
 )
 from microforge.client import JobFailed, MicroForgeClient, MicroForgeError
-from microforge.units import LENGTH_UNITS
 
 
 def wait_with_progress(client: MicroForgeClient, job: dict[str, Any]) -> dict[str, Any]:
@@ -97,13 +97,7 @@ def _load_config(config: str | None, overrides: dict[str, Any]) -> dict[str, Any
     default=None,
     help="Edge of one pixel of IMAGES: statistics and generated volumes become physical.",
 )
-@click.option(
-    "--unit",
-    type=click.Choice(LENGTH_UNITS),
-    default="um",
-    show_default=True,
-    help="Unit of --pixel-size.",
-)
+@unit_option("--pixel-size")
 @click.option(
     "--dataset",
     "dataset_id",
@@ -230,13 +224,7 @@ def remote_cancel(ctx: click.Context, job_id: str) -> None:
     default=None,
     help="Voxel edge (a training pixel): stored in the TIFF, physical units in the report.",
 )
-@click.option(
-    "--unit",
-    type=click.Choice(LENGTH_UNITS),
-    default="um",
-    show_default=True,
-    help="Unit of --voxel-size.",
-)
+@unit_option("--voxel-size")
 @click.option("--wait", is_flag=True, help="Show progress until the volume is ready.")
 @click.option(
     "--out",

@@ -16,6 +16,7 @@ from typing import Any
 import click
 import numpy as np
 
+from microforge.cli.options import unit_option
 from microforge.models.run_dir import RunDir
 from microforge.units import LENGTH_UNITS
 
@@ -136,12 +137,7 @@ def parse_periodic(text: str | None) -> tuple[bool, bool, bool]:
     help="Edge of one pixel of the images: `generate` then writes that voxel size "
     "(divided by --scale-factor) unless told otherwise.",
 )
-@click.option(
-    "--unit",
-    type=click.Choice(LENGTH_UNITS),
-    default=None,
-    help="Unit of --pixel-size (default um).",
-)
+@unit_option("--pixel-size", default=None, note=" (default um)")
 @click.option(
     "--pixel-unit",
     type=click.Choice(LENGTH_UNITS),
@@ -367,13 +363,7 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
     help="Voxel edge, stored in the TIFF (default: the run's --pixel-size / --scale-factor, "
     "or the one recorded in the generator file).",
 )
-@click.option(
-    "--unit",
-    type=click.Choice(LENGTH_UNITS),
-    default="um",
-    show_default=True,
-    help="Unit of --voxel-size.",
-)
+@unit_option("--voxel-size")
 def generate_command(
     source: Path,
     shape: tuple[int, int, int],

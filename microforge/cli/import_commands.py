@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from microforge.cli.engine_commands import IMAGE_TYPES, user_errors
-from microforge.units import LENGTH_UNITS
+from microforge.cli.options import unit_option
 
 
 def parse_phases(text: str | None) -> list[int] | None:
@@ -50,14 +50,7 @@ def slicegan_options(command):  # noqa: ANN001, ANN201 - a click decorator
                 default=None,
                 help="Edge of one training pixel (= one generated voxel), recorded in the file.",
             ),
-            click.option(
-                "--unit",
-                "pixel_unit",
-                type=click.Choice(LENGTH_UNITS),
-                default="um",
-                show_default=True,
-                help="Unit of --pixel-size.",
-            ),
+            unit_option("--pixel-size", name="pixel_unit"),
         ]
     ):
         command = option(command)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
+from microforge.cli.options import unit_option
 from microforge.cli.stats_table import print_statistics_table
-from microforge.units import LENGTH_UNITS
 
 _TRAINING_AXES = ("x", "y", "z")
 
@@ -42,12 +42,7 @@ _TRAINING_AXES = ("x", "y", "z")
     default=None,
     help="Voxel edge length; default: the one stored in VOLUME (ImageJ or OME-TIFF metadata).",
 )
-@click.option(
-    "--unit",
-    type=click.Choice(LENGTH_UNITS),
-    default=None,
-    help="Unit of --voxel-size.",
-)
+@unit_option("--voxel-size", default=None)
 @click.option(
     "--voxels",
     "in_voxels",
