@@ -20,6 +20,14 @@ LENGTH_UNITS: tuple[str, ...] = get_args(LengthUnit)
 UNIT_IN_CM: dict[str, float] = {"nm": 1e-7, "um": 1e-4, "mm": 1e-1, "cm": 1.0, "m": 100.0}
 #: How OME-XML writes each unit (its UnitsLength symbols: micrometre is "µm").
 OME_SYMBOLS: dict[str, str] = {"nm": "nm", "um": "\u00b5m", "mm": "mm", "cm": "cm", "m": "m"}
+#: How OME-NGFF (OME-Zarr) axes spell each unit (UDUNITS-2 names).
+NGFF_UNITS: dict[str, str] = {
+    "nm": "nanometer",
+    "um": "micrometer",
+    "mm": "millimeter",
+    "cm": "centimeter",
+    "m": "meter",
+}
 #: Other spellings found in files written by other tools (ImageJ writes "micron").
 _ALIASES = {
     "\u00b5m": "um",  # micro sign

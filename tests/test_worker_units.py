@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from microforge.jobs import GenerateSpec
 from microforge.models.config import TrainConfig
 from microforge.models.phases import DataError
 from microforge.models.trainer import TrainingError
@@ -147,9 +148,11 @@ def test_reports_compare_with_the_images_at_the_scale_they_were_trained_at():
 
 def test_a_jobs_voxel_size_wins_over_the_generators_and_none_means_voxels():
     trained = Generator(config={"voxel_size": 0.1, "unit": "nm"})
-    assert effective_voxel_size({"voxel_size": 2.0, "unit": "mm"}, trained) == (2.0, "mm")
-    assert effective_voxel_size({}, trained) == (0.1, "nm")
-    assert effective_voxel_size({}, Generator(config={})) == (None, "um")
+    spec = GenerateSpec(shape=(4, 4, 4))
+    sized = spec.model_copy(update={"voxel_size": 2.0, "unit": "mm"})
+    assert effective_voxel_size(sized, trained) == (2.0, "mm")
+    assert effective_voxel_size(spec, trained) == (0.1, "nm")
+    assert effective_voxel_size(spec, Generator(config={})) == (None, "um")
 
 
 def test_previews_refresh_by_time_and_when_a_segment_ends(session_factory, tmp_path):

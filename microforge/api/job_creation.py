@@ -22,15 +22,12 @@ from sqlalchemy.orm import Session
 from microforge.api.admission import check_active_jobs
 from microforge.api.problems import ProblemError
 from microforge.api.state import ServiceState
+from microforge.jobs import JOB_KINDS
 from microforge.storage.queries import find_job_by_idempotency_key
 from microforge.storage.tables import Job
 
 logger = logging.getLogger(__name__)
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
-TASKS = {
-    "train": ("microforge.train_segment", "train"),
-    "generate": ("microforge.generate_volume", "generate"),
-}
 
 
 def fingerprint(payload: Any) -> str:
@@ -72,9 +69,9 @@ def existing_job_for_key(
 def enqueue(state: ServiceState, job: Job) -> None:
     """Send the job's first message, with the fencing token it is meant for (0, a new job),
     so that a copy of it delivered after the job moved on is dropped as stale."""
-    task, queue = TASKS[job.kind]
+    kind = JOB_KINDS[job.kind]
     app = state.celery()
-    app.send_task(task, args=[job.id, job.fencing_token or 0], queue=queue, retry=False)
+    app.send_task(kind.task, args=[job.id, job.fencing_token or 0], queue=kind.queue, retry=False)
 
 
 def create_and_enqueue(

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from microforge.api.problems import ProblemError
 from microforge.api.state import ServiceState
-from microforge.bounds import INT32_MAX, SEED_MAX, int_range
+from microforge.jobs import GenerateSpec
 from microforge.models.config import NetworkConfig, TrainConfig, periodic_size_problem
 from microforge.storage.tables import Generator
-from microforge.units import LengthUnit
 
 
 class TrainJobRequest(BaseModel):
@@ -22,39 +21,15 @@ class TrainJobRequest(BaseModel):
     config: TrainConfig = Field(default_factory=TrainConfig)
 
 
-#: Voxels along one axis: TIFF pages and torch sizes are 32-bit.
-Edge = int_range(1, INT32_MAX)
-
-
-class GenerateJobRequest(BaseModel):
-    model_config = ConfigDict(allow_inf_nan=False)
-
+# The generate spec, plus which generator (stored in the job's column, not in its spec).
+class GenerateJobRequest(GenerateSpec):
     kind: Literal["generate"]
     generator_id: str
-    shape: tuple[Edge, Edge, Edge] = Field(description="Voxels along [z, y, x]; any size.")
-    seed: int_range(0, SEED_MAX) | None = Field(
-        default=None, description="Omit for a random (recorded) seed."
-    )
-    periodic: tuple[bool, bool, bool] = Field(
-        default=(False, False, False), description="Periodic boundaries along [z, y, x]."
-    )
-    chunk: Edge | tuple[Edge, Edge, Edge] | None = Field(
-        default=None, description="Chunk edge in voxels (or [z, y, x]); omit for auto."
-    )
-    voxel_size: float | None = Field(
-        default=None,
-        gt=0,
-        description="Edge of a voxel in `unit` (a training pixel, after any scale factor): "
-        "stored in the TIFF (ImageJ or OME-TIFF metadata) for Fiji/napari, and the report's "
-        "lengths and surface densities are then physical. Omit for voxel units.",
-    )
-    unit: LengthUnit = Field(default="um", description="Unit of voxel_size.")
-    compression: Literal["zlib", "lzw"] | None = Field(
-        default=None,
-        description="Lossless TIFF compression: label volumes shrink many-fold on disk and "
-        "in transfer; readers decompress page by page. The file is then OME-TIFF (Fiji "
-        "opens it with Bio-Formats). Omit for an uncompressed ImageJ TIFF.",
-    )
+
+    def spec(self, seed: int) -> GenerateSpec:
+        """The spec to store, with the seed made concrete."""
+        fields = self.model_dump(exclude={"kind", "generator_id"})
+        return GenerateSpec.model_validate({**fields, "seed": seed})
 
 
 JobRequest = Annotated[TrainJobRequest | GenerateJobRequest, Field(discriminator="kind")]

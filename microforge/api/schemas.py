@@ -11,6 +11,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from microforge.jobs import job_dataset_id, job_generator_id
 from microforge.storage.queries import as_utc
 from microforge.storage.tables import Dataset, Generator, Job, Volume
 
@@ -262,6 +263,19 @@ def dataset_out(row: Dataset) -> DatasetOut:
     )
 
 
+def spec_out(row: Job) -> dict[str, Any]:
+    """The spec as clients have always seen it: the stored spec with the id of what the job
+    uses (its dataset or generator, kept in the row's columns) first."""
+    spec = dict(row.spec or {})
+    used = {"train": ("dataset_id", job_dataset_id), "generate": ("generator_id", job_generator_id)}
+    if row.kind in used:
+        name, read = used[row.kind]
+        value = read(row)
+        if value:
+            spec = {name: value, **{k: v for k, v in spec.items() if k != name}}
+    return spec
+
+
 def job_out(row: Job) -> JobOut:
     base = f"/v1/jobs/{row.id}"
     links = {"self": base, "cancel": f"{base}/cancel"}
@@ -272,10 +286,10 @@ def job_out(row: Job) -> JobOut:
         parent = (row.spec or {}).get("continued_from")
         if parent:
             links["continued_from"] = f"/v1/jobs/{parent}"
-        dataset_id = (row.spec or {}).get("dataset_id")
+        dataset_id = job_dataset_id(row)
         if dataset_id:
             links["dataset"] = f"/v1/datasets/{dataset_id}"
-    generator_source = row.generator_id if row.kind == "generate" else None
+    generator_source = job_generator_id(row) if row.kind == "generate" else None
     if generator_source:
         links["generator"] = f"/v1/generators/{generator_source}"
     if row.result_generator_id:
@@ -297,7 +311,7 @@ def job_out(row: Job) -> JobOut:
         kind=row.kind,
         state=row.state,
         cancel_requested=row.cancel_requested,
-        spec=row.spec or {},
+        spec=spec_out(row),
         progress=JobProgress.model_validate(
             {k: v for k, v in progress.items() if k in JobProgress.model_fields}
         ),

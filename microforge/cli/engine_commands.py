@@ -336,8 +336,9 @@ def _train_loop(trainer: Any, run: RunDir) -> None:
     "--out",
     "out",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="TIFF file to write.",
+    type=click.Path(path_type=Path),
+    help="TIFF file to write, or an OME-Zarr store (chunked, multiscale; for napari and "
+    "other viewers that stream big volumes) when the name ends in .zarr, e.g. volume.ome.zarr.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -377,7 +378,8 @@ def generate_command(
     voxel_size: float | None,
     unit: str,
 ) -> None:
-    """Generate a volume from SOURCE (a run directory or a generator file) as a TIFF stack."""
+    """Generate a volume from SOURCE (a run directory or a generator file) as a TIFF stack
+    or an OME-Zarr store."""
     flags = parse_periodic(periodic)
     with user_errors():
         _generate(source, shape, out, seed, chunk, flags, device, best, compress, voxel_size, unit)
@@ -428,7 +430,13 @@ def _generate(
     from microforge.models.export import load_generator
     from microforge.models.generation import generate_volume
     from microforge.storage.tiff import VolumeTiffWriter
+    from microforge.storage.zarr_volume import VolumeZarrWriter, is_zarr_path
 
+    zarr_out = is_zarr_path(out)
+    if zarr_out and compress:
+        raise click.ClickException(
+            "--compress is for TIFF files; an OME-Zarr store's chunks are always compressed"
+        )
     loaded = load_generator(_generator_path(source, best), device)
     if voxel_size is None:
         voxel_size, unit = _run_voxel_size(source, unit)
@@ -439,15 +447,15 @@ def _generate(
     except GenerationError as error:
         raise click.ClickException(str(error)) from error
     rgb = loaded.image_type == "colour"
-    writer = VolumeTiffWriter(
+    writer = (VolumeZarrWriter if zarr_out else VolumeTiffWriter)(
         out,
         shape,
         loaded.output_dtype,
         rgb=rgb,
         voxel_size=voxel_size,
         unit=unit,
-        compression=compress,
         display_range=loaded.display_range,
+        **({} if zarr_out else {"compression": compress}),
     )
     columns = (
         TextColumn("[bold]generate"),
@@ -469,7 +477,7 @@ def _generate(
             on_chunk=lambda done, total: bar.update(task, completed=done, total=total),
         )
     size = np.prod(shape) * np.dtype(loaded.output_dtype).itemsize * (3 if rgb else 1)
-    kind = "OME-TIFF" if writer.ome else "ImageJ TIFF"
+    kind = "OME-Zarr" if zarr_out else "OME-TIFF" if writer.ome else "ImageJ TIFF"
     click.echo(
         f"wrote {out} ({kind}, {'x'.join(map(str, shape))} {loaded.output_dtype}, "
         f"{size / 2**20:.1f} MiB) in {result.seconds:.1f} s, {result.chunks} chunk(s) of "

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from microforge.storage.tables import Dataset, Generator, Job, Volume
@@ -108,12 +108,16 @@ def _count_active_jobs(session: Session, owner_id: str, uses: Any) -> int:
 
 
 def detach_finished_jobs_from_dataset(session: Session, owner_id: str, dataset_id: str) -> None:
-    """Finished jobs keep the dataset id in their spec; the foreign key must let go of it."""
-    session.execute(
-        update(Job)
-        .where(Job.owner_id == owner_id, Job.dataset_id == dataset_id)
-        .values(dataset_id=None)
-    )
+    """The foreign key must let go of a deleted dataset; the finished jobs that used it
+    keep its id in their spec instead, so a job still says what it was trained on
+    (``microforge.jobs.job_dataset_id`` reads either place)."""
+    jobs = session.scalars(
+        select(Job).where(Job.owner_id == owner_id, Job.dataset_id == dataset_id)
+    ).all()
+    for job in jobs:
+        job.spec = {"dataset_id": dataset_id, **(job.spec or {})}
+        job.dataset_id = None
+    session.flush()
 
 
 def training_lineage(

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from celery import Celery
 
+from microforge.jobs import GENERATE, JOB_KINDS, TRAIN
 from microforge.settings import Settings, get_settings
 
-TRAIN_QUEUE = "train"
-GENERATE_QUEUE = "generate"
-TRAIN_SEGMENT_TASK = "microforge.train_segment"
-GENERATE_VOLUME_TASK = "microforge.generate_volume"
+# The names the task bodies are registered under (``microforge.jobs`` says which is which).
+TRAIN_QUEUE = TRAIN.queue
+GENERATE_QUEUE = GENERATE.queue
+TRAIN_SEGMENT_TASK = TRAIN.task
+GENERATE_VOLUME_TASK = GENERATE.task
 #: For the API (``fail_fast``): how long connecting to the broker may take, and how long a
 #: command may wait for its reply (a hung broker), before a request answers 503.
 FAIL_FAST_CONNECT_SECONDS = 2.0
@@ -72,10 +74,7 @@ def make_celery_app(
         broker_connection_retry_on_startup=True,
         **({"broker_connection_timeout": FAIL_FAST_CONNECT_SECONDS} if fail_fast else {}),
         task_default_queue=TRAIN_QUEUE,
-        task_routes={
-            TRAIN_SEGMENT_TASK: {"queue": TRAIN_QUEUE},
-            GENERATE_VOLUME_TASK: {"queue": GENERATE_QUEUE},
-        },
+        task_routes={kind.task: {"queue": kind.queue} for kind in JOB_KINDS.values()},
         worker_hijack_root_logger=False,
     )
     return app

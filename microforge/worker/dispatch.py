@@ -6,12 +6,7 @@ import logging
 
 from celery import Celery
 
-from microforge.worker.celery_app import (
-    GENERATE_QUEUE,
-    GENERATE_VOLUME_TASK,
-    TRAIN_QUEUE,
-    TRAIN_SEGMENT_TASK,
-)
+from microforge.jobs import JOB_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +20,13 @@ HANDOFF_RETRY_POLICY = {
     "interval_max": 2.0,
 }
 
-TASK_FOR_KIND = {
-    "train": (TRAIN_SEGMENT_TASK, TRAIN_QUEUE),
-    "generate": (GENERATE_VOLUME_TASK, GENERATE_QUEUE),
-}
-
 
 def job_message(kind: str, job_id: str, token: int) -> tuple[str, list[object], str]:
     """Task name, arguments and queue of a job's message: the job id and the fencing token
     it was sent for, so that a copy which arrives after the job moved on is recognised
     as stale (``job_lifecycle.message_is_current``)."""
-    name, queue = TASK_FOR_KIND[kind]
-    return name, [job_id, token], queue
+    info = JOB_KINDS[kind]
+    return info.task, [job_id, token], info.queue
 
 
 def send_job_message(

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from microforge.jobs import GenerateSpec, job_generator_id, read_spec
 from microforge.storage.disk_full import find_disk_full
 from microforge.storage.job_lifecycle import (
     Lease,
@@ -89,17 +90,16 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     if job.cancel_requested:
         finish_job(runtime.session_factory, lease, "cancelled")
         return "cancelled"
-    spec = job.spec or {}
-    generator_row = _load_generator_row(runtime, job, spec)
-    shape = tuple(int(n) for n in spec["shape"])
-    seed = spec.get("seed")
-    if seed is None:
+    spec = read_spec(job)
+    generator_row = _load_generator_row(runtime, job)
+    shape = spec.shape
+    seed = spec.seed
+    if seed is None:  # the API always records one; an old or hand-made row may not
         seed = random.SystemRandom().getrandbits(31)
-    periodic = _periodic(spec.get("periodic", False))
     loaded = load_generator(runtime.blobs.path(generator_row.blob_key), device=settings.device)
     rgb = loaded.image_type == "colour"
     voxel_size, unit = effective_voxel_size(spec, generator_row)
-    compression = spec.get("compression")
+    compression = spec.compression
     if compression is None:  # compressed, the size is not known before writing
         itemsize = np.dtype(loaded.output_dtype).itemsize
         check_disk_space(runtime.blobs, shape, itemsize, 3 if rgb else 1)
@@ -126,8 +126,8 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
                     loaded,
                     shape,
                     seed=seed,
-                    chunk=spec.get("chunk"),
-                    periodic=periodic,
+                    chunk=spec.chunk,
+                    periodic=spec.periodic,
                     write_slab=writer.write,
                     on_chunk=on_chunk,
                     should_stop=guard.should_stop,
@@ -197,8 +197,8 @@ def _after_stop(runtime: WorkerRuntime, lease: Lease, guard: JobGuard) -> str:
     return "interrupted"
 
 
-def _load_generator_row(runtime: WorkerRuntime, job: Job, spec: dict[str, Any]) -> Generator:
-    generator_id = job.generator_id or spec.get("generator_id")
+def _load_generator_row(runtime: WorkerRuntime, job: Job) -> Generator:
+    generator_id = job_generator_id(job)
     with runtime.session_factory() as session:
         row = session.get(Generator, generator_id) if generator_id else None
         if row is None or row.owner_id != job.owner_id:
@@ -210,15 +210,6 @@ def _load_generator_row(runtime: WorkerRuntime, job: Job, spec: dict[str, Any]) 
         return row
 
 
-def _periodic(value: Any) -> tuple[bool, bool, bool]:
-    if isinstance(value, bool):
-        return (value, value, value)
-    flags = tuple(bool(v) for v in value)
-    if len(flags) != 3:
-        raise ValueError("periodic must be true/false or three flags for z, y and x")
-    return flags  # type: ignore[return-value]
-
-
 def file_etag(path: Path) -> str:
     """A strong validator for HTTP caching and resumable downloads: the file's SHA-256."""
     digest = hashlib.sha256()
@@ -228,13 +219,11 @@ def file_etag(path: Path) -> str:
     return digest.hexdigest()
 
 
-def effective_voxel_size(
-    spec: dict[str, Any], generator_row: Generator
-) -> tuple[float | None, str]:
+def effective_voxel_size(spec: GenerateSpec, generator_row: Generator) -> tuple[float | None, str]:
     """The job's voxel size, else the generator's (its training pixel, when the upload
     gave a pixel size), else none (voxel units)."""
-    if spec.get("voxel_size"):
-        return float(spec["voxel_size"]), spec.get("unit") or "um"
+    if spec.voxel_size:
+        return spec.voxel_size, spec.unit
     config = generator_row.config or {}
     if config.get("voxel_size"):
         return float(config["voxel_size"]), config.get("unit") or "um"

@@ -12,16 +12,15 @@ import logging
 import os
 import socket
 
+from microforge.jobs import KIND_OF_QUEUE
 from microforge.settings import Settings
 from microforge.storage.blob_gc import remove_abandoned_temporary_files
 from microforge.storage.blobs import get_blob_store
 from microforge.storage.db import upgrade_database
-from microforge.worker.celery_app import GENERATE_QUEUE, TRAIN_QUEUE
 from microforge.worker.device_announce import DeviceAnnouncer, describe_device
 from microforge.worker.redispatch import RedispatchSweeper
 
 log = logging.getLogger(__name__)
-QUEUE_KINDS = {TRAIN_QUEUE: "train", GENERATE_QUEUE: "generate"}
 
 
 class WorkerSettingsError(ValueError):
@@ -71,10 +70,10 @@ def run_worker(
     logging.basicConfig(
         level=loglevel.upper(), format="[%(asctime)s %(levelname)s %(name)s] %(message)s"
     )
-    unknown = [q for q in queues if q not in QUEUE_KINDS]
+    unknown = [q for q in queues if q not in KIND_OF_QUEUE]
     if unknown:
         raise WorkerSettingsError(
-            f"unknown queue(s) {', '.join(unknown)}: use {TRAIN_QUEUE} and/or {GENERATE_QUEUE}"
+            f"unknown queue(s) {', '.join(unknown)}: use {' and/or '.join(KIND_OF_QUEUE)}"
         )
     if migrate:
         upgrade_database(settings.resolved_database_url)
@@ -83,7 +82,7 @@ def run_worker(
         log.warning("removed %d bytes of scratch files left by killed processes", freed)
     from microforge.worker.tasks import app
 
-    sweeper = RedispatchSweeper(settings, app, [QUEUE_KINDS[q] for q in queues])
+    sweeper = RedispatchSweeper(settings, app, [KIND_OF_QUEUE[q] for q in queues])
     sweeper.sweep_now(quiet_seconds=0)
     sweeper.start()
     worker_name = name or default_worker_name()

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from microforge.jobs import job_dataset_id, read_spec
 from microforge.storage.job_lifecycle import (
     Lease,
     LeaseLost,
@@ -43,7 +44,6 @@ def run_train_segment(runtime: WorkerRuntime, job_id: str, token: int | None = N
 
 
 def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
-    from microforge.models.config import TrainConfig
     from microforge.models.data import prepare_training_data
     from microforge.models.trainer import Trainer
     from microforge.storage.images import read_image
@@ -60,7 +60,7 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         finish_job(runtime.session_factory, lease, "cancelled", progress=stopped)
         return "cancelled"
     dataset = _load_dataset(runtime, job)
-    config = TrainConfig(**((job.spec or {}).get("config") or {}))
+    config = read_spec(job).config
     images = [
         read_image(runtime.blobs.path(key), max_pixels=settings.max_image_pixels)
         for key in dataset.blob_keys
@@ -112,10 +112,11 @@ def _train_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
 
 def _load_dataset(runtime: WorkerRuntime, job: Job) -> Dataset:
     with runtime.session_factory() as session:
-        dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
+        dataset_id = job_dataset_id(job)
+        dataset = session.get(Dataset, dataset_id) if dataset_id else None
         if dataset is None:
             raise FileNotFoundError(
-                f"the dataset {job.dataset_id!r} of this job no longer exists; upload it again"
+                f"the dataset {dataset_id!r} of this job no longer exists; upload it again"
             )
         session.expunge(dataset)
         return dataset

@@ -27,6 +27,7 @@ from microforge.api.routes.jobs import ACCEPTED, IdempotencyHeader, accepted
 from microforge.api.schemas import JobOut
 from microforge.api.state import OwnerDep, ServiceState, SessionDep, SessionScopedRoute, StateDep
 from microforge.bounds import int_range
+from microforge.jobs import TrainSpec, read_spec, stored_spec
 from microforge.models.config import MAX_ITERATIONS
 from microforge.storage.queries import ACTIVE_JOB_STATES, get_owned
 from microforge.storage.tables import Dataset, Job
@@ -128,15 +129,17 @@ def _check_continuable(session: Any, state: ServiceState, parent: Job, iteration
 
 
 def _continuation(parent: Job, iterations: int, checkpoint: str) -> Job:
-    spec = dict(parent.spec or {})
-    spec["config"] = {**spec.get("config", {}), "iterations": iterations}
+    parent_spec = read_spec(parent)
     reached = parent.checkpoint_iteration
-    spec["continued_from"] = parent.id
-    spec["continued_at"] = reached
+    spec = TrainSpec(
+        config=parent_spec.config.model_copy(update={"iterations": iterations}),
+        continued_from=parent.id,
+        continued_at=reached,
+    )
     return Job(
         owner_id=parent.owner_id,
         kind="train",
-        spec=spec,
+        spec=stored_spec(spec),
         dataset_id=parent.dataset_id,
         checkpoint_blob=checkpoint,
         checkpoint_iteration=reached,

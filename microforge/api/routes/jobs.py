@@ -52,6 +52,7 @@ from microforge.api.schemas import (
 )
 from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
 from microforge.bounds import INT32_MAX, int_range
+from microforge.jobs import TrainSpec, stored_spec
 from microforge.models.config import TrainConfig
 from microforge.storage.queries import (
     ACTIVE_JOB_STATES,
@@ -102,7 +103,7 @@ def create_job(
     if isinstance(body, TrainJobRequest):
         if get_owned(session, Dataset, owner.id, body.dataset_id) is None:
             raise not_found("dataset", body.dataset_id)
-        spec = {"dataset_id": body.dataset_id, "config": body.config.model_dump(mode="json")}
+        spec = stored_spec(TrainSpec(config=body.config))
         job = Job(owner_id=owner.id, kind="train", spec=spec, dataset_id=body.dataset_id)
         job.progress = {"fraction": 0.0, "iteration": 0, "total": body.config.iterations}
     else:
@@ -120,8 +121,8 @@ def create_job(
             )
         if body.compression is None:  # a compressed size is not known in advance
             check_disk_space(state, voxels * (3 if generator.image_type == "colour" else 1))
-        spec = body.model_dump(mode="json", exclude={"kind"})
-        spec["seed"] = body.seed if body.seed is not None else secrets.randbelow(2**31)
+        seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+        spec = stored_spec(body.spec(seed))
         job = Job(owner_id=owner.id, kind="generate", spec=spec, generator_id=body.generator_id)
         job.progress = {"fraction": 0.0}
     request_fingerprint = fingerprint(body.model_dump(mode="json"))
@@ -222,7 +223,7 @@ def _train_from_form(state, owner_id: str, form, key: str | None) -> Job:
         job = Job(
             owner_id=owner_id,
             kind="train",
-            spec={"dataset_id": dataset.id, "config": config.model_dump(mode="json")},
+            spec=stored_spec(TrainSpec(config=config)),
             dataset_id=dataset.id,
             progress={"fraction": 0.0, "iteration": 0, "total": config.iterations},
             idempotency_key=key,

@@ -1,0 +1,220 @@
+"""Streaming a generated volume into an OME-Zarr store, slab by slab, with its pyramid.
+
+Why OME-Zarr: a 1e10-voxel volume as one TIFF must be downloaded whole before anything
+can look at it; napari, neuroglancer and the Python ecosystem read chunked, multiscale
+OME-Zarr and stream only the chunks (and the resolution level) they show.
+
+Why streamed: the generator hands over consecutive z-slabs (see
+``microforge.models.generation.generate_volume``); each slab is written into its region of
+the full-resolution array and, strided, into every coarser level at once. Nothing holds
+more than the slab it was given, so memory does not grow with the volume, and no TIFF is
+written first.
+
+Why stride, not averaging: a level keeps every 2^k-th voxel along each axis, so label
+volumes keep their phase values (an average of phases 0 and 2 would invent phase 1) and
+grey values stay values the generator made; it also needs nothing from the next slab.
+
+The format is written by the ``zarr`` package (arrays, zarr v3) and ``ome_zarr.writer``
+(NGFF 0.5 multiscales metadata: axes with units, a scale transform per level); the store
+appears at its path only when complete (written beside it under a temporary name, then
+renamed), as the TIFF writer does.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import shutil
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from microforge.units import NGFF_UNITS, UnitError, check_length_unit
+
+#: Edge of a stored chunk (voxels): 64^3 bytes = 256 KiB per label chunk, the order of
+#: size viewers fetch efficiently over HTTP.
+DEFAULT_CHUNK = 64
+#: Coarser levels are added until the largest edge fits in one chunk of this size.
+SMALLEST_LEVEL_EDGE = DEFAULT_CHUNK
+
+
+class VolumeZarrError(ValueError):
+    """A volume that cannot be written as asked (bad unit, slabs missing, ...)."""
+
+
+def is_zarr_path(path: str | Path) -> bool:
+    """Whether a volume's path asks for OME-Zarr (``volume.ome.zarr``, ``volume.zarr``)."""
+    return Path(path).name.lower().endswith(".zarr")
+
+
+def pyramid_levels(shape: tuple[int, int, int], smallest: int = SMALLEST_LEVEL_EDGE) -> int:
+    """How many levels (full resolution included): halve until the largest edge fits."""
+    levels = 1
+    while max(math.ceil(n / 2 ** (levels - 1)) for n in shape) > smallest:
+        levels += 1
+    return levels
+
+
+class VolumeZarrWriter:
+    """Context manager: ``with VolumeZarrWriter(path, shape, dtype) as w: w.write(slab)``.
+
+    ``shape`` is (z, y, x); slabs are (k, y, x), or (k, y, x, 3) with ``rgb`` (stored as
+    channel-first (c, z, y, x), as NGFF orders axes). ``voxel_size`` in ``unit`` becomes the
+    scale of level 0 (level k: 2^k times it); ``display_range`` becomes the ``omero``
+    channel window, so that label volumes with few values are not shown black.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        shape: tuple[int, int, int],
+        dtype: Any,
+        *,
+        rgb: bool = False,
+        voxel_size: float | None = None,
+        unit: str = "um",
+        levels: int | None = None,
+        chunk: int = DEFAULT_CHUNK,
+        display_range: tuple[float, float] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(n) for n in shape)
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            raise VolumeZarrError(f"shape {shape!r} must be three positive edges (z, y, x)")
+        self.dtype = np.dtype(dtype)
+        self.rgb = rgb
+        if voxel_size is not None and not (np.isfinite(voxel_size) and voxel_size > 0):
+            raise VolumeZarrError(f"voxel size {voxel_size!r} must be a positive number")
+        self.voxel_size = None if voxel_size is None else float(voxel_size)
+        try:
+            self.unit = check_length_unit(unit)
+        except UnitError as error:
+            raise VolumeZarrError(str(error)) from None
+        self.levels = levels or pyramid_levels(self.shape)
+        self.chunk = int(chunk)
+        self.display_range = display_range
+        self.name = name or self.path.name
+        self.slices_written = 0
+        self._temp: Path | None = None
+        self._arrays: list[Any] = []
+
+    # --- opening and closing -------------------------------------------------------------
+
+    def __enter__(self) -> VolumeZarrWriter:
+        import zarr
+
+        if self._temp is not None:
+            raise RuntimeError("this VolumeZarrWriter is already open")
+        if not self.path.parent.is_dir():
+            raise VolumeZarrError(f"cannot write {self.path}: folder {self.path.parent} is missing")
+        self._temp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.partial")
+        try:
+            group = zarr.open_group(self._temp, mode="w-", zarr_format=3)
+            for level in range(self.levels):
+                shape = self._level_shape(level)
+                chunks = tuple(min(self.chunk, n) for n in shape)
+                if self.rgb:
+                    shape, chunks = (3, *shape), (3, *chunks)
+                array = group.create_array(
+                    str(level), shape=shape, chunks=chunks, dtype=self.dtype, fill_value=0
+                )
+                self._arrays.append(array)
+            self._write_metadata(group)
+        except BaseException:
+            self._discard()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self._discard()
+            return
+        if self.slices_written != self.shape[0]:
+            self._discard()
+            raise VolumeZarrError(
+                f"only {self.slices_written} of {self.shape[0]} z-slices were written to "
+                f"{self.path.name}; nothing was saved (write every slice before closing)"
+            )
+        assert self._temp is not None
+        if self.path.exists():
+            shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
+        self._temp.rename(self.path)
+        self._temp = None
+
+    def _discard(self) -> None:
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._temp = None
+
+    # --- writing -------------------------------------------------------------------------
+
+    def write(self, slab: np.ndarray) -> None:
+        """Write ``slab`` as the next z-slices, into every level of the pyramid."""
+        if self._temp is None:
+            raise RuntimeError("use VolumeZarrWriter as a context manager: `with ... as writer:`")
+        expected = (*self.shape[1:], 3) if self.rgb else self.shape[1:]
+        if slab.ndim != len(expected) + 1 or tuple(slab.shape[1:]) != expected:
+            raise VolumeZarrError(f"slab {slab.shape} is not (k, {', '.join(map(str, expected))})")
+        z0 = self.slices_written
+        if z0 + slab.shape[0] > self.shape[0]:
+            raise VolumeZarrError(f"slab of {slab.shape[0]} slices runs past z={self.shape[0]}")
+        slab = np.asarray(slab, dtype=self.dtype)
+        if self.rgb:
+            slab = np.moveaxis(slab, -1, 0)  # (3, k, y, x): a view, no copy
+        for level, array in enumerate(self._arrays):
+            step = 2**level
+            first = -z0 % step  # the first slice of this slab that lies on the level's grid
+            picked = slab[..., first::step, ::step, ::step]
+            if picked.shape[-3] == 0:
+                continue
+            start = (z0 + first) // step
+            array[..., start : start + picked.shape[-3], :, :] = picked
+        self.slices_written = z0 + slab.shape[-3]
+
+    # --- metadata ------------------------------------------------------------------------
+
+    def _level_shape(self, level: int) -> tuple[int, int, int]:
+        return tuple(math.ceil(n / 2**level) for n in self.shape)  # type: ignore[return-value]
+
+    def _write_metadata(self, group: Any) -> None:
+        from ome_zarr.writer import write_multiscales_metadata
+
+        size = self.voxel_size or 1.0
+        space = [{"name": axis, "type": "space"} for axis in ("z", "y", "x")]
+        if self.voxel_size is not None:
+            for axis in space:
+                axis["unit"] = NGFF_UNITS[self.unit]
+        axes = ([{"name": "c", "type": "channel"}] if self.rgb else []) + space
+        datasets = []
+        for level in range(self.levels):
+            scale = [size * 2**level] * 3
+            datasets.append(
+                {
+                    "path": str(level),
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": ([1.0] if self.rgb else []) + scale}
+                    ],
+                }
+            )
+        metadata: dict[str, Any] = {}
+        if self.display_range is not None and not self.rgb:
+            low, high = (float(v) for v in self.display_range)
+            window = {"min": low, "max": high, "start": low, "end": high}
+            metadata["omero"] = {
+                "channels": [{"window": window, "color": "FFFFFF", "active": True}]
+            }
+        write_multiscales_metadata(
+            group,
+            datasets,
+            axes=axes,
+            name=self.name,
+            **({"metadata": metadata} if metadata else {}),
+        )
