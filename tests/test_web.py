@@ -140,3 +140,14 @@ def test_every_asset_is_package_data():
             relative.match(p) and len(relative.parts) == len(PurePosixPath(p).parts)
             for p in patterns
         ), relative
+
+
+def test_the_viewer_legend_has_the_colours_the_api_draws_phases_in():
+    """app.css's --phase-N are rendering.PHASE_COLOURS, which slice.png?colour=phases uses."""
+    from microforge.api.rendering import PHASE_COLOURS
+
+    css = (STATIC_DIR / "app.css").read_text()
+    found = dict(re.findall(r"--phase-(\d+): (#[0-9a-f]{6});", css))
+    assert [found[str(i)] for i in range(len(found))] == list(PHASE_COLOURS)
+    volumes_js = (STATIC_DIR / "js" / "pages" / "volumes.js").read_text()
+    assert 'query.set("colour", colour.value)' in volumes_js
