@@ -3,8 +3,8 @@
 One walk through what a user does: sign in, upload a real micrograph under a hostile file
 name (shown as text, never run), train ``tiny`` for a few iterations while the page
 updates, generate a small volume, move the slice viewer, read the report, download the
-TIFF and check it, make a share link and fetch it without a key; then sign in with a
-second key and see none of it.
+TIFF and check it, make a share link and open it in a browser context that never signed
+in (the download starts); then sign in with a second key and see none of it.
 
 Headless Chromium is Debian's ``chromium`` (``apt-get install -y chromium``; .ci/run
 installs it), driven by Playwright with ``executable_path`` so nothing is downloaded. The
@@ -18,12 +18,16 @@ import shutil
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import tifffile
 
 from tests.test_e2e_local_stack import Stack, create_key
+
+try:
+    from playwright.sync_api import Error as PlaywrightError
+except ImportError:  # the browser fixture skips the test then
+    PlaywrightError = Exception
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -153,11 +157,30 @@ def test_browser_walkthrough(browser, shared_data: Path, tmp_path: Path):
         volume = tifffile.imread(saved)
         assert volume.shape == (16, 24, 24) and set(np.unique(volume)) <= {0, 255}
 
-        # A share link works without any key.
+        # A share link works without any key: opened in a browser context that never
+        # signed in (no sessionStorage, no cookies), it starts the download of the TIFF.
         page.click("button:text-is('Create share link')")
         link = page.input_value("#share-url")
         assert link.startswith(stack.url) and key not in link
-        assert httpx.get(link).content == saved.read_bytes()
+        stranger = browser.new_context(accept_downloads=True)
+        try:
+            answer = stranger.request.get(link)
+            assert answer.status == 200, answer.status
+            assert answer.headers["content-type"] == "image/tiff"
+            assert answer.body() == saved.read_bytes()
+            shared_page = stranger.new_page()
+            with shared_page.expect_download() as shared_info:
+                try:
+                    shared_page.goto(link)
+                except PlaywrightError as error:  # navigating to a download aborts the page
+                    if "Download is starting" not in str(error):
+                        raise
+            shared = tmp_path / "shared.tif"
+            shared_info.value.save_as(shared)
+            assert shared.read_bytes() == saved.read_bytes()
+            assert shared_info.value.suggested_filename.endswith(".tif")
+        finally:
+            stranger.close()
         volume_route = page.url.split("#", 1)[1]
 
         # Sign out, and a second key sees none of it.
