@@ -4,7 +4,8 @@ One walk through what a user does: sign in, upload a real micrograph under a hos
 name (shown as text, never run), train ``tiny`` for a few iterations while the page
 updates, generate a small volume, move the slice viewer, read the report, download the
 TIFF and check it, make a share link and open it in a browser context that never signed
-in (the download starts); then sign in with a second key and see none of it.
+in (the download starts); import generators (an exported file, a SliceGAN run's two
+files); then sign in with a second key and see none of it.
 
 Headless Chromium is Debian's ``chromium`` (``apt-get install -y chromium``; .ci/run
 installs it), driven by Playwright with ``executable_path`` so nothing is downloaded. The
@@ -18,10 +19,12 @@ import shutil
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tifffile
 
+from tests.slicegan_reference import make_files
 from tests.test_e2e_local_stack import Stack, create_key
 
 try:
@@ -182,6 +185,38 @@ def test_browser_walkthrough(browser, shared_data: Path, tmp_path: Path):
         finally:
             stranger.close()
         volume_route = page.url.split("#", 1)[1]
+
+        # Import in the browser: the generator exported above, then a public SliceGAN run's
+        # two files, first refused with the API's own words (3 channels: which kind?).
+        page.goto(f"{stack.url}/#/generators")
+        page.wait_for_selector("#gen-file")
+        with page.expect_download() as generator_info:
+            page.locator("button:text-is('Download')").first.click()
+        exported = tmp_path / "exported.safetensors"
+        generator_info.value.save_as(exported)
+        page.set_input_files("#gen-file", str(exported))
+        page.click("form.import-form button[type=submit]")
+        page.wait_for_selector("form.import-form .notice.ok")
+        weights, params, _ = make_files(tmp_path, channels=3, imtype="nphase", rc=True)
+        page.check("#gen-kind-slicegan")
+        page.set_input_files("#gen-weights", str(weights))
+        page.set_input_files("#gen-params", str(params))
+        page.click("form.import-form button[type=submit]")
+        refusal = page.wait_for_selector("form.import-form .notice.error")
+        assert "3 channels: colour or three phases?" in refusal.inner_text()
+        page.select_option("#gen-type", "nphase")
+        page.fill("#gen-phases", "0,128,255")
+        page.fill("#gen-pixel", "0.5")
+        page.click("form.import-form button[type=submit]")
+        page.wait_for_selector("form.import-form .notice.ok")
+        imported = httpx.get(
+            f"{stack.url}/v1/generators", headers={"Authorization": f"Bearer {key}"}
+        ).json()["items"]
+        assert [g["config"].get("source") for g in imported[:2]] == ["slicegan", None]
+        assert imported[0]["phases"] == [0, 128, 255]
+        assert (imported[0]["config"]["voxel_size"], imported[0]["config"]["unit"]) == (0.5, "um")
+        assert imported[1]["config"]["imported_from"] == exported.name
+        assert "0, 128, 255" in page.inner_text("main")
 
         # Sign out, and a second key sees none of it.
         page.click("button:text-is('Sign out')")
