@@ -151,6 +151,8 @@ def test_browser_walkthrough(browser, shared_data: Path, tmp_path: Path):
         assert page.inner_text("output[for=slice-z]").startswith("9 /")
         page.wait_for_selector("text=Two-point correlation S2 of phase 0", timeout=60_000)
         assert page.locator(".verdict-line .badge").count() == 1
+        assert "Tortuosity is not part of the automatic report" in page.inner_text("main")
+        assert page.locator(".phase-legend li").count() == 2  # phases 0 and 255, in colour
 
         # Download the TIFF and read it back.
         with page.expect_download() as download_info:
@@ -217,6 +219,12 @@ def test_browser_walkthrough(browser, shared_data: Path, tmp_path: Path):
         assert (imported[0]["config"]["voxel_size"], imported[0]["config"]["unit"]) == (0.5, "um")
         assert imported[1]["config"]["imported_from"] == exported.name
         assert "0, 128, 255" in page.inner_text("main")
+        # grouped per training job (final and best together), imports apart
+        trained = page.locator("section.gen-group").first.inner_text()
+        assert "Training job" in trained and "final weights" in trained
+        assert "best fidelity check" in trained or "also the best check" in trained
+        imports = page.locator("section.gen-group:has(h2:text-is('Imported'))").inner_text()
+        assert "SliceGAN import" in imports and exported.name in imports
 
         # Sign out, and a second key sees none of it.
         page.click("button:text-is('Sign out')")

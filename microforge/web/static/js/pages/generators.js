@@ -19,8 +19,10 @@ export async function renderList(main, { params }) {
 
 export function generatorTitle(g) {
   const c = g.config || {};
-  const weights = c.weights === "best" ? "best check" : c.weights === "latest" ? "final" : "imported";
-  return `${c.arch || "custom"} · ${weights} · iteration ${(c.iteration ?? "?").toLocaleString()}`;
+  const weights = c.weights === "best" ? "best check" : c.weights === "latest" ? "final"
+    : c.source === "slicegan" ? "SliceGAN import" : "imported";
+  return [c.arch || "custom", weights, c.iteration != null ? `iteration ${c.iteration.toLocaleString()}` : null]
+    .filter(Boolean).join(" · ");
 }
 
 function qualityCell(g) {
@@ -30,21 +32,76 @@ function qualityCell(g) {
     q.collapsed ? h("span", { class: "badge state-failed" }, "collapsed") : null);
 }
 
+/** What a generator is to the job that made it: final weights, best check, or both. */
+function roleOf(g, job) {
+  const c = g.config || {};
+  const result = job?.result || {};
+  const isBest = c.weights === "best" || result.best_generator_id === g.id;
+  if (c.weights === "latest" && isBest) return ["final weights, also the best check", 0];
+  if (c.weights === "latest") return ["final weights", 0];
+  if (isBest && result.generator_id === g.id) return ["best check (the job's result: early stop)", 0];
+  if (isBest) return ["best fidelity check", 1];
+  return [c.source === "slicegan" ? "SliceGAN import" : "imported file", 2];
+}
+
+/** Generators in groups: one per training job (final and best together), then imports. */
+export function groupByJob(generators) {
+  const groups = new Map();
+  for (const g of generators) {
+    const key = g.source_job_id || "";
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(g);
+  }
+  const imported = groups.get("") || [];
+  groups.delete("");
+  return { jobs: [...groups.entries()], imported };
+}
+
 async function fill(box, status, highlight) {
-  const rows = await listAll("/v1/generators");
-  replace(box, table([
-    { label: "Generator", cell: (g) => h("span", { class: g.id === highlight ? "highlight" : "" },
-      h("strong", {}, generatorTitle(g)), h("br"), h("code", { class: "muted", title: g.id }, shortId(g.id))) },
+  const [rows, jobs] = await Promise.all([
+    listAll("/v1/generators"),
+    listAll("/v1/jobs?kind=train").catch(() => []),
+  ]);
+  const jobById = new Map(jobs.map((j) => [j.id, j]));
+  const refill = () => fill(box, status, highlight);
+  const columns = (job) => [
+    { label: "Weights", cell: (g) => h("div", { class: g.id === highlight ? "highlight" : "" },
+      h("strong", {}, roleOf(g, job)[0]),
+      g.config?.iteration != null ? ` · iteration ${g.config.iteration.toLocaleString()}` : null, h("br"),
+      h("code", { class: "muted", title: g.id }, shortId(g.id)),
+      g.config?.imported_from ? h("span", { class: "muted file-name" }, ` from ${g.config.imported_from}`) : null) },
     { label: "Quality", cell: qualityCell },
     { label: "Phases", cell: (g) => (g.image_type === "nphase" ? g.phases.join(", ") : g.image_type) },
-    { label: "From", cell: (g) => (g.source_job_id ? link(`/jobs/${g.source_job_id}`, "training job") : "imported") },
     { label: "Size", cell: (g) => bytes(g.size_bytes), class: "num" },
     { label: "Created", cell: (g) => when(g.created_at) },
     { label: "Actions", cell: (g) => h("div", { class: "actions" },
       link(`/generate?generator=${g.id}`, "Generate", { class: "button small primary" }),
       button("Download", (e) => busy(e.currentTarget, () => download(g.links.file, `${g.id}.safetensors`), status), { class: "small", "aria-label": `Download ${g.id}` }),
-      deleteButton(`/v1/generators/${g.id}`, `generator ${shortId(g.id)}`, status, () => fill(box, status, highlight))) },
-  ], rows, { caption: "Generators", empty: "No generators yet: they appear when a training job finishes." }));
+      deleteButton(`/v1/generators/${g.id}`, `generator ${shortId(g.id)}`, status, refill)) },
+  ];
+  const { jobs: groups, imported } = groupByJob(rows);
+  if (!rows.length) {
+    replace(box, h("p", { class: "empty" }, "No generators yet: they appear when a training job finishes, or import one below."));
+    return;
+  }
+  const sections = groups.map(([jobId, gens]) => {
+    const job = jobById.get(jobId);
+    const cfg = job?.spec?.config || {};
+    const about = job
+      ? `${cfg.arch || "paper"}, ${(cfg.iterations ?? 10000).toLocaleString()} iterations${job.spec?.continued_from ? `, continued from ${shortId(job.spec.continued_from)}` : ""}`
+      : "the job was deleted";
+    const ordered = [...gens].sort((a, b) => roleOf(a, job)[1] - roleOf(b, job)[1]);
+    return h("section", { class: "gen-group", "aria-label": `Generators of training job ${jobId}` },
+      h("h2", { class: "group-head" }, "Training job ", link(`/jobs/${jobId}`, shortId(jobId), { title: jobId }),
+        h("span", { class: "muted group-about" }, ` · ${about}`)),
+      table(columns(job), ordered, { caption: `Generators of training job ${jobId}` }));
+  });
+  if (imported.length) {
+    sections.push(h("section", { class: "gen-group", "aria-label": "Imported generators" },
+      h("h2", { class: "group-head" }, "Imported"),
+      table(columns(null), imported, { caption: "Imported generators" })));
+  }
+  replace(box, sections);
 }
 
 /** The multipart fields of POST /v1/generators (microforge/api/routes/generators.py). */

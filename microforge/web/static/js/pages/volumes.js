@@ -257,6 +257,7 @@ async function fillReport(ctx, v, box) {
       { label: `Surface area per volume (1/${unit})`, cell: ([, p]) => num(p.specific_surface_area, 4), class: "num" },
       { label: `Characteristic length x / y / z (${unit})`, cell: ([, p]) => ["x", "y", "z"].map((a) => num(p.characteristic_length?.[a], 1)).join(" / ") },
     ], phases, { caption: "Phases of the volume" }));
+    parts.push(tortuosity(phases));
     if (stats.triple_phase_boundary_density !== undefined) {
       parts.push(h("p", {}, `Triple-phase boundary density: ${num(stats.triple_phase_boundary_density, 4)} per ${unit}².`));
     }
@@ -279,6 +280,20 @@ async function fillReport(ctx, v, box) {
     parts.push(details);
   }
   replace(box, parts);
+}
+
+/** Tortuosity per phase and axis when the report has it; the service's automatic report
+ * leaves it out (a solver run per phase would dominate the job), so say where to get it. */
+function tortuosity(phases) {
+  const solved = phases.filter(([, p]) => p.tortuosity);
+  if (!solved.length) {
+    return h("p", { class: "muted" }, "Tortuosity is not part of the automatic report: `microforge stats VOLUME.tif` computes it on your machine.");
+  }
+  return [h("h3", {}, "Tortuosity"), table([
+    { label: "Phase", cell: ([value]) => value, class: "num" },
+    ...["x", "y", "z"].map((a) => ({ label: `along ${a}`, class: "num",
+      cell: ([, p]) => (p.percolates?.[a] === false ? "no path" : num(p.tortuosity?.[a], 3)) })),
+  ], solved, { caption: "Tortuosity per phase" })];
 }
 
 function trainingFraction(comparison, value) {
