@@ -240,7 +240,7 @@ async function fillReport(ctx, v, box) {
   const s = report.summary || {};
   if (report.verdict) {
     parts.push(h("p", { class: "verdict-line" }, "Verdict: ", verdictBadge(report),
-      ` (largest fraction error ${num(s.fraction_error, 3)}, mean S2 error ${num(s.s2_error, 3)}; good is ≤ ${s.thresholds?.good?.fraction_error} and ≤ ${s.thresholds?.good?.s2_error}).`));
+      ` (largest fraction error ${num(s.fraction_error, 3)}, mean S2 error ${num(s.s2_error, 3)}; good is ≤ ${num(s.thresholds?.good?.fraction_error, 3)} and ≤ ${num(s.thresholds?.good?.s2_error, 3)}).`));
   }
   if (report.note) parts.push(notice("info", report.note));
   if (s.note) parts.push(notice("info", s.note));
