@@ -37,7 +37,7 @@ SHOTS = [
     # (file, route builder, what to wait for, viewport height)
     ("web-dataset.png", lambda i: f"/datasets/{i['dataset']}", "img.preview[src^='blob:']", 780),
     ("web-training.png", lambda i: f"/jobs/{i['job']}", "figure .mark", 1000),
-    ("web-volume.png", lambda i: f"/volumes/{i['volume']}", "svg.chart polyline", 1640),
+    ("web-volume.png", lambda i: f"/volumes/{i['volume']}", "svg.chart polyline", 1900),
 ]
 
 

@@ -136,6 +136,28 @@ def test_volume_slices(client, auth, api_app, axis, index, compress) -> None:
     np.testing.assert_array_equal(image, np.array([0, 128, 255], dtype=np.uint8)[expected])
 
 
+def test_volume_slices_in_phase_colours(client, auth, api_app) -> None:
+    """?colour=phases: phase i of [0, 1, 2] in the i-th colour of the report's palette."""
+    from microforge.api.rendering import PHASE_COLOURS
+
+    array = np.random.default_rng(2).integers(0, 3, size=(6, 10, 12), dtype=np.uint8)
+    array[0, 0, 0] = 7  # a value that is no phase: black
+    volume_id = add_volume(api_app, owner_id(api_app, auth), array)
+    url = f"/v1/volumes/{volume_id}/slice.png"
+    response = client.get(url, headers=auth, params={"axis": "z", "index": 0, "colour": "phases"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    image = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert image.shape == (10, 12, 3)
+    palette = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in PHASE_COLOURS[:3]])
+    expected = palette[np.minimum(array[0], 2)].astype(np.uint8)
+    expected[0, 0] = 0
+    np.testing.assert_array_equal(image, expected)
+    grey = client.get(url, headers=auth, params={"axis": "z", "index": 0, "colour": "grey"})
+    assert grey.content == client.get(url, headers=auth, params={"axis": "z"}).content
+    bad = client.get(url, headers=auth, params={"colour": "rainbow"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.colour"
+
+
 def test_bad_slice_requests_say_the_valid_range(client, auth, volume) -> None:
     volume_id, _ = volume
     url = f"/v1/volumes/{volume_id}/slice.png"

@@ -140,3 +140,27 @@ def test_every_asset_is_package_data():
             relative.match(p) and len(relative.parts) == len(PurePosixPath(p).parts)
             for p in patterns
         ), relative
+
+
+def test_the_viewer_legend_has_the_colours_the_api_draws_phases_in():
+    """app.css's --phase-N are rendering.PHASE_COLOURS, which slice.png?colour=phases uses."""
+    from microforge.api.rendering import PHASE_COLOURS
+
+    css = (STATIC_DIR / "app.css").read_text()
+    found = dict(re.findall(r"--phase-(\d+): (#[0-9a-f]{6});", css))
+    assert [found[str(i)] for i in range(len(found))] == list(PHASE_COLOURS)
+    volumes_js = (STATIC_DIR / "js" / "pages" / "volumes.js").read_text()
+    assert 'query.set("colour", colour.value)' in volumes_js
+
+
+def test_the_import_form_sends_the_fields_the_api_reads(web):
+    """generators.js IMPORT_FIELDS are the multipart fields POST /v1/generators documents."""
+    body = web.get("/openapi.json").json()["paths"]["/v1/generators"]["post"]["requestBody"]
+    documented = set(body["content"]["multipart/form-data"]["schema"]["properties"])
+    source = (STATIC_DIR / "js" / "pages" / "generators.js").read_text()
+    block = re.search(r"IMPORT_FIELDS = \{(.*?)\};", source, re.S).group(1)
+    names = dict(re.findall(r'(\w+): "(\w+)"', block))
+    assert set(names.values()) == documented
+    # every one of them is appended to the form somewhere, and nothing else is
+    assert set(re.findall(r"data\.append\(f\.(\w+)", source)) == set(names)
+    assert 'upload("/v1/generators", data)' in source

@@ -3,8 +3,9 @@
 One walk through what a user does: sign in, upload a real micrograph under a hostile file
 name (shown as text, never run), train ``tiny`` for a few iterations while the page
 updates, generate a small volume, move the slice viewer, read the report, download the
-TIFF and check it, make a share link and fetch it without a key; then sign in with a
-second key and see none of it.
+TIFF and check it, make a share link and open it in a browser context that never signed
+in (the download starts); import generators (an exported file, a SliceGAN run's two
+files); then sign in with a second key and see none of it.
 
 Headless Chromium is Debian's ``chromium`` (``apt-get install -y chromium``; .ci/run
 installs it), driven by Playwright with ``executable_path`` so nothing is downloaded. The
@@ -23,7 +24,13 @@ import numpy as np
 import pytest
 import tifffile
 
+from tests.slicegan_reference import make_files
 from tests.test_e2e_local_stack import Stack, create_key
+
+try:
+    from playwright.sync_api import Error as PlaywrightError
+except ImportError:  # the browser fixture skips the test then
+    PlaywrightError = Exception
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -144,6 +151,8 @@ def test_browser_walkthrough(browser, shared_data: Path, tmp_path: Path):
         assert page.inner_text("output[for=slice-z]").startswith("9 /")
         page.wait_for_selector("text=Two-point correlation S2 of phase 0", timeout=60_000)
         assert page.locator(".verdict-line .badge").count() == 1
+        assert "Tortuosity is not part of the automatic report" in page.inner_text("main")
+        assert page.locator(".phase-legend li").count() == 2  # phases 0 and 255, in colour
 
         # Download the TIFF and read it back.
         with page.expect_download() as download_info:
@@ -153,12 +162,69 @@ def test_browser_walkthrough(browser, shared_data: Path, tmp_path: Path):
         volume = tifffile.imread(saved)
         assert volume.shape == (16, 24, 24) and set(np.unique(volume)) <= {0, 255}
 
-        # A share link works without any key.
+        # A share link works without any key: opened in a browser context that never
+        # signed in (no sessionStorage, no cookies), it starts the download of the TIFF.
         page.click("button:text-is('Create share link')")
         link = page.input_value("#share-url")
         assert link.startswith(stack.url) and key not in link
-        assert httpx.get(link).content == saved.read_bytes()
+        stranger = browser.new_context(accept_downloads=True)
+        try:
+            answer = stranger.request.get(link)
+            assert answer.status == 200, answer.status
+            assert answer.headers["content-type"] == "image/tiff"
+            assert answer.body() == saved.read_bytes()
+            shared_page = stranger.new_page()
+            with shared_page.expect_download() as shared_info:
+                try:
+                    shared_page.goto(link)
+                except PlaywrightError as error:  # navigating to a download aborts the page
+                    if "Download is starting" not in str(error):
+                        raise
+            shared = tmp_path / "shared.tif"
+            shared_info.value.save_as(shared)
+            assert shared.read_bytes() == saved.read_bytes()
+            assert shared_info.value.suggested_filename.endswith(".tif")
+        finally:
+            stranger.close()
         volume_route = page.url.split("#", 1)[1]
+
+        # Import in the browser: the generator exported above, then a public SliceGAN run's
+        # two files, first refused with the API's own words (3 channels: which kind?).
+        page.goto(f"{stack.url}/#/generators")
+        page.wait_for_selector("#gen-file")
+        with page.expect_download() as generator_info:
+            page.locator("button:text-is('Download')").first.click()
+        exported = tmp_path / "exported.safetensors"
+        generator_info.value.save_as(exported)
+        page.set_input_files("#gen-file", str(exported))
+        page.click("form.import-form button[type=submit]")
+        page.wait_for_selector("form.import-form .notice.ok")
+        weights, params, _ = make_files(tmp_path, channels=3, imtype="nphase", rc=True)
+        page.check("#gen-kind-slicegan")
+        page.set_input_files("#gen-weights", str(weights))
+        page.set_input_files("#gen-params", str(params))
+        page.click("form.import-form button[type=submit]")
+        refusal = page.wait_for_selector("form.import-form .notice.error")
+        assert "3 channels: colour or three phases?" in refusal.inner_text()
+        page.select_option("#gen-type", "nphase")
+        page.fill("#gen-phases", "0,128,255")
+        page.fill("#gen-pixel", "0.5")
+        page.click("form.import-form button[type=submit]")
+        page.wait_for_selector("form.import-form .notice.ok")
+        imported = httpx.get(
+            f"{stack.url}/v1/generators", headers={"Authorization": f"Bearer {key}"}
+        ).json()["items"]
+        assert [g["config"].get("source") for g in imported[:2]] == ["slicegan", None]
+        assert imported[0]["phases"] == [0, 128, 255]
+        assert (imported[0]["config"]["voxel_size"], imported[0]["config"]["unit"]) == (0.5, "um")
+        assert imported[1]["config"]["imported_from"] == exported.name
+        assert "0, 128, 255" in page.inner_text("main")
+        # grouped per training job (final and best together), imports apart
+        trained = page.locator("section.gen-group").first.inner_text()
+        assert "Training job" in trained and "final weights" in trained
+        assert "best fidelity check" in trained or "also the best check" in trained
+        imports = page.locator("section.gen-group:has(h2:text-is('Imported'))").inner_text()
+        assert "SliceGAN import" in imports and exported.name in imports
 
         # Sign out, and a second key sees none of it.
         page.click("button:text-is('Sign out')")

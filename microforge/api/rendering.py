@@ -1,7 +1,10 @@
 """PNG rendering of images and volume slices, with Pillow.
 
 Why labels are mapped to spread-out greys: segmented images store labels such as 0, 1,
-2, which all look black; a preview must show the phases apart.
+2, which all look black; a preview must show the phases apart. Slices can also be drawn
+with one colour per phase (``labels_to_colour``): the i-th phase of the training data gets
+the i-th colour of matplotlib's default cycle, the colour the report PNG draws that
+phase's curves and bars in, so a phase looks the same in the slices and in the plots.
 """
 
 from __future__ import annotations
@@ -28,19 +31,54 @@ def labels_to_grey(image: np.ndarray, phases: Sequence[int | float]) -> np.ndarr
     return out
 
 
+#: matplotlib's default colour cycle ("tab10", C0..C9): phase i gets PHASE_COLOURS[i % 10].
+#: The web viewer's legend (microforge/web/static/js/format.js) lists the same colours.
+PHASE_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+def phase_rgb(index: int) -> tuple[int, int, int]:
+    """The colour of the ``index``-th phase as (r, g, b) bytes."""
+    code = PHASE_COLOURS[index % len(PHASE_COLOURS)]
+    return int(code[1:3], 16), int(code[3:5], 16), int(code[5:7], 16)
+
+
+def labels_to_colour(image: np.ndarray, phases: Sequence[int | float]) -> np.ndarray:
+    """(H, W, 3) uint8: each phase value in its colour; a value that is no phase is black."""
+    out = np.zeros((*image.shape, 3), dtype=np.uint8)
+    for index, value in enumerate(phases):
+        out[image == value] = phase_rgb(index)
+    return out
+
+
 def to_uint8(
     image: np.ndarray,
     image_type: str,
     phases: Sequence[int | float],
     *,
     value_range: tuple[float, float] | None = None,
+    phase_colours: bool = False,
 ) -> np.ndarray:
     """Displayable uint8 grey (H, W) or colour (H, W, 3) for any stored image.
 
     Grey levels are stretched over ``value_range`` (default: the image's own min and max),
-    so a downsampled panel can keep the contrast of the image it was taken from.
+    so a downsampled panel can keep the contrast of the image it was taken from. With
+    ``phase_colours``, an n-phase image is drawn in PHASE_COLOURS instead of greys (other
+    types are unaffected: their values are not labels).
     """
     if image_type == "nphase" and phases:
+        if phase_colours:
+            return labels_to_colour(image, phases)
         return labels_to_grey(image, phases)
     if image.dtype == np.uint8:
         return image

@@ -123,6 +123,15 @@ async def volume_slice(
     index: Annotated[
         int_range(0, INT32_MAX), Query(description="Slice index along the axis (0-based).")
     ] = 0,
+    colour: Annotated[
+        Literal["grey", "phases"],
+        Query(
+            description="How an n-phase volume's labels are drawn: `grey` (evenly spread "
+            "greys, the default) or `phases` (phase i of the training data in the i-th colour "
+            "of matplotlib's default cycle, as in the report PNG's plots). Grey-level and "
+            "colour volumes are drawn as they are either way."
+        ),
+    ] = "grey",
 ) -> Response:
     """Reads only what the slice needs (memory-mapped when the TIFF is uncompressed)."""
     row = _owned(session, owner.id, volume_id)
@@ -145,7 +154,11 @@ async def volume_slice(
     path = state.blobs.path(row.blob_key)
     image = await run_in_threadpool(read_volume_slice, path, axis, index)
     png = await run_in_threadpool(
-        lambda: encode_png(to_uint8(image, row.image_type, list(row.phases or [])))
+        lambda: encode_png(
+            to_uint8(
+                image, row.image_type, list(row.phases or []), phase_colours=colour == "phases"
+            )
+        )
     )
     return Response(png, media_type="image/png")
 

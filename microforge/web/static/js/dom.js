@@ -19,7 +19,11 @@ export function h(tag, attrs = {}, ...children) {
       el.textContent = String(value);
     } else if (key === "value" && !svg) {
       el.value = value;
-    } else if (key === "checked" || key === "disabled" || key === "selected") {
+    } else if (key === "checked" || key === "selected") {
+      // the default too, so that form.reset() comes back to what the page showed
+      el[key] = Boolean(value);
+      el[key === "checked" ? "defaultChecked" : "defaultSelected"] = Boolean(value);
+    } else if (key === "disabled") {
       el[key] = Boolean(value);
     } else if (key === "style" || key.startsWith("on") || key === "innerHTML") {
       throw new Error(`refusing to set ${key} from data`);

@@ -13,14 +13,16 @@ export async function renderList(main, { params }) {
   replace(main,
     h("div", { class: "page-head" }, h("h1", {}, "Generators"),
       h("p", { class: "lead" }, "Trained networks. Each training job keeps its final weights and, when fidelity checks ran, the best check's.")),
-    status, box, importForm(status, () => fill(box, status, highlight)));
+    status, box, importForm((id) => fill(box, status, id)));
   await fill(box, status, highlight);
 }
 
 export function generatorTitle(g) {
   const c = g.config || {};
-  const weights = c.weights === "best" ? "best check" : c.weights === "latest" ? "final" : "imported";
-  return `${c.arch || "custom"} · ${weights} · iteration ${(c.iteration ?? "?").toLocaleString()}`;
+  const weights = c.weights === "best" ? "best check" : c.weights === "latest" ? "final"
+    : c.source === "slicegan" ? "SliceGAN import" : "imported";
+  return [c.arch || "custom", weights, c.iteration != null ? `iteration ${c.iteration.toLocaleString()}` : null]
+    .filter(Boolean).join(" · ");
 }
 
 function qualityCell(g) {
@@ -30,40 +32,160 @@ function qualityCell(g) {
     q.collapsed ? h("span", { class: "badge state-failed" }, "collapsed") : null);
 }
 
+/** What a generator is to the job that made it: final weights, best check, or both. */
+function roleOf(g, job) {
+  const c = g.config || {};
+  const result = job?.result || {};
+  const isBest = c.weights === "best" || result.best_generator_id === g.id;
+  if (c.weights === "latest" && isBest) return ["final weights, also the best check", 0];
+  if (c.weights === "latest") return ["final weights", 0];
+  if (isBest && result.generator_id === g.id) return ["best check (the job's result: early stop)", 0];
+  if (isBest) return ["best fidelity check", 1];
+  return [c.source === "slicegan" ? "SliceGAN import" : "imported file", 2];
+}
+
+/** Generators in groups: one per training job (final and best together), then imports. */
+export function groupByJob(generators) {
+  const groups = new Map();
+  for (const g of generators) {
+    const key = g.source_job_id || "";
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(g);
+  }
+  const imported = groups.get("") || [];
+  groups.delete("");
+  return { jobs: [...groups.entries()], imported };
+}
+
 async function fill(box, status, highlight) {
-  const rows = await listAll("/v1/generators");
-  replace(box, table([
-    { label: "Generator", cell: (g) => h("span", { class: g.id === highlight ? "highlight" : "" },
-      h("strong", {}, generatorTitle(g)), h("br"), h("code", { class: "muted", title: g.id }, shortId(g.id))) },
+  const [rows, jobs] = await Promise.all([
+    listAll("/v1/generators"),
+    listAll("/v1/jobs?kind=train").catch(() => []),
+  ]);
+  const jobById = new Map(jobs.map((j) => [j.id, j]));
+  const refill = () => fill(box, status, highlight);
+  const columns = (job) => [
+    { label: "Weights", cell: (g) => h("div", { class: g.id === highlight ? "highlight" : "" },
+      h("strong", {}, roleOf(g, job)[0]),
+      g.config?.iteration != null ? ` · iteration ${g.config.iteration.toLocaleString()}` : null, h("br"),
+      h("code", { class: "muted", title: g.id }, shortId(g.id)),
+      g.config?.imported_from ? h("span", { class: "muted file-name" }, ` from ${g.config.imported_from}`) : null) },
     { label: "Quality", cell: qualityCell },
     { label: "Phases", cell: (g) => (g.image_type === "nphase" ? g.phases.join(", ") : g.image_type) },
-    { label: "From", cell: (g) => (g.source_job_id ? link(`/jobs/${g.source_job_id}`, "training job") : "imported") },
     { label: "Size", cell: (g) => bytes(g.size_bytes), class: "num" },
     { label: "Created", cell: (g) => when(g.created_at) },
     { label: "Actions", cell: (g) => h("div", { class: "actions" },
       link(`/generate?generator=${g.id}`, "Generate", { class: "button small primary" }),
       button("Download", (e) => busy(e.currentTarget, () => download(g.links.file, `${g.id}.safetensors`), status), { class: "small", "aria-label": `Download ${g.id}` }),
-      deleteButton(`/v1/generators/${g.id}`, `generator ${shortId(g.id)}`, status, () => fill(box, status, highlight))) },
-  ], rows, { caption: "Generators", empty: "No generators yet: they appear when a training job finishes." }));
+      deleteButton(`/v1/generators/${g.id}`, `generator ${shortId(g.id)}`, status, refill)) },
+  ];
+  const { jobs: groups, imported } = groupByJob(rows);
+  if (!rows.length) {
+    replace(box, h("p", { class: "empty" }, "No generators yet: they appear when a training job finishes, or import one below."));
+    return;
+  }
+  const sections = groups.map(([jobId, gens]) => {
+    const job = jobById.get(jobId);
+    const cfg = job?.spec?.config || {};
+    const about = job
+      ? `${cfg.arch || "paper"}, ${(cfg.iterations ?? 10000).toLocaleString()} iterations${job.spec?.continued_from ? `, continued from ${shortId(job.spec.continued_from)}` : ""}`
+      : "the job was deleted";
+    const ordered = [...gens].sort((a, b) => roleOf(a, job)[1] - roleOf(b, job)[1]);
+    return h("section", { class: "gen-group", "aria-label": `Generators of training job ${jobId}` },
+      h("h2", { class: "group-head" }, "Training job ", link(`/jobs/${jobId}`, shortId(jobId), { title: jobId }),
+        h("span", { class: "muted group-about" }, ` · ${about}`)),
+      table(columns(job), ordered, { caption: `Generators of training job ${jobId}` }));
+  });
+  if (imported.length) {
+    sections.push(h("section", { class: "gen-group", "aria-label": "Imported generators" },
+      h("h2", { class: "group-head" }, "Imported"),
+      table(columns(null), imported, { caption: "Imported generators" })));
+  }
+  replace(box, sections);
 }
 
-function importForm(status, after) {
-  const input = h("input", { type: "file", id: "gen-file", accept: ".safetensors" });
-  const submit = h("button", { type: "submit" }, "Import");
-  const form = h("form", { class: "card" },
+/** The multipart fields of POST /v1/generators (microforge/api/routes/generators.py). */
+export const IMPORT_FIELDS = {
+  file: "file", weights: "weights", params: "params",
+  imageType: "image_type", phases: "phases", pixelSize: "pixel_size", unit: "unit",
+};
+
+/** Import a MicroForge .safetensors file, or the public SliceGAN code's two files with what
+ * they cannot record (image type, label values, pixel size). Refusals show the API's words. */
+function importForm(after) {
+  const status = h("div", { "aria-live": "polite" });
+  const choice = (value, text, checked) => h("label", { class: "check" },
+    h("input", { type: "radio", name: "gen-kind", value, checked, id: `gen-kind-${value}` }), text);
+  const file = h("input", { type: "file", id: "gen-file", accept: ".safetensors" });
+  const weights = h("input", { type: "file", id: "gen-weights", accept: ".pt,.pth" });
+  const params = h("input", { type: "file", id: "gen-params", accept: ".data" });
+  const imageType = h("select", { id: "gen-type" },
+    h("option", { value: "" }, "from the channels (1 = grey levels, 2 or 4+ = phases)"),
+    h("option", { value: "nphase" }, "n-phase (segmented labels)"),
+    h("option", { value: "grayscale" }, "grey levels"),
+    h("option", { value: "colour" }, "colour (RGB)"));
+  const phases = h("input", { type: "text", id: "gen-phases", placeholder: "e.g. 0,128,255 (default 0, 1, 2, …)", autocomplete: "off", spellcheck: "false" });
+  const pixel = h("input", { type: "number", id: "gen-pixel", min: "0", step: "any", inputmode: "decimal", placeholder: "optional" });
+  const unit = h("select", { id: "gen-unit" }, unitOptions().map((o) => h("option", { value: o.value, selected: o.selected }, o.label)));
+  const mine = h("div", { class: "import-part", id: "gen-part-file" },
+    h("div", { class: "field" }, h("label", { for: "gen-file" }, "Generator file (.safetensors)"), file),
+    h("p", { class: "help" }, "Downloaded from a MicroForge server or written by `microforge train`."));
+  const theirs = h("div", { class: "import-part", id: "gen-part-slicegan", hidden: true },
+    h("p", { class: "help" }, "A run of the public SliceGAN code leaves NAME_Gen.pt (the weights) and NAME_params.data (the layers) in its folder. They do not record what the channels are, the label values or the pixel size: say them here."),
+    h("div", { class: "fields" },
+      h("div", { class: "field" }, h("label", { for: "gen-weights" }, "Weights (NAME_Gen.pt)"), weights),
+      h("div", { class: "field" }, h("label", { for: "gen-params" }, "Layers (NAME_params.data)"), params),
+      h("div", { class: "field" }, h("label", { for: "gen-type" }, "Image type"), imageType,
+        h("span", { class: "help" }, "Needed for 3 channels: colour or three phases.")),
+      h("div", { class: "field" }, h("label", { for: "gen-phases" }, "Phase values"), phases,
+        h("span", { class: "help" }, "The label values of the training image, in channel order."))),
+    h("div", { class: "row" },
+      h("div", { class: "field" }, h("label", { for: "gen-pixel" }, "Pixel size"), pixel),
+      h("div", { class: "field narrow" }, h("label", { for: "gen-unit" }, "Unit"), unit)));
+  const submit = h("button", { type: "submit", class: "primary" }, "Import");
+  const form = h("form", { class: "card import-form" },
     h("h2", {}, "Import a generator"),
-    h("p", { class: "help" }, "A .safetensors file downloaded from a MicroForge server or written by `microforge train`."),
-    h("div", { class: "row" }, h("label", { for: "gen-file", class: "sr-only" }, "Generator file"), input, submit));
+    h("fieldset", { class: "kinds" }, h("legend", {}, "What you have"),
+      choice("file", "a MicroForge generator file", true),
+      choice("slicegan", "the two files of the public SliceGAN code", false)),
+    mine, theirs,
+    h("div", { class: "row" }, submit),
+    status);
+  const kind = () => form.querySelector("input[name=gen-kind]:checked").value;
+  form.addEventListener("change", (e) => {
+    if (e.target.name !== "gen-kind") return;
+    mine.hidden = kind() !== "file";
+    theirs.hidden = kind() !== "slicegan";
+    replace(status);
+  });
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    if (!input.files.length) return replace(status, notice("error", "Choose a .safetensors file first."));
     const data = new FormData();
-    data.append("file", input.files[0], input.files[0].name);
+    const f = IMPORT_FIELDS;
+    if (kind() === "file") {
+      if (!file.files.length) return replace(status, notice("error", "Choose a .safetensors generator file first."));
+      data.append(f.file, file.files[0], file.files[0].name);
+    } else {
+      if (!weights.files.length || !params.files.length) {
+        return replace(status, notice("error", "Choose both files: NAME_Gen.pt and NAME_params.data."));
+      }
+      data.append(f.weights, weights.files[0], weights.files[0].name);
+      data.append(f.params, params.files[0], params.files[0].name);
+      if (imageType.value) data.append(f.imageType, imageType.value);
+      if (phases.value.trim()) data.append(f.phases, phases.value.trim());
+      if (pixel.value !== "") {
+        data.append(f.pixelSize, pixel.value);
+        data.append(f.unit, unit.value);
+      }
+    }
     busy(submit, async () => {
+      replace(status, h("p", { class: "loading" }, "Uploading…"));
       const g = await upload("/v1/generators", data);
-      replace(status, notice("ok", `Imported: ${generatorTitle(g)}.`));
+      replace(status, notice("ok", `Imported: ${generatorTitle(g)} (${shortId(g.id)}).`));
       form.reset();
-      await after();
+      mine.hidden = false;
+      theirs.hidden = true;
+      await after(g.id);
     }, status);
   });
   return form;

@@ -108,28 +108,61 @@ function shareCard(v) {
   return form;
 }
 
-/** Three orthogonal planes through one point, each with its slider; zoom by a factor. */
+/** The colour class of a phase value: its place in the volume's phases (the training
+ * data's), the same colour the API's slice.png?colour=phases and the report PNG give it. */
+export function phaseClass(v, value) {
+  const index = (v.phases || []).findIndex((p) => String(p) === String(value) || Number(p) === Number(value));
+  return index < 0 ? null : `p${index % 10}`;
+}
+
+function phaseSwatch(v, value) {
+  const cls = phaseClass(v, value);
+  return cls ? h("span", { class: `phase-swatch ${cls}`, "aria-hidden": "true" }) : null;
+}
+
+/** Fit, then 2, 4 and 8 times that (the plane's box scrolls past the fit). */
+const ZOOMS = [[1, "Fit"], [2, "2×"], [4, "4×"], [8, "8×"]];
+/** A plane never takes more than this share of the window's height at "Fit". */
+const MAX_HEIGHT_SHARE = 0.6;
+
+/** Three orthogonal planes through one point, each with its slider; zoom by a factor.
+ * Each plane is drawn at the size that fits its column with the voxels square (its box is
+ * the image's size, so no bars), and a zoomed plane scrolls inside that box. */
 function viewer(ctx, v) {
-  if (v.image_type === "colour" && v.shape.length > 3) {
-    // colour volumes have slices too; the same code handles them
-  }
+  const [nz, ny, nx] = v.shape;
   const axes = [
-    { axis: "z", label: "Plane perpendicular to z (rows y, columns x)", size: v.shape[0] },
-    { axis: "y", label: "Plane perpendicular to y (rows z, columns x)", size: v.shape[1] },
-    { axis: "x", label: "Plane perpendicular to x (rows z, columns y)", size: v.shape[2] },
+    { axis: "z", label: "Plane perpendicular to z (rows y, columns x)", size: nz, rows: ny, cols: nx },
+    { axis: "y", label: "Plane perpendicular to y (rows z, columns x)", size: ny, rows: nz, cols: nx },
+    { axis: "x", label: "Plane perpendicular to x (rows z, columns y)", size: nx, rows: nz, cols: ny },
   ];
-  const zoom = h("select", { id: "zoom" }, [1, 2, 4, 8].map((z) => h("option", { value: z, selected: z === 2 }, `${z}×`)));
-  const planes = axes.map(({ axis, label, size }) => {
-    const img = h("img", { alt: `${label}, slice ${Math.floor(size / 2)}`, class: "slice pixelated" });
-    const value = h("output", { for: `slice-${axis}` }, String(Math.floor(size / 2)));
+  const labels = v.image_type === "nphase" && (v.phases || []).length > 0;
+  const zoom = h("select", { id: "zoom" }, ZOOMS.map(([z, text]) => h("option", { value: z, selected: z === 1 }, text)));
+  const colour = labels
+    ? h("select", { id: "slice-colour" },
+      h("option", { value: "phases", selected: true }, "phase colours"),
+      h("option", { value: "grey" }, "greys"))
+    : null;
+  const loaders = [];
+  const sizers = [];
+  const planes = axes.map(({ axis, label, size, rows, cols }) => {
+    const img = h("img", { alt: `${label}, slice ${Math.floor(size / 2)}`, class: "slice", width: cols, height: rows });
+    const box = h("div", { class: "slice-box", tabindex: 0, "aria-label": `${label} (scrolls when zoomed)` }, img);
+    const value = h("output", { for: `slice-${axis}` }, `${Math.floor(size / 2)} / ${size - 1}`);
     const slider = h("input", { type: "range", id: `slice-${axis}`, min: 0, max: size - 1, step: 1, value: Math.floor(size / 2),
       "aria-label": `Slice along ${axis}` });
+    const plane = h("figure", { class: "plane" },
+      box,
+      h("figcaption", {}, h("label", { for: `slice-${axis}` }, `${axis} slice `), value),
+      slider,
+      h("p", { class: "help" }, label));
     let timer = null;
     const load = () => {
       const index = Number(slider.value);
       value.textContent = `${index} / ${size - 1}`;
       img.alt = `${label}, slice ${index}`;
-      ctx.loadInto(img, `/v1/volumes/${v.id}/slice.png?axis=${axis}&index=${index}`, null);
+      const query = new URLSearchParams({ axis, index: String(index) });
+      if (colour) query.set("colour", colour.value);
+      ctx.loadInto(img, `/v1/volumes/${v.id}/slice.png?${query}`, null);
     };
     slider.addEventListener("input", () => {
       value.textContent = `${slider.value} / ${size - 1}`;
@@ -137,19 +170,45 @@ function viewer(ctx, v) {
       timer = setTimeout(load, 120); // a dragged slider asks for the slice it stops at
     });
     ctx.onLeave(() => clearTimeout(timer));
+    // Sizes in CSS pixels, set through the CSSOM (allowed by the page's policy).
+    const resize = (recentre) => {
+      const width = plane.clientWidth;
+      if (!width) return;
+      const maxHeight = Math.max(160, window.innerHeight * MAX_HEIGHT_SHARE);
+      const fit = Math.min(width / cols, maxHeight / rows);
+      const factor = Number(zoom.value);
+      const [w, hgt] = [cols * fit * factor, rows * fit * factor];
+      img.style.width = `${w}px`;
+      img.style.height = `${hgt}px`;
+      box.style.width = `${Math.min(w, cols * fit)}px`;
+      box.style.height = `${Math.min(hgt, rows * fit)}px`;
+      if (recentre) {
+        box.scrollLeft = (box.scrollWidth - box.clientWidth) / 2;
+        box.scrollTop = (box.scrollHeight - box.clientHeight) / 2;
+      }
+    };
+    loaders.push(load);
+    sizers.push(resize);
     load();
-    return h("figure", { class: "plane" },
-      h("div", { class: "slice-box" }, img),
-      h("figcaption", {}, h("label", { for: `slice-${axis}` }, `${axis} slice `), value),
-      slider,
-      h("p", { class: "help" }, label));
+    return plane;
   });
-  const box = h("div", { class: "planes zoom-2" }, planes);
-  zoom.addEventListener("change", () => { box.className = `planes zoom-${zoom.value}`; });
+  const resizeAll = (recentre = false) => sizers.forEach((fn) => fn(recentre));
+  zoom.addEventListener("change", () => resizeAll(true));
+  if (colour) colour.addEventListener("change", () => loaders.forEach((fn) => fn()));
+  const observer = new ResizeObserver(() => resizeAll(false));
+  planes.forEach((plane) => observer.observe(plane));
+  ctx.onLeave(() => observer.disconnect());
+  const legend = labels
+    ? h("ul", { class: "legend phase-legend", "aria-label": "Phase colours" },
+      v.phases.map((value) => h("li", {}, phaseSwatch(v, value), `phase ${value}`)))
+    : null;
   return h("section", { class: "card viewer" },
     h("div", { class: "row between" }, h("h2", {}, "Slices"),
-      h("div", { class: "row" }, h("label", { for: "zoom" }, "Zoom"), zoom)),
-    box);
+      h("div", { class: "row" },
+        colour ? [h("label", { for: "slice-colour" }, "Colours"), colour] : null,
+        h("label", { for: "zoom" }, "Zoom"), zoom)),
+    legend,
+    h("div", { class: "planes" }, planes));
 }
 
 async function fillReport(ctx, v, box) {
@@ -181,7 +240,7 @@ async function fillReport(ctx, v, box) {
   const s = report.summary || {};
   if (report.verdict) {
     parts.push(h("p", { class: "verdict-line" }, "Verdict: ", verdictBadge(report),
-      ` (largest fraction error ${num(s.fraction_error, 3)}, mean S2 error ${num(s.s2_error, 3)}; good is ≤ ${s.thresholds?.good?.fraction_error} and ≤ ${s.thresholds?.good?.s2_error}).`));
+      ` (largest fraction error ${num(s.fraction_error, 3)}, mean S2 error ${num(s.s2_error, 3)}; good is ≤ ${num(s.thresholds?.good?.fraction_error, 3)} and ≤ ${num(s.thresholds?.good?.s2_error, 3)}).`));
   }
   if (report.note) parts.push(notice("info", report.note));
   if (s.note) parts.push(notice("info", s.note));
@@ -192,12 +251,13 @@ async function fillReport(ctx, v, box) {
   const phases = Object.entries(stats.phases || {});
   if (phases.length) {
     parts.push(h("h3", {}, "Phases"), table([
-      { label: "Phase", cell: ([value]) => value, class: "num" },
+      { label: "Phase", cell: ([value]) => h("span", {}, phaseSwatch(v, value), value), class: "num" },
       { label: "Volume fraction", cell: ([, p]) => percent(p.volume_fraction), class: "num" },
       { label: "Training images", cell: ([value]) => trainingFraction(comparison, value), class: "num" },
       { label: `Surface area per volume (1/${unit})`, cell: ([, p]) => num(p.specific_surface_area, 4), class: "num" },
       { label: `Characteristic length x / y / z (${unit})`, cell: ([, p]) => ["x", "y", "z"].map((a) => num(p.characteristic_length?.[a], 1)).join(" / ") },
     ], phases, { caption: "Phases of the volume" }));
+    parts.push(tortuosity(phases));
     if (stats.triple_phase_boundary_density !== undefined) {
       parts.push(h("p", {}, `Triple-phase boundary density: ${num(stats.triple_phase_boundary_density, 4)} per ${unit}².`));
     }
@@ -220,6 +280,20 @@ async function fillReport(ctx, v, box) {
     parts.push(details);
   }
   replace(box, parts);
+}
+
+/** Tortuosity per phase and axis when the report has it; the service's automatic report
+ * leaves it out (a solver run per phase would dominate the job), so say where to get it. */
+function tortuosity(phases) {
+  const solved = phases.filter(([, p]) => p.tortuosity);
+  if (!solved.length) {
+    return h("p", { class: "muted" }, "Tortuosity is not part of the automatic report: `microforge stats VOLUME.tif` computes it on your machine.");
+  }
+  return [h("h3", {}, "Tortuosity"), table([
+    { label: "Phase", cell: ([value]) => value, class: "num" },
+    ...["x", "y", "z"].map((a) => ({ label: `along ${a}`, class: "num",
+      cell: ([, p]) => (p.percolates?.[a] === false ? "no path" : num(p.tortuosity?.[a], 3)) })),
+  ], solved, { caption: "Tortuosity per phase" })];
 }
 
 function trainingFraction(comparison, value) {
