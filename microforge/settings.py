@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,6 +77,12 @@ class Settings(BaseSettings):
         "one made on first use and kept in the blob directory. Changing it revokes every link.",
     )
     device: str = Field(default="auto", description="Worker device: auto, cpu or cuda[:N].")
+    report_tortuosity: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Whether a generated volume's quality report solves the tortuosity of "
+        "each phase: auto = on a CUDA worker (seconds), not on a CPU one (minutes per phase; "
+        "`microforge stats` computes it on demand).",
+    )
     health_timeout_seconds: float = Field(
         default=1.0, description="How long GET /v1/health waits for the broker and workers."
     )

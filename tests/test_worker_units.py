@@ -211,3 +211,16 @@ def test_previews_refresh_by_time_and_when_a_segment_ends(session_factory, tmp_p
     stopped = stopped_progress(slow.last_progress, 5, 100)
     assert stopped["iteration"] == 5 and stopped["fraction"] == 0.05
     assert stopped["eta_seconds"] is None and stopped["total"] == 100
+
+
+def test_reports_solve_tortuosity_where_it_is_cheap() -> None:
+    import torch
+
+    from microforge.worker.generation import report_tortuosity
+
+    gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert report_tortuosity("auto", gpu) and not report_tortuosity("auto", cpu)
+    assert report_tortuosity("always", cpu) and not report_tortuosity("never", gpu)
+    assert Settings(report_tortuosity="always").report_tortuosity == "always"
+    with pytest.raises(ValidationError):
+        Settings(report_tortuosity="sometimes")

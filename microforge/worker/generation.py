@@ -244,7 +244,8 @@ def _volume_report(
     A bonus, not the product: a failure is logged and recorded as error JSON in the report,
     and the volume is delivered anyway; except a full disk, which ends the job with
     ``disk_full`` like any other write it makes (the report would only hide it).
-    Tortuosity is left out (a solver run per phase would dominate the job's time).
+    Tortuosity is solved only where it is cheap (``report_tortuosity``: on a GPU); on a
+    CPU a solver run per phase would dominate the job's time.
     """
     from microforge.report.volume_report import build_volume_report, report_error
 
@@ -259,6 +260,7 @@ def _volume_report(
             kind=kind,
             voxel_size=voxel_size,
             unit=unit,
+            tortuosity=report_tortuosity(runtime.settings.report_tortuosity, loaded.device),
         )
         png_key = runtime.blobs.new_key("reports", ".png")
         runtime.blobs.put_bytes(png_key, png)
@@ -268,6 +270,14 @@ def _volume_report(
             raise
         log.exception("volume report failed for %s", key)
         return report_error(error), None
+
+
+def report_tortuosity(setting: str, device: Any) -> bool:
+    """Whether the report solves tortuosity: ``always``, ``never``, or (``auto``) when the
+    worker generates on a GPU, where taufactor takes seconds instead of minutes."""
+    if setting == "auto":
+        return getattr(device, "type", str(device)) == "cuda"
+    return setting == "always"
 
 
 def _training_images(runtime: WorkerRuntime, generator_row: Generator) -> list[Any]:

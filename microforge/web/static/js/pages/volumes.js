@@ -282,12 +282,13 @@ async function fillReport(ctx, v, box) {
   replace(box, parts);
 }
 
-/** Tortuosity per phase and axis when the report has it; the service's automatic report
- * leaves it out (a solver run per phase would dominate the job), so say where to get it. */
+/** Tortuosity per phase and axis when the report has it: a GPU worker solves it
+ * (MICROFORGE_REPORT_TORTUOSITY=auto); on a CPU worker it would dominate the job, so say
+ * where to get it. */
 function tortuosity(phases) {
   const solved = phases.filter(([, p]) => p.tortuosity);
   if (!solved.length) {
-    return h("p", { class: "muted" }, "Tortuosity is not part of the automatic report: `microforge stats VOLUME.tif` computes it on your machine.");
+    return h("p", { class: "muted" }, "Tortuosity is solved in the automatic report on GPU workers only; `microforge stats VOLUME.tif` computes it on your machine.");
   }
   return [h("h3", {}, "Tortuosity"), table([
     { label: "Phase", cell: ([value]) => value, class: "num" },
