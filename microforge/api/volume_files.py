@@ -22,7 +22,7 @@ from fastapi import Request, Response
 from starlette.responses import StreamingResponse
 
 from microforge.api.downloads import (
-    _etag_matches,
+    etag_matches,
     file_download,
     file_responses,
     quoted_etag,
@@ -79,7 +79,7 @@ def volume_file_response(request: Request, blobs: LocalBlobStore, row: Volume) -
         "Content-Disposition": f'attachment; filename="{row.id}.ome.zarr.zip"',
     }
     if_none_match = request.headers.get("if-none-match")
-    if if_none_match and _etag_matches(if_none_match, etag):
+    if if_none_match and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     if request.method == "HEAD":
         return Response(media_type="application/zip", headers=headers)
