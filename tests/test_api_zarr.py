@@ -199,3 +199,31 @@ def test_compression_is_refused_for_ome_zarr(client, auth) -> None:
     schema = client.get("/openapi.json").json()["components"]["schemas"]
     fields = schema["GenerateJobRequest"]["properties"]
     assert fields["format"]["default"] == "tiff"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_remote_generate_asks_for_ome_zarr(client, auth, monkeypatch, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from microforge.cli.main import cli
+    from microforge.client import MicroForgeClient
+
+    key = auth["Authorization"].removeprefix("Bearer ")
+
+    def connect(_ctx):  # noqa: ANN001, ANN202 - the remote group's client, on the test app
+        return MicroForgeClient("http://testserver", key, transport=client._transport)
+
+    monkeypatch.setattr("microforge.cli.client_commands.client_for", connect)
+    upload = client.post(
+        "/v1/generators",
+        headers=auth,
+        files={"file": ("g.safetensors", _generator_bytes(tmp_path))},
+    )
+    generator_id = upload.json()["id"]
+    args = ["remote", "--key", key, "generate", generator_id, "--shape", "8", "8", "8"]
+    result = CliRunner().invoke(cli, [*args, "--format", "ome-zarr"])
+    assert result.exit_code == 0, result.output
+    job = client.get(f"/v1/jobs/{result.output.strip().splitlines()[-1]}", headers=auth).json()
+    assert job["spec"]["format"] == "ome-zarr"
+    refused = CliRunner().invoke(cli, [*args, "--format", "ome-zarr", "--compress", "zlib"])
+    assert refused.exit_code != 0 and "TIFF only" in refused.output
