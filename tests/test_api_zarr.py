@@ -227,3 +227,73 @@ def test_remote_generate_asks_for_ome_zarr(client, auth, monkeypatch, tmp_path) 
     assert job["spec"]["format"] == "ome-zarr"
     refused = CliRunner().invoke(cli, [*args, "--format", "ome-zarr", "--compress", "zlib"])
     assert refused.exit_code != 0 and "TIFF only" in refused.output
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_zarr_opens_the_store_over_http_with_a_key_and_through_a_share_link(
+    client, auth, api_app
+) -> None:
+    """What a viewer does: zarr (fsspec's HTTP store: HEAD, GET, Range) reads the store
+    from a running server, keyed and through a share link."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from microforge.storage.api_keys import authenticate
+    from microforge.storage.zarr_volume import VolumeZarrWriter
+
+    state = api_app.state.service
+    labels = (np.random.default_rng(1).integers(0, 3, (40, 33, 70)) * 100).astype(np.uint8)
+    key = state.blobs.new_key("volumes", ".ome.zarr")
+    with (
+        state.blobs.writing_tree(key) as temp,
+        VolumeZarrWriter(temp, labels.shape, labels.dtype, voxel_size=2.0, chunk=16) as writer,
+    ):
+        writer.write(labels)
+    with state.session_factory() as session:
+        owner = authenticate(session, auth["Authorization"].removeprefix("Bearer ")).id
+        row = Volume(
+            owner_id=owner,
+            blob_key=key,
+            format="ome-zarr",
+            shape=list(labels.shape),
+            dtype="uint8",
+            image_type="nphase",
+            phases=[0, 100, 200],
+            size_bytes=state.blobs.size(key),
+            etag="zarr-etag",
+        )
+        session.add(row)
+        session.commit()
+        volume_id = row.id
+    link = client.post(f"/v1/volumes/{volume_id}/share", headers=auth).json()["path"]
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # The TestClient has run the app's start-up already: the server only serves.
+    config = uvicorn.Config(api_app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        keyed = zarr.open_group(
+            f"{base}/v1/volumes/{volume_id}/zarr/",
+            mode="r",
+            storage_options={"headers": dict(auth)},
+        )
+        assert np.array_equal(keyed["0"][:], labels)
+        assert np.array_equal(keyed["1"][:], labels[::2, ::2, ::2])
+        shared = zarr.open_group(f"{base}{link}/zarr/", mode="r")
+        assert np.array_equal(shared["0"][5:30, 3:20, 60:], labels[5:30, 3:20, 60:])
+        scale = shared.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+        assert scale[0]["scale"] == [2.0, 2.0, 2.0]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
