@@ -196,9 +196,11 @@ class MicroForgeClient:
         voxel_size: float | None = None,
         unit: str = "um",
         idempotency_key: str | None = None,
+        format: str = "tiff",  # noqa: A002 - the API's field name
     ) -> dict[str, Any]:
         """Start generating a volume of ``shape`` = (z, y, x) voxels (``compression``:
-        None, ``"zlib"`` or ``"lzw"``, lossless)."""
+        None, ``"zlib"`` or ``"lzw"``, lossless, TIFF only; ``format``: ``"tiff"`` or
+        ``"ome-zarr"``, whose ``download_volume`` is a zip of the store)."""
         body: dict[str, Any] = {
             "kind": "generate",
             "generator_id": generator_id,
@@ -211,6 +213,8 @@ class MicroForgeClient:
             body["chunk"] = chunk
         if compression is not None:
             body["compression"] = compression
+        if format != "tiff":
+            body["format"] = format
         if voxel_size is not None:
             body["voxel_size"] = voxel_size
             body["unit"] = unit

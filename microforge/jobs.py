@@ -19,11 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from microforge.bounds import INT32_MAX, SEED_MAX, int_range
 from microforge.models.config import TrainConfig
 from microforge.units import LengthUnit
+
+#: The file formats a generation job can write.
+VolumeFormat = Literal["tiff", "ome-zarr"]
 
 #: Voxels along one axis: TIFF pages and torch sizes are 32-bit.
 Edge = int_range(1, INT32_MAX)
@@ -69,10 +72,25 @@ class GenerateSpec(BaseModel):
     unit: LengthUnit = Field(default="um", description="Unit of voxel_size.")
     compression: Literal["zlib", "lzw"] | None = Field(
         default=None,
-        description="Lossless TIFF compression: label volumes shrink many-fold on disk and "
-        "in transfer; readers decompress page by page. The file is then OME-TIFF (Fiji "
-        "opens it with Bio-Formats). Omit for an uncompressed ImageJ TIFF.",
+        description="Lossless TIFF compression (format `tiff` only): label volumes shrink "
+        "many-fold on disk and in transfer; readers decompress page by page. The file is "
+        "then OME-TIFF (Fiji opens it with Bio-Formats). Omit for an uncompressed ImageJ TIFF.",
     )
+    format: VolumeFormat = Field(
+        default="tiff",
+        description="`tiff`: one TIFF stack. `ome-zarr`: a chunked, multiscale OME-Zarr "
+        "store (zarr v3, NGFF 0.5; chunks compressed), which viewers stream file by file "
+        "from /v1/volumes/{id}/zarr/ or a share link, or download as one zip.",
+    )
+
+    @model_validator(mode="after")
+    def _compression_is_for_tiff(self) -> GenerateSpec:
+        if self.format != "tiff" and self.compression is not None:
+            raise ValueError(
+                f"compression {self.compression!r} applies to TIFF only; an {self.format} "
+                "store compresses its chunks itself: omit compression"
+            )
+        return self
 
     @field_validator("periodic", mode="before")
     @classmethod

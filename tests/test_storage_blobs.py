@@ -139,3 +139,28 @@ def test_listing_shows_the_stores_own_files_only(store: LocalBlobStore) -> None:
     scratch.write_bytes(b"partial")
     assert list(store.published_keys()) == [key]
     assert list(store.temp_files()) == [scratch]
+
+
+def _write_tree(root: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+
+
+def test_a_tree_blob_is_one_key_published_whole_and_deleted_whole(store: LocalBlobStore) -> None:
+    key = store.new_key("volumes", ".ome.zarr")
+    with pytest.raises(RuntimeError), store.writing_tree(key) as temp:
+        _write_tree(temp, {"zarr.json": b"{}"})
+        raise RuntimeError("killed")
+    assert not store.exists(key) and list(store.temp_files()) == []
+    with store.writing_tree(key) as temp:
+        _write_tree(temp, {"zarr.json": b"{}", "0/zarr.json": b"{ }", "0/c/0/0/0": b"x" * 10})
+        assert not store.exists(key)
+    assert store.exists(key) and store.is_tree(key) and store.size(key) == 15
+    assert [name for name, _ in store.tree_files(key)] == ["0/c/0/0/0", "0/zarr.json", "zarr.json"]
+    other = store.new_key("volumes", ".tif")
+    store.put_bytes(other, b"t")
+    assert sorted(store.published_keys()) == sorted([key, other])  # not its files
+    store.delete(key)
+    store.delete(key)  # again: fine
+    assert not store.exists(key) and list(store.temp_files()) == []

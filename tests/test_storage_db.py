@@ -81,6 +81,42 @@ def test_upgrade_from_the_first_schema_keeps_existing_jobs(database_url: str) ->
         engine.dispose()
 
 
+def test_volumes_made_before_formats_are_tiffs(database_url: str) -> None:
+    """Migration 0004 adds ``volumes.format``; rows made before it read 'tiff'."""
+    engine = create_db_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config(database_url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0003")
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (id, name, key_hash, prefix, created_at) "
+                    "VALUES ('key_1', 'k', :hash, 'mf_1', CURRENT_TIMESTAMP)"
+                ),
+                {"hash": "h" * 64},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO volumes (id, owner_id, blob_key, shape, dtype, image_type, "
+                    "phases, size_bytes, etag, created_at) VALUES ('vol_1', 'key_1', "
+                    "'volumes/a.tif', '[1, 1, 1]', 'uint8', 'nphase', '[0, 1]', 1, 'e', "
+                    "CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade_database(database_url)
+        with engine.connect() as connection:
+            fmt = connection.execute(text("SELECT format FROM volumes WHERE id = 'vol_1'"))
+            assert fmt.scalar_one() == "tiff"
+        with engine.begin() as connection:
+            config = alembic_config(database_url)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0003")
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+
+
 def test_concurrent_upgrades_do_not_collide(database_url: str) -> None:
     errors: list[BaseException] = []
 

@@ -186,3 +186,40 @@ def test_api_start_removes_scratch_files_of_dead_processes_only(settings) -> Non
     assert live.returncode == 0
     assert remove_abandoned_temporary_files(blobs) == len(b"partial upload")  # now dead
     assert not live_file.exists() and own.exists()
+
+
+def test_trees_unreferenced_or_left_by_dead_writers_are_garbage(blobs, session_factory) -> None:
+    kept, orphan = blobs.new_key("volumes", ".ome.zarr"), blobs.new_key("volumes", ".ome.zarr")
+    for key in (kept, orphan):
+        with blobs.writing_tree(key) as temp:
+            (temp / "0" / "c").mkdir(parents=True)
+            (temp / "0" / "c" / "0").write_bytes(b"c" * 40)
+        age(blobs.path(key), 2 * DAY)
+    # What a killed worker leaves: the writer's partial copy, named after the scratch path.
+    dead = blobs.new_temp_file(".ome.zarr").with_name(".00000000-1-1-dead.ome.zarr.ab.partial")
+    (dead / "0").mkdir(parents=True)
+    (dead / "0" / "x").write_bytes(b"d" * 5)
+    with session_factory() as session:
+        owner = ApiKey(name="gc", key_hash="t" * 64, prefix="mf_tr")
+        session.add(owner)
+        session.flush()
+        session.add(
+            Volume(
+                owner_id=owner.id,
+                blob_key=kept,
+                format="ome-zarr",
+                dtype="uint8",
+                etag="e",
+                image_type="nphase",
+                phases=[0, 1],
+            )
+        )
+        session.commit()
+        age(dead, 2 * DAY)
+        garbage = find_garbage(blobs, session, older_than_seconds=DAY)
+    assert {(item.reason, item.key, item.size) for item in garbage} == {
+        (UNREFERENCED, orphan, 40),
+        (ABANDONED_TEMPORARY, None, 5),
+    }
+    assert remove_garbage(blobs, garbage) == 45
+    assert blobs.exists(kept) and not blobs.exists(orphan) and not dead.exists()

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import tifffile
+import zarr
 from sqlalchemy import select
 from worker_helpers import (
     TINY_CONFIG,
@@ -119,7 +120,19 @@ def test_training_in_segments_then_generation_to_tiff(
         )
         celery.send_task(GENERATE_VOLUME_TASK, args=[gen_job_id, 0], queue="generate")
         gen_job = wait_for(lambda: finished_job(session_factory, gen_job_id), 90, "generation")
+        # The same volume as OME-Zarr: a store in the blob store, voxel for voxel the TIFF.
+        zarr_job_id = create_job(
+            session_factory,
+            owner,
+            "generate",
+            generator_id=generator.id,
+            spec={"shape": [20, 24, 32], "seed": 3, "chunk": [16, 20, 24], "periodic": [0, 0, 1]}
+            | {"format": "ome-zarr"},
+        )
+        celery.send_task(GENERATE_VOLUME_TASK, args=[zarr_job_id, 0], queue="generate")
+        zarr_job = wait_for(lambda: finished_job(session_factory, zarr_job_id), 90, "zarr")
     assert gen_job.state == "succeeded", (gen_job.error_code, gen_job.error_message)
+    assert zarr_job.state == "succeeded", (zarr_job.error_code, zarr_job.error_message)
     with session_factory() as session:
         volume = session.get(Volume, gen_job.result_volume_id)
     assert volume.shape == [20, 24, 32] and volume.seed == 3 and volume.phases == [0, 255]
@@ -139,6 +152,15 @@ def test_training_in_segments_then_generation_to_tiff(
     assert volume.report["statistics"]["kind"] == "nphase"
     assert volume.report["statistics"]["shape"] == [20, 24, 32] and volume.report_blob
     assert gen_job.progress["fraction"] == 1.0 and gen_job.progress["chunks_done"] > 1
+    with session_factory() as session:
+        zarr_volume = session.get(Volume, zarr_job.result_volume_id)
+    assert zarr_volume.format == "ome-zarr" and blobs.is_tree(zarr_volume.blob_key)
+    assert zarr_volume.size_bytes == blobs.size(zarr_volume.blob_key)
+    group = zarr.open_group(blobs.path(zarr_volume.blob_key), mode="r")
+    assert np.array_equal(group["0"][:], array)
+    scale = group.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    assert scale[0]["scale"] == pytest.approx([0.25] * 3)
+    assert zarr_volume.report["statistics"] == volume.report["statistics"]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -38,7 +38,7 @@ def quoted_etag(value: str) -> str:
     return f'"{value}"'
 
 
-def _etag_matches(header: str, etag: str) -> bool:
+def etag_matches(header: str, etag: str) -> bool:
     if header.strip() == "*":
         return True
     candidates = [item.strip().removeprefix("W/") for item in header.split(",")]
@@ -107,7 +107,7 @@ def file_download(
     stat = path.stat()
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
     if_none_match = request.headers.get("if-none-match")
-    if if_none_match and _etag_matches(if_none_match, etag):
+    if if_none_match and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers | {"Accept-Ranges": "bytes"})
     range_header = None
     requested = request.headers.get("range")

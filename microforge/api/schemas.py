@@ -11,7 +11,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from microforge.jobs import job_dataset_id, job_generator_id
+from microforge.jobs import VolumeFormat, job_dataset_id, job_generator_id
 from microforge.storage.queries import as_utc
 from microforge.storage.tables import Dataset, Generator, Job, Volume
 
@@ -149,6 +149,10 @@ class VolumeOut(BaseModel):
     shape: list[int] = Field(description="[z, y, x] (plus channels for colour).")
     dtype: str
     image_type: str
+    format: VolumeFormat = Field(
+        description="`tiff`: links.file is the TIFF. `ome-zarr`: links.zarr is the store "
+        "(its files below it), links.file a zip of it."
+    )
     phases: list[int | float]
     size_bytes: int
     seed: int | None
@@ -356,6 +360,9 @@ def volume_out(row: Volume) -> VolumeOut:
         "report": f"{base}/report",
         "report_png": f"{base}/report.png",
     }
+    if row.format == "ome-zarr":
+        links["zarr"] = f"{base}/zarr/"
+        del links["slice"]
     if row.job_id:
         links["job"] = f"/v1/jobs/{row.job_id}"
     if row.generator_id:
@@ -365,6 +372,7 @@ def volume_out(row: Volume) -> VolumeOut:
         shape=list(row.shape or []),
         dtype=row.dtype,
         image_type=row.image_type,
+        format=row.format or "tiff",
         phases=list(row.phases or []),
         size_bytes=row.size_bytes,
         seed=row.seed,

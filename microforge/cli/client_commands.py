@@ -219,6 +219,14 @@ def remote_cancel(ctx: click.Context, job_id: str) -> None:
     help="Lossless TIFF compression (labels shrink many-fold); the file is then OME-TIFF.",
 )
 @click.option(
+    "--format",
+    "volume_format",
+    type=click.Choice(["tiff", "ome-zarr"]),
+    default="tiff",
+    show_default=True,
+    help="ome-zarr: a chunked, multiscale store (--out then saves it as a zip).",
+)
+@click.option(
     "--voxel-size",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
@@ -241,6 +249,7 @@ def remote_generate(
     periodic: str | None,
     chunk: int | None,
     compress: str | None,
+    volume_format: str,
     voxel_size: float | None,
     unit: str,
     wait: bool,
@@ -261,6 +270,7 @@ def remote_generate(
                 compression=compress,
                 voxel_size=voxel_size,
                 unit=unit,
+                format=volume_format,
             )
             err_console.print(f"Generation job {job['id']} queued.")
             if not wait:

@@ -108,11 +108,14 @@ def report_error(error: BaseException) -> dict[str, Any]:
 def read_central_sample(
     path: str | os.PathLike[str], max_edge: int = MAX_SAMPLE_EDGE
 ) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The central cube of at most ``max_edge`` voxels a side of a (z, y, x) TIFF stack,
-    and the full shape. Uncompressed files are memory-mapped (only the sample's bytes are
-    read); compressed ones are read one page at a time, only the pages the sample needs."""
+    """The central cube of at most ``max_edge`` voxels a side of a (z, y, x) TIFF stack
+    (or OME-Zarr store: its full-resolution level), and the full shape. Uncompressed files
+    are memory-mapped (only the sample's bytes are read); compressed ones are read one page
+    at a time, only the pages the sample needs; a store, only the chunks the sample needs."""
     if max_edge < 2:
         raise ValueError(f"max_edge must be at least 2, got {max_edge}")
+    if os.path.isdir(path):
+        return _central_sample_of_zarr(path, max_edge)
     with tifffile.TiffFile(path) as tiff:
         shape = tuple(int(n) for n in tiff.series[0].shape)
         if len(shape) == 2:
@@ -137,6 +140,22 @@ def read_central_sample(
             pages[z].asarray()[window[1], window[2]] for z in range(window[0].start, window[0].stop)
         ]
     return np.stack(planes), shape
+
+
+def _central_sample_of_zarr(
+    path: str | os.PathLike[str], max_edge: int
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    import zarr
+
+    level0 = zarr.open_group(path, mode="r")["0"]
+    shape = tuple(int(n) for n in level0.shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"the volume has shape {shape}: statistics need a (z, y, x) stack of labels "
+            "or grey values, not colour"
+        )
+    window = tuple(_central(n, max_edge) for n in shape)
+    return np.asarray(level0[window]), shape
 
 
 def _central(length: int, max_edge: int) -> slice:

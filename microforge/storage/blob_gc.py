@@ -5,7 +5,8 @@ worker OOM-killed after writing a 40 GB volume, say) leaves the blob behind with
 reach it, and a process killed mid-write leaves its scratch file. Neither is ever cleaned
 by the normal flow. A grace period by modification time protects work under way: a blob
 is published moments before its row is committed, and a file being written keeps a fresh
-modification time. A scratch file also names the process writing it (``scratch_owner``):
+modification time (a tree blob's, that of its top directory, set when it is published).
+A scratch file also names the process writing it (``scratch_owner``):
 once that process is gone the file is garbage at once, whatever its age, which is what
 lets the API remove a killed upload's partial file when it starts again.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from microforge.storage.blobs import LocalBlobStore
+from microforge.storage.blobs import LocalBlobStore, path_size, remove_path
 from microforge.storage.scratch_owner import owner_is_alive
 from microforge.storage.tables import Dataset, Generator, Job, Volume
 
@@ -99,7 +100,7 @@ def _if_old(
     age = now - stat.st_mtime
     if age < older_than_seconds:
         return []
-    return [Garbage(path, stat.st_size, age, reason, key)]
+    return [Garbage(path, path_size(path), age, reason, key)]
 
 
 def _abandoned_scratch(
@@ -108,7 +109,8 @@ def _abandoned_scratch(
     """Scratch files whose writer has died, or untouched for ``older_than_seconds``."""
     found: list[Garbage] = []
     for path in blobs.temp_files():
-        dead_writer = owner_is_alive(path.name) is False
+        # A tree's writer may keep its own partial copy beside it, named ".<scratch name>...".
+        dead_writer = owner_is_alive(path.name.lstrip(".")) is False
         found += _if_old(
             path, now, 0 if dead_writer else older_than_seconds, ABANDONED_TEMPORARY, None
         )
@@ -133,6 +135,6 @@ def remove_garbage(blobs: LocalBlobStore, garbage: list[Garbage]) -> int:
         if item.key is not None:
             blobs.delete(item.key)
         else:
-            item.path.unlink(missing_ok=True)
+            remove_path(item.path)
         freed += item.size
     return freed

@@ -5,6 +5,12 @@ by the server (``new_key``), so no client-supplied name ever becomes a path. Eve
 is atomic (written to a temporary file inside the store, fsynced, then renamed), so a
 reader never sees half a file and a crash leaves no partial blob at a real key. Keeping
 the surface small leaves room for an object-store backend later.
+
+A blob is a file, or (an OME-Zarr store: thousands of chunk files that viewers fetch one
+by one) a directory tree (``writing_tree``). A tree is published the same way, written
+under a scratch name and renamed into place, and ``size``, ``exists``, ``delete``, the
+listing and the scratch sweep treat it as one blob: nothing outside this module needs to
+know which kind a key is, except to serve its files (``tree_files``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ BLOB_KINDS = ("datasets", "checkpoints", "generators", "volumes", "previews", "r
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _SUFFIX = re.compile(r"^(\.[A-Za-z0-9]{1,16}){0,2}$")
 _TEMP_DIR = ".tmp"
+#: Names of directory blobs (``writing_tree``); the listing treats such a tree as one key.
+TREE_SUFFIXES = (".zarr",)
 
 
 def _fsync_file(path: Path) -> None:
@@ -41,6 +49,29 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def path_size(path: Path) -> int:
+    """Bytes of a file, or of every file under a directory (0 when it has vanished)."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return path.stat().st_size
+        total = 0
+        for directory, _, files in os.walk(path):
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.lstat(os.path.join(directory, name)).st_size
+        return total
+    except FileNotFoundError:
+        return 0
+
+
+def remove_path(path: Path) -> None:
+    """Remove a scratch file or tree (what ``temp_files`` lists); a missing one is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class LocalBlobStore:
@@ -120,6 +151,27 @@ class LocalBlobStore:
         finally:
             temp.unlink(missing_ok=True)
 
+    @contextlib.contextmanager
+    def writing_tree(self, key: str) -> Iterator[Path]:
+        """Yield a scratch path (not yet existing) to create a directory tree at; it appears
+        at ``key`` only on a clean exit, by one rename. On an exception it is removed."""
+        destination = self.path(key)
+        temp = self._temp_path("".join(Path(key).suffixes))
+        try:
+            yield temp
+            if not temp.is_dir():
+                raise FileNotFoundError(f"no directory was written for blob {key!r}")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if destination.exists():
+                raise FileExistsError(f"blob {key!r} exists already; a key is written once")
+            os.replace(temp, destination)
+            # A fresh mtime: the garbage collector's grace period counts from publication,
+            # not from when the writing began (hours, for a big volume).
+            os.utime(destination)
+            _fsync_dir(destination.parent)
+        finally:
+            remove_path(temp)
+
     def put_file(self, key: str, source: Path) -> int:
         """Store ``source`` at ``key`` and return its size; ``source`` is consumed.
 
@@ -174,14 +226,40 @@ class LocalBlobStore:
         return open(self.path(key), "rb")  # noqa: SIM115 - the caller closes it
 
     def size(self, key: str) -> int:
-        return self.path(key).stat().st_size
+        """Bytes a blob takes: a file's size, or the sum over a tree's files."""
+        return path_size(self.path(key))
 
     def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+        path = self.path(key)
+        return path.is_file() or path.is_dir()
+
+    def is_tree(self, key: str) -> bool:
+        """Whether the blob is a directory tree (``writing_tree``)."""
+        return self.path(key).is_dir()
+
+    def tree_files(self, key: str) -> Iterator[tuple[str, Path]]:
+        """A tree blob's files as (relative POSIX path, local path), sorted by path."""
+        root = self.path(key)
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                yield path.relative_to(root).as_posix(), path
 
     def delete(self, key: str) -> None:
-        """Remove a blob; a missing one is fine, so deletes can be retried safely."""
-        self.path(key).unlink(missing_ok=True)
+        """Remove a blob; a missing one is fine, so deletes can be retried safely.
+
+        A tree is first renamed into the scratch folder (one atomic step: no reader sees
+        half a store at its key), then removed there; if that is interrupted, the scratch
+        sweep removes the rest."""
+        path = self.path(key)
+        if path.is_dir() and not path.is_symlink():
+            doomed = self._temp_path(".deleted")
+            try:
+                os.replace(path, doomed)
+            except FileNotFoundError:
+                return
+            shutil.rmtree(doomed, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
     def free_bytes(self) -> int:
         """Free space on the store's filesystem."""
@@ -195,19 +273,31 @@ class LocalBlobStore:
             folder = self.root / kind
             if not folder.is_dir():
                 continue
-            for path in sorted(folder.rglob("*")):
-                if not path.is_file():
-                    continue
-                key = path.relative_to(self.root).as_posix()
-                try:
-                    self.path(key)
-                except ValueError:
-                    continue
-                yield key
+            for directory, subdirectories, files in os.walk(folder):
+                subdirectories.sort()
+                here = Path(directory)
+                for name in [d for d in subdirectories if d.lower().endswith(TREE_SUFFIXES)]:
+                    subdirectories.remove(name)  # a tree blob is one key: not descended
+                    yield from self._valid_key(here / name)
+                for name in sorted(files):
+                    yield from self._valid_key(here / name)
+
+    def _valid_key(self, path: Path) -> Iterator[str]:
+        key = path.relative_to(self.root).as_posix()
+        try:
+            self.path(key)
+        except ValueError:
+            return
+        yield key
 
     def temp_files(self) -> Iterator[Path]:
-        """Files in the store's scratch folder: writes under way, or left by a killed process."""
-        yield from (path for path in sorted(self._temp_root.iterdir()) if path.is_file())
+        """Entries of the store's scratch folder (files, or trees being written or deleted):
+        writes under way, or left by a killed process."""
+        yield from (
+            path
+            for path in sorted(self._temp_root.iterdir())
+            if path.is_file() or (path.is_dir() and not path.is_symlink())
+        )
 
     def new_temp_file(self, suffix: str = "") -> Path:
         """A path for scratch data on the store's filesystem (so ``put_file`` is a rename).

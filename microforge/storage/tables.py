@@ -162,6 +162,8 @@ class Volume(Base):
     job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     generator_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     blob_key: Mapped[str] = mapped_column(String(300))
+    #: "tiff" (blob_key is one file) or "ome-zarr" (blob_key is a directory store).
+    format: Mapped[str] = mapped_column(String(16), default="tiff", server_default="tiff")
     shape: Mapped[list[Any]] = mapped_column(JSON, default=list)
     dtype: Mapped[str] = mapped_column(String(16))
     image_type: Mapped[str] = mapped_column(String(16))

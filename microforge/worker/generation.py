@@ -1,9 +1,11 @@
-"""A generation job: stream a volume of any size from a trained generator into a TIFF blob.
+"""A generation job: stream a volume of any size from a trained generator into a TIFF blob
+or an OME-Zarr store (a directory blob), as the spec's ``format`` says.
 
 Why streamed: a volume may be far larger than memory. The engine produces z-slabs chunk
-by chunk, the TIFF writer writes them page by page into a temporary file inside the blob
-store, and the file is published at its key only when complete, so a crash or a cancel
-never leaves a half volume behind a Volume row. The Volume row and the job's success are
+by chunk, the writer (TIFF: page by page; OME-Zarr: chunk by chunk, with its pyramid)
+writes them into a temporary file or tree inside the blob store, and it is published at
+its key only when complete, so a crash or a cancel never leaves a half volume behind a
+Volume row. The Volume row and the job's success are
 committed together and only under the lease.
 """
 
@@ -82,7 +84,6 @@ def run_generate_job(runtime: WorkerRuntime, job_id: str, token: int | None = No
 def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     from microforge.models.export import load_generator
     from microforge.models.generation import GenerationCancelled, generate_volume
-    from microforge.storage.tiff import VolumeTiffWriter
 
     settings = runtime.settings
     job = load_job(runtime.session_factory, lease.job_id)
@@ -100,26 +101,18 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     rgb = loaded.image_type == "colour"
     voxel_size, unit = effective_voxel_size(spec, generator_row)
     compression = spec.compression
-    if compression is None:  # compressed, the size is not known before writing
+    if compression is None and spec.format == "tiff":  # else the size is not known before
         itemsize = np.dtype(loaded.output_dtype).itemsize
         check_disk_space(runtime.blobs, shape, itemsize, 3 if rgb else 1)
     guard = JobGuard(runtime.session_factory, lease, settings.lease_seconds)
     on_chunk = _ChunkProgress(runtime, guard)
-    key = runtime.blobs.new_key("volumes", ".tif")
+    key = runtime.blobs.new_key("volumes", _SUFFIXES[spec.format])
+    writing = runtime.blobs.writing if spec.format == "tiff" else runtime.blobs.writing_tree
     started = time.monotonic()
     try:
         with (
-            runtime.blobs.writing(key) as temporary,
-            VolumeTiffWriter(
-                temporary,
-                shape,
-                loaded.output_dtype,
-                rgb=rgb,
-                compression=compression,
-                voxel_size=voxel_size,
-                unit=unit,
-                display_range=loaded.display_range,
-            ) as writer,
+            writing(key) as temporary,
+            _volume_writer(spec, temporary, shape, loaded, voxel_size, unit) as writer,
         ):
             try:
                 generate_volume(
@@ -149,12 +142,13 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
         job_id=job.id,
         generator_id=generator_row.id,
         blob_key=key,
+        format=spec.format,
         shape=list(shape),
         dtype=str(loaded.output_dtype),
         image_type=loaded.image_type,
         phases=[p.item() if hasattr(p, "item") else p for p in loaded.phases],
         size_bytes=size,
-        etag=file_etag(runtime.blobs.path(key)),
+        etag=blob_etag(runtime.blobs, key),
         seed=seed,
         seconds=round(seconds, 3),
         report=report,
@@ -185,6 +179,46 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
     return "succeeded"
 
 
+#: The blob suffix of each format (a ``.zarr`` name marks a tree blob, see ``blobs``).
+_SUFFIXES = {"tiff": ".tif", "ome-zarr": ".ome.zarr"}
+
+
+def _volume_writer(
+    spec: GenerateSpec,
+    path: Path,
+    shape: tuple[int, int, int],
+    loaded: Any,
+    voxel_size: float | None,
+    unit: str,
+) -> Any:
+    """The writer of the spec's format, as a context manager with ``write(slab)``."""
+    rgb = loaded.image_type == "colour"
+    if spec.format == "ome-zarr":
+        from microforge.storage.zarr_volume import VolumeZarrWriter
+
+        return VolumeZarrWriter(
+            path,
+            shape,
+            loaded.output_dtype,
+            rgb=rgb,
+            voxel_size=voxel_size,
+            unit=unit,
+            display_range=loaded.display_range,
+        )
+    from microforge.storage.tiff import VolumeTiffWriter
+
+    return VolumeTiffWriter(
+        path,
+        shape,
+        loaded.output_dtype,
+        rgb=rgb,
+        compression=spec.compression,
+        voxel_size=voxel_size,
+        unit=unit,
+        display_range=loaded.display_range,
+    )
+
+
 def _after_stop(runtime: WorkerRuntime, lease: Lease, guard: JobGuard) -> str:
     if guard.lease_lost:
         return "lease_lost"
@@ -213,10 +247,26 @@ def _load_generator_row(runtime: WorkerRuntime, job: Job) -> Generator:
 def file_etag(path: Path) -> str:
     """A strong validator for HTTP caching and resumable downloads: the file's SHA-256."""
     digest = hashlib.sha256()
+    _hash_file(digest, path)
+    return digest.hexdigest()
+
+
+def blob_etag(blobs: Any, key: str) -> str:
+    """``file_etag`` of a file blob; of a tree blob, the SHA-256 over its files' relative
+    paths, sizes and contents in path order (any change to the store changes it)."""
+    if not blobs.is_tree(key):
+        return file_etag(blobs.path(key))
+    digest = hashlib.sha256()
+    for name, path in blobs.tree_files(key):
+        digest.update(f"{name}\0{path.stat().st_size}\0".encode())
+        _hash_file(digest, path)
+    return digest.hexdigest()
+
+
+def _hash_file(digest: Any, path: Path) -> None:
     with open(path, "rb") as handle:
         while block := handle.read(8 * 1024 * 1024):
             digest.update(block)
-    return digest.hexdigest()
 
 
 def effective_voxel_size(spec: GenerateSpec, generator_row: Generator) -> tuple[float | None, str]:

@@ -119,7 +119,7 @@ def create_job(
                 f"shape {list(body.shape)} is {voxels} voxels; the limit is "
                 f"{state.settings.max_generate_voxels} (MICROFORGE_MAX_GENERATE_VOXELS)",
             )
-        if body.compression is None:  # a compressed size is not known in advance
+        if body.compression is None and body.format == "tiff":  # else unknown in advance
             check_disk_space(state, voxels * (3 if generator.image_type == "colour" else 1))
         seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
         spec = stored_spec(body.spec(seed))

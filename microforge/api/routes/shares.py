@@ -1,4 +1,10 @@
-"""Download links for a volume that work without an API key (see ``storage.share_links``)."""
+"""Download links for a volume that work without an API key (see ``storage.share_links``).
+
+An OME-Zarr volume's link also serves the store's files below ``<link>/zarr/``, for a
+viewer to stream; those routes carry CORS headers (any origin, and the preflight a ranged
+read needs), so that a browser viewer on another site can read them. Only these: the
+link is the credential, while the keyed routes stay same-origin.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,19 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from microforge.api.downloads import add_head_route, file_responses, volume_download
+from microforge.api.downloads import add_head_route, file_responses
 from microforge.api.problems import ProblemError, problem_responses
 from microforge.api.routes.common import not_found
 from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
+from microforge.api.volume_files import (
+    CORS_HEADERS,
+    CORS_PREFLIGHT_HEADERS,
+    volume_etag,
+    volume_file_response,
+    zarr_file_response,
+    zarr_responses,
+    zip_responses,
+)
 from microforge.bounds import int_range
 from microforge.storage.queries import get_owned
 from microforge.storage.share_links import (
@@ -43,7 +58,7 @@ class ShareLinkOut(BaseModel):
     "/volumes/{volume_id}/share",
     status_code=201,
     response_model=ShareLinkOut,
-    summary="A download link for the volume's TIFF that needs no API key",
+    summary="A link to the volume's file (and OME-Zarr store) that needs no API key",
     responses=problem_responses(400, 401, 404, 422),
 )
 def share_volume(
@@ -60,7 +75,7 @@ def share_volume(
     if row is None:
         raise not_found("volume", volume_id)
     expires_at = int(time.time()) + (body or ShareRequest()).expires_in
-    path = f"/v1/shared/{sign(state.share_secret(), row.id, _etag(row), expires_at)}"
+    path = f"/v1/shared/{sign(state.share_secret(), row.id, volume_etag(row), expires_at)}"
     return ShareLinkOut(
         url=str(request.base_url).rstrip("/") + path,
         path=path,
@@ -71,14 +86,59 @@ def share_volume(
 @router.get(
     "/shared/{token}",
     response_class=Response,
-    summary="Download a shared volume (no API key; HTTP Range supported)",
-    responses={**file_responses("image/tiff"), **problem_responses(404, 410, 416)},
+    summary="Download a shared volume (no API key): its TIFF (Range) or its OME-Zarr as a zip",
+    responses={**zip_responses(file_responses("image/tiff")), **problem_responses(404, 410, 416)},
 )
 def shared_volume_file(
     token: str, request: Request, session: SessionDep, state: StateDep
 ) -> Response:
     """404 for a link that was never valid or whose volume is gone; 410 once expired."""
-    gone = ProblemError(404, "link_not_found", "this link is not valid (or its volume was deleted)")
+    return volume_file_response(request, state.blobs, _shared_volume(token, session, state))
+
+
+add_head_route(router, shared_volume_file)
+
+
+@router.get(
+    "/shared/{token}/zarr/{path:path}",
+    response_class=Response,
+    summary="One file of a shared OME-Zarr volume's store (no API key; Range; CORS)",
+    responses={**zarr_responses(cors=True), **problem_responses(404, 410, 416)},
+)
+def shared_zarr_file(
+    token: str, path: str, request: Request, session: SessionDep, state: StateDep
+) -> Response:
+    """Give a viewer `<link>/zarr/` as the store's URL. Answers carry
+    `Access-Control-Allow-Origin: *`, so browser viewers on any site can read them."""
+    row = _shared_volume(token, session, state, CORS_HEADERS)
+    return zarr_file_response(request, state.blobs, row, path, CORS_HEADERS)
+
+
+add_head_route(router, shared_zarr_file)
+
+
+@router.options(
+    "/shared/{token}/zarr/{path:path}",
+    status_code=204,
+    response_class=Response,
+    summary="CORS preflight for a shared store's files",
+    responses={204: {"description": "Allowed: GET and HEAD, with Range."}},
+)
+def shared_zarr_preflight(token: str, path: str) -> Response:
+    """What a browser asks before a cross-origin ranged read; no key, nothing looked up."""
+    return Response(status_code=204, headers=CORS_PREFLIGHT_HEADERS)
+
+
+def _shared_volume(
+    token: str, session: SessionDep, state: StateDep, headers: dict[str, str] | None = None
+) -> Volume:
+    """The volume a share link names, if the link is valid: 404 otherwise, 410 expired."""
+    gone = ProblemError(
+        404,
+        "link_not_found",
+        "this link is not valid (or its volume was deleted)",
+        headers=headers,
+    )
     try:
         volume_id, _ = parse(token)
     except InvalidShareLink as error:
@@ -87,23 +147,14 @@ def shared_volume_file(
     if row is None or not state.blobs.exists(row.blob_key):
         raise gone
     try:
-        verify(state.share_secret(), token, _etag(row))
+        verify(state.share_secret(), token, volume_etag(row))
     except InvalidShareLink as error:
         raise gone from error
     except ExpiredShareLink as error:
         raise ProblemError(
-            410, "link_expired", "this link has expired: ask the volume's owner for a new one"
+            410,
+            "link_expired",
+            "this link has expired: ask the volume's owner for a new one",
+            headers=headers,
         ) from error
-    return volume_download(
-        request,
-        state.blobs.path(row.blob_key),
-        volume_id=row.id,
-        etag=_etag(row),
-    )
-
-
-add_head_route(router, shared_volume_file)
-
-
-def _etag(row: Volume) -> str:
-    return row.etag or f"{row.id}-{row.size_bytes}"
+    return row

@@ -1,4 +1,5 @@
-"""/v1/volumes: generated volumes, their TIFF files and PNG slices."""
+"""/v1/volumes: generated volumes, their files (a TIFF, or an OME-Zarr store's files and
+its zip) and PNG slices."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from microforge.api.downloads import add_head_route, file_responses, volume_download
+from microforge.api.downloads import add_head_route, file_responses
 from microforge.api.problems import FieldError, ProblemError, problem_responses
 from microforge.api.rendering import AXES, encode_png, read_volume_slice, to_uint8
 from microforge.api.routes.common import (
@@ -25,6 +26,13 @@ from microforge.api.schemas import (
     volume_report_out,
 )
 from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
+from microforge.api.volume_files import (
+    ZARR_FORMAT,
+    volume_file_response,
+    zarr_file_response,
+    zarr_responses,
+    zip_responses,
+)
 from microforge.bounds import INT32_MAX, int_range
 from microforge.storage.queries import InvalidCursorError, get_owned, list_owned
 from microforge.storage.tables import Volume
@@ -88,31 +96,54 @@ def delete_volume(
 @router.get(
     "/{volume_id}/file",
     response_class=Response,
-    summary="Download the volume as a TIFF stack (Range, ETag)",
-    responses={**file_responses("image/tiff"), **problem_responses(401, 404, 416)},
+    summary="Download the volume: its TIFF stack (Range, ETag), or its OME-Zarr store as a zip",
+    responses={
+        **zip_responses(file_responses("image/tiff")),
+        **problem_responses(401, 404, 416),
+    },
 )
 def volume_file(
     volume_id: str, request: Request, session: SessionDep, owner: OwnerDep, state: StateDep
 ) -> Response:
-    row = _owned(session, owner.id, volume_id)
-    if not state.blobs.exists(row.blob_key):
-        raise ProblemError(404, "file_missing", f"the file of volume {row.id} is missing")
-    return volume_download(
-        request,
-        state.blobs.path(row.blob_key),
-        volume_id=row.id,
-        etag=row.etag or f"{row.id}-{row.size_bytes}",
-    )
+    """A TIFF volume: the file, with Range and ETag. An `ome-zarr` volume: its store as one
+    zip (`<id>.ome.zarr.zip`, entries stored uncompressed under `<id>.ome.zarr/`), streamed
+    as it is made, so without Content-Length or Range; its files one by one (with Range)
+    are at `zarr/{path}`."""
+    return volume_file_response(request, state.blobs, _owned(session, owner.id, volume_id))
 
 
 add_head_route(router, volume_file)
 
 
 @router.get(
+    "/{volume_id}/zarr/{path:path}",
+    response_class=Response,
+    summary="One file of the volume's OME-Zarr store (Range, ETag)",
+    responses={**zarr_responses(), **problem_responses(401, 404, 416)},
+)
+def volume_zarr_file(
+    volume_id: str,
+    path: str,
+    request: Request,
+    session: SessionDep,
+    owner: OwnerDep,
+    state: StateDep,
+) -> Response:
+    """For viewers and `zarr` readers given `.../zarr/` as the store's URL: `zarr.json`
+    (the multiscales metadata) and `0/zarr.json`, `0/c/0/0/0`, ... (levels, chunks).
+    404 `zarr_file_not_found` for a path that is not a file of the store,
+    `not_a_zarr_volume` for a TIFF volume."""
+    return zarr_file_response(request, state.blobs, _owned(session, owner.id, volume_id), path)
+
+
+add_head_route(router, volume_zarr_file)
+
+
+@router.get(
     "/{volume_id}/slice.png",
     response_class=Response,
     summary="One slice of the volume as PNG",
-    responses={**PNG_RESPONSE, **problem_responses(401, 404, 422)},
+    responses={**PNG_RESPONSE, **problem_responses(401, 404, 409, 422)},
 )
 async def volume_slice(
     volume_id: str,
@@ -133,8 +164,17 @@ async def volume_slice(
         ),
     ] = "grey",
 ) -> Response:
-    """Reads only what the slice needs (memory-mapped when the TIFF is uncompressed)."""
+    """Reads only what the slice needs (memory-mapped when the TIFF is uncompressed).
+    409 `slice_unavailable` for an `ome-zarr` volume."""
     row = _owned(session, owner.id, volume_id)
+    if row.format == ZARR_FORMAT:  # the API reads no zarr (the [worker] extra has it)
+        raise ProblemError(
+            409,
+            "slice_unavailable",
+            f"volume {row.id} is an OME-Zarr store, which the API does not draw slices "
+            f"of: open /v1/volumes/{row.id}/zarr/ in a viewer (napari, neuroglancer), or "
+            "generate it as a TIFF",
+        )
     size = int(row.shape[AXES.index(axis)])
     if not 0 <= index < size:
         raise ProblemError(

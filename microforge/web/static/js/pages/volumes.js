@@ -44,12 +44,13 @@ export async function renderOne(main, { ctx, args }) {
   const v = await api(`/v1/volumes/${id}`);
   const status = h("div", { "aria-live": "polite" });
   const reportBox = h("section", { class: "card" }, h("h2", {}, "Quality report"), h("p", { class: "loading" }, "Loading the report…"));
-  const dl = button("Download TIFF", () => busy(dl, async () => {
+  const zarr = v.format === "ome-zarr";
+  const dl = button(zarr ? "Download OME-Zarr (zip)" : "Download TIFF", () => busy(dl, async () => {
     if (v.size_bytes > BLOB_DOWNLOAD_LIMIT) {
       replace(status, notice("info", "This volume is large: make a share link below and open it, or use `microforge remote download`."));
       return;
     }
-    await download(v.links.file, `${v.id}.tif`);
+    await download(v.links.file, zarr ? `${v.id}.ome.zarr.zip` : `${v.id}.tif`);
   }, status), { class: "primary" });
   replace(main,
     h("div", { class: "page-head" },
@@ -63,7 +64,7 @@ export async function renderOne(main, { ctx, args }) {
         ["Shape (z × y × x)", `${v.shape.join(" × ")} voxels`],
         ["Type", `${v.image_type}, ${v.dtype}`],
         ["Phases", v.image_type === "nphase" ? v.phases.join(", ") : "—"],
-        ["File", bytes(v.size_bytes)],
+        ["File", `${zarr ? "OME-Zarr store" : "TIFF"}, ${bytes(v.size_bytes)}`],
         ["Seed", v.seed ?? "—"],
         ["Generated in", duration(v.seconds)],
         ["From", v.generator_id ? link(`/generators?highlight=${v.generator_id}`, shortId(v.generator_id)) : "—"],
@@ -71,7 +72,7 @@ export async function renderOne(main, { ctx, args }) {
         ["Created", when(v.created_at)],
       ])),
       shareCard(v)),
-    viewer(ctx, v),
+    zarr ? zarrCard(v) : viewer(ctx, v),
     reportBox);
   fillReport(ctx, v, reportBox);
 }
@@ -118,6 +119,14 @@ export function phaseClass(v, value) {
 function phaseSwatch(v, value) {
   const cls = phaseClass(v, value);
   return cls ? h("span", { class: `phase-swatch ${cls}`, "aria-hidden": "true" }) : null;
+}
+
+/** An OME-Zarr volume has no slice.png (the API reads no zarr): say where a viewer reads it. */
+function zarrCard(v) {
+  return h("section", { class: "card" }, h("h2", {}, "OME-Zarr store"),
+    h("p", {}, "Open the store in a viewer that streams OME-Zarr (napari with napari-ome-zarr, "
+      + "neuroglancer) at ", h("code", {}, v.links.zarr),
+    " (with your key), or make a share link and give the viewer the link followed by ", h("code", {}, "/zarr/"), "."));
 }
 
 /** Fit, then 2, 4 and 8 times that (the plane's box scrolls past the fit). */

@@ -1,0 +1,211 @@
+"""Serving a volume's bytes, whatever its format: a TIFF as one file, an OME-Zarr store as
+its files (for viewers that stream it) or as one zip (for those who want one download).
+
+Why here, once: the owner's routes (``/v1/volumes/{id}/...``) and the keyless share links
+(``/v1/shared/{token}/...``) serve the same things; only who may ask differs.
+
+Why the API needs no ``zarr``: a store is served as the bytes of its files; the blob store
+knows which files a tree has. The zip is written on the fly (``ZIP_STORED``: the chunks
+are compressed already) into the response, a few chunk files at a time, so neither memory
+nor disk holds it; it has no Content-Length or Range for that reason (a store's files do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import Request, Response
+from starlette.responses import StreamingResponse
+
+from microforge.api.downloads import (
+    etag_matches,
+    file_download,
+    file_responses,
+    quoted_etag,
+    volume_download,
+)
+from microforge.api.problems import ProblemError
+from microforge.storage.blobs import LocalBlobStore
+from microforge.storage.tables import Volume
+
+ZARR_FORMAT = "ome-zarr"
+#: Files of a store that hold JSON metadata (zarr v3, and v2 for stores written by others).
+_JSON_NAMES = {"zarr.json", ".zattrs", ".zgroup", ".zarray", ".zmetadata"}
+#: Flush the zip stream to the client once this much is buffered.
+_ZIP_FLUSH_BYTES = 1 << 20
+
+#: What a browser viewer (on another origin) needs to read share links: any origin (the
+#: link is the credential, no cookies), the headers of ranged reads visible to scripts.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Content-Range, Content-Length, ETag, Accept-Ranges",
+}
+#: The answer to a CORS preflight (a ``Range`` header is not "simple", so one is sent).
+CORS_PREFLIGHT_HEADERS = {
+    **CORS_HEADERS,
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Range, If-None-Match, If-Range",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def volume_etag(row: Volume) -> str:
+    return row.etag or f"{row.id}-{row.size_bytes}"
+
+
+def file_missing(row: Volume, headers: dict[str, str] | None = None) -> ProblemError:
+    return ProblemError(
+        404, "file_missing", f"the file of volume {row.id} is missing", headers=headers
+    )
+
+
+def volume_file_response(request: Request, blobs: LocalBlobStore, row: Volume) -> Response:
+    """The volume as one download: its TIFF (Range, ETag), or its store as a zip."""
+    if not blobs.exists(row.blob_key):
+        raise file_missing(row)
+    if row.format != ZARR_FORMAT:
+        return volume_download(
+            request, blobs.path(row.blob_key), volume_id=row.id, etag=volume_etag(row)
+        )
+    etag = quoted_etag(f"{volume_etag(row)}-zip")
+    headers = {
+        "ETag": etag,
+        "Cache-Control": "private, max-age=0, must-revalidate",
+        "Accept-Ranges": "none",
+        "Content-Disposition": f'attachment; filename="{row.id}.ome.zarr.zip"',
+    }
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match and etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        return Response(media_type="application/zip", headers=headers)
+    return StreamingResponse(
+        zip_stream(blobs, row.blob_key, f"{row.id}.ome.zarr"),
+        media_type="application/zip",
+        headers=headers,
+    )
+
+
+class _Sink(io.RawIOBase):
+    """An unseekable file for ``zipfile`` to write into; ``take`` empties it."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._buffer += data
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def take(self) -> bytes:
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+
+def zip_stream(blobs: LocalBlobStore, key: str, folder: str) -> Iterator[bytes]:
+    """The tree blob ``key`` as a zip of ``folder/<its files>``, yielded piece by piece
+    (unzipping gives the store as a folder any zarr reader opens)."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, path in blobs.tree_files(key):
+            archive.write(path, f"{folder}/{name}")
+            if sink.pending() >= _ZIP_FLUSH_BYTES:
+                yield sink.take()
+    yield sink.take()
+
+
+def _not_in_store(row: Volume, path: str, headers: dict[str, str] | None) -> ProblemError:
+    return ProblemError(
+        404,
+        "zarr_file_not_found",
+        f"volume {row.id} has no file {path!r} in its OME-Zarr store",
+        headers=headers,
+    )
+
+
+def zarr_file_response(
+    request: Request,
+    blobs: LocalBlobStore,
+    row: Volume,
+    path: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """One file of the volume's OME-Zarr store (Range, ETag, HEAD), with ``headers`` added
+    (CORS on share links). 404 for a TIFF volume, a path that is not a file of the store,
+    or one that tries to leave it (``..``, absolute, backslashes)."""
+    if row.format != ZARR_FORMAT:
+        raise ProblemError(
+            404,
+            "not_a_zarr_volume",
+            f"volume {row.id} is a TIFF; only volumes generated with format 'ome-zarr' have "
+            "a store (GET its file for the TIFF)",
+            headers=headers,
+        )
+    if not blobs.exists(row.blob_key):
+        raise file_missing(row, headers)
+    segments = path.split("/")
+    if (
+        not path
+        or "\\" in path
+        or "\x00" in path
+        or any(segment in ("", ".", "..") for segment in segments)
+    ):
+        raise _not_in_store(row, path, headers)
+    root = blobs.path(row.blob_key)
+    file = root.joinpath(*segments)
+    if file.is_symlink() or not file.is_file() or not file.resolve().is_relative_to(root):
+        raise _not_in_store(row, path, headers)
+    media_type = "application/json" if segments[-1] in _JSON_NAMES else "application/octet-stream"
+    # The store never changes once published: the volume's ETag and the path name a file.
+    etag = hashlib.sha256(f"{volume_etag(row)}/{path}".encode()).hexdigest()[:40]
+    response = file_download(request, file, etag=etag, media_type=media_type, filename=segments[-1])
+    # Inline: viewers fetch these, people do not save them.
+    del response.headers["content-disposition"]
+    response.headers.update(headers or {})
+    return response
+
+
+def zip_responses(tiff: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a volume's download: ``tiff`` (``file_responses``), plus a
+    zip for an OME-Zarr volume."""
+    ok = dict(tiff[200])
+    ok["content"] = {
+        **ok["content"],
+        "application/zip": {"schema": {"type": "string", "format": "binary"}},
+    }
+    return {**tiff, 200: ok}
+
+
+def zarr_responses(cors: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a store file: JSON metadata or binary chunks."""
+    responses = file_responses("application/octet-stream")
+    ok = dict(responses[200])
+    ok["content"] = {**ok["content"], "application/json": {"schema": {}}}
+    responses[200] = ok
+    if cors:
+        for status in (200, 206, 304):
+            entry = dict(responses[status])
+            entry["headers"] = {
+                **entry["headers"],
+                "Access-Control-Allow-Origin": {
+                    "description": "`*`.",
+                    "schema": {"type": "string"},
+                },
+            }
+            responses[status] = entry
+    return responses
