@@ -54,20 +54,28 @@ GPU_TARGETS = {
 
 
 def measure(args: argparse.Namespace) -> dict:
-    """Generate one volume to a TIFF in this process and measure it."""
+    """Generate one volume to a TIFF (or an OME-Zarr store) in this process and measure it."""
     from microforge.models.generation import auto_chunk, generate_volume
     from microforge.storage.tiff import VolumeTiffWriter
+    from microforge.storage.zarr_volume import VolumeZarrWriter
 
     device = resolve(args.device)
     shape = tuple(args.shape)
     loaded = random_generator(args.arch, device)
     chunk = None if args.chunk == "auto" else int(args.chunk)
     edge = auto_chunk(loaded) if chunk is None else chunk
-    path = Path(args.out_dir) / f"bench-{args.arch}-{'x'.join(map(str, shape))}.tif"
+    zarr_out = args.format == "ome-zarr"
+    suffix = ".ome.zarr" if zarr_out else ".tif"
+    path = Path(args.out_dir) / f"bench-{args.arch}-{'x'.join(map(str, shape))}{suffix}"
+    writer = (
+        VolumeZarrWriter(path, shape, loaded.output_dtype)
+        if zarr_out
+        else VolumeTiffWriter(path, shape, loaded.output_dtype, compression=args.compression)
+    )
     reset_peak_memory(device)
     rss_before = peak_rss_bytes()
     began = time.perf_counter()
-    with VolumeTiffWriter(path, shape, loaded.output_dtype, compression=args.compression) as out:
+    with writer as out:
         result = generate_volume(
             loaded,
             shape,
@@ -87,13 +95,14 @@ def measure(args: argparse.Namespace) -> dict:
         "chunk": edge,
         "chunks": result.chunks,
         "precision": args.precision,
+        "format": args.format,
         "compression": args.compression,
         "background_writes": not args.no_background_writes,
         "thp": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
         "seconds": seconds,
         "generate_seconds": result.seconds,
         "voxels_per_second": voxels / seconds,
-        "file_bytes": path.stat().st_size,
+        "file_bytes": _size_on_disk(path),
         "peak_rss_bytes": peak_rss_bytes(),
         "rss_before_generation_bytes": rss_before,
         "peak_device_bytes": peak_device_bytes(device),
@@ -101,8 +110,15 @@ def measure(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         record["peak_device_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
     if not args.keep:
-        path.unlink()
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     return record
+
+
+def _size_on_disk(path: Path) -> int:
+    """A TIFF's size, or the sum of an OME-Zarr store's files."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
 
 
 def run_isolated(args: argparse.Namespace, shape: tuple[int, int, int]) -> dict:
@@ -124,6 +140,7 @@ def run_isolated(args: argparse.Namespace, shape: tuple[int, int, int]) -> dict:
         str(args.out_dir),
     ]
     command += ["--compression", args.compression] if args.compression else []
+    command += ["--format", args.format]
     command += ["--keep"] if args.keep else []
     command += ["--no-background-writes"] if args.no_background_writes else []
     environment = dict(os.environ)
@@ -149,6 +166,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16", "fp16"))
     parser.add_argument("--compression", default=None, choices=("zlib",))
+    parser.add_argument(
+        "--format",
+        default="tiff",
+        choices=("tiff", "ome-zarr"),
+        help="what is written: a TIFF stack, or an OME-Zarr store with its pyramid",
+    )
     parser.add_argument("--out-dir", default=None, help="default: a temporary folder")
     parser.add_argument("--keep", action="store_true", help="keep the TIFFs")
     parser.add_argument(
