@@ -429,8 +429,8 @@ def _generate(
     from microforge.models.chunk_plan import GenerationError, plan_volume
     from microforge.models.export import load_generator
     from microforge.models.generation import generate_volume
-    from microforge.storage.tiff import VolumeTiffWriter
-    from microforge.storage.zarr_volume import VolumeZarrWriter, is_zarr_path
+    from microforge.storage.volume_writers import open_volume_writer
+    from microforge.storage.zarr_volume import is_zarr_path
 
     zarr_out = is_zarr_path(out)
     if zarr_out and compress:
@@ -447,15 +447,14 @@ def _generate(
     except GenerationError as error:
         raise click.ClickException(str(error)) from error
     rgb = loaded.image_type == "colour"
-    writer = (VolumeZarrWriter if zarr_out else VolumeTiffWriter)(
+    writer = open_volume_writer(
+        "ome-zarr" if zarr_out else "tiff",
         out,
         shape,
-        loaded.output_dtype,
-        rgb=rgb,
+        loaded,
         voxel_size=voxel_size,
         unit=unit,
-        display_range=loaded.display_range,
-        **({} if zarr_out else {"compression": compress}),
+        compression=compress,
     )
     columns = (
         TextColumn("[bold]generate"),

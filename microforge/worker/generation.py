@@ -192,30 +192,16 @@ def _volume_writer(
     unit: str,
 ) -> Any:
     """The writer of the spec's format, as a context manager with ``write(slab)``."""
-    rgb = loaded.image_type == "colour"
-    if spec.format == "ome-zarr":
-        from microforge.storage.zarr_volume import VolumeZarrWriter
+    from microforge.storage.volume_writers import open_volume_writer
 
-        return VolumeZarrWriter(
-            path,
-            shape,
-            loaded.output_dtype,
-            rgb=rgb,
-            voxel_size=voxel_size,
-            unit=unit,
-            display_range=loaded.display_range,
-        )
-    from microforge.storage.tiff import VolumeTiffWriter
-
-    return VolumeTiffWriter(
+    return open_volume_writer(
+        spec.format,
         path,
         shape,
-        loaded.output_dtype,
-        rgb=rgb,
-        compression=spec.compression,
+        loaded,
         voxel_size=voxel_size,
         unit=unit,
-        display_range=loaded.display_range,
+        compression=spec.compression,
     )
 
 
