@@ -27,16 +27,15 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import tifffile
 
+from microforge.storage.staged_write import StagedVolumeWriter, scratch_path
 from microforge.units import OME_SYMBOLS, UNIT_IN_CM, UnitError, check_length_unit, normalise_unit
 
 #: dtypes a volume may be written as: labels/grey (uint8, uint16), probabilities (float32).
@@ -64,7 +63,7 @@ class _Abort(Exception):
     """Raised inside the page iterator to make tifffile stop writing."""
 
 
-class VolumeTiffWriter:
+class VolumeTiffWriter(StagedVolumeWriter):
     """Write a (Z, Y, X) or (Z, Y, X, 3) volume slab by slab; the file appears on success.
 
     Usage::
@@ -80,6 +79,8 @@ class VolumeTiffWriter:
     ImageJ shows, so that labels 0/1/2 are not drawn almost black; OME-XML has no field
     for it (Bio-Formats and napari scale the display to the data themselves).
     """
+
+    error = VolumeTiffError
 
     def __init__(
         self,
@@ -130,7 +131,7 @@ class VolumeTiffWriter:
         if not self.path.parent.is_dir():
             raise VolumeTiffError(f"cannot write {self.path}: folder {self.path.parent} is missing")
         # Not mkstemp: its 0600 mode would survive the rename; this honours the umask.
-        temp_path = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.partial")
+        temp_path = scratch_path(self.path)
         os.close(os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         self._temp_path = temp_path
         try:
@@ -145,27 +146,6 @@ class VolumeTiffWriter:
             self._discard()
             raise
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is not None:
-            self._discard()
-            return
-        if self.slices_written != self.shape[0]:
-            self._discard()
-            raise VolumeTiffError(
-                f"only {self.slices_written} of {self.shape[0]} z-slices were written to "
-                f"{self.path.name}; nothing was saved (write every slice before closing)"
-            )
-        try:
-            self._finish()
-        except BaseException:
-            self._discard()
-            raise
 
     # --- writing -------------------------------------------------------------------------
 
@@ -248,7 +228,7 @@ class VolumeTiffWriter:
         error.__cause__ = failure
         return error
 
-    def _finish(self) -> None:
+    def _publish(self) -> None:
         assert self._thread is not None and self._tiff is not None and self._temp_path
         self._thread.join()
         if self._failure is not None:

@@ -23,14 +23,13 @@ renamed), as the TIFF writer does.
 from __future__ import annotations
 
 import math
-import secrets
 import shutil
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from microforge.storage.staged_write import StagedVolumeWriter, scratch_path
 from microforge.units import NGFF_UNITS, UnitError, check_length_unit
 
 #: Edge of a stored chunk (voxels): 64^3 bytes = 256 KiB per label chunk, the order of
@@ -57,7 +56,7 @@ def pyramid_levels(shape: tuple[int, int, int], smallest: int = SMALLEST_LEVEL_E
     return levels
 
 
-class VolumeZarrWriter:
+class VolumeZarrWriter(StagedVolumeWriter):
     """Context manager: ``with VolumeZarrWriter(path, shape, dtype) as w: w.write(slab)``.
 
     ``shape`` is (z, y, x); slabs are (k, y, x), or (k, y, x, 3) with ``rgb`` (stored as
@@ -65,6 +64,8 @@ class VolumeZarrWriter:
     scale of level 0 (level k: 2^k times it); ``display_range`` becomes the ``omero``
     channel window, so that label volumes with few values are not shown black.
     """
+
+    error = VolumeZarrError
 
     def __init__(
         self,
@@ -110,7 +111,7 @@ class VolumeZarrWriter:
             raise RuntimeError("this VolumeZarrWriter is already open")
         if not self.path.parent.is_dir():
             raise VolumeZarrError(f"cannot write {self.path}: folder {self.path.parent} is missing")
-        self._temp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.partial")
+        self._temp = scratch_path(self.path)
         try:
             group = zarr.open_group(self._temp, mode="w-", zarr_format=3)
             for level in range(self.levels):
@@ -128,21 +129,7 @@ class VolumeZarrWriter:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is not None:
-            self._discard()
-            return
-        if self.slices_written != self.shape[0]:
-            self._discard()
-            raise VolumeZarrError(
-                f"only {self.slices_written} of {self.shape[0]} z-slices were written to "
-                f"{self.path.name}; nothing was saved (write every slice before closing)"
-            )
+    def _publish(self) -> None:
         assert self._temp is not None
         if self.path.exists():
             shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
