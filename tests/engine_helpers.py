@@ -71,3 +71,19 @@ def assert_chunked_equals_one_shot(loaded: LoadedGenerator, shape, chunk: int, s
     torch.testing.assert_close(chunked, one_shot, rtol=0, atol=1e-6)
     labels = generate_array(loaded, shape, seed=seed, chunk=chunk)
     assert np.array_equal(labels, generate_array(loaded, shape, seed=seed, chunk=0))
+
+
+def untrained_generator_file(path, image: np.ndarray, seed: int = 0):  # noqa: ANN001, ANN201
+    """A tiny generator file with initial weights for the phases of ``image`` (a 2D label
+    image), as ``save_generator`` writes it; returns its path."""
+    from microforge.models.config import PRESETS
+    from microforge.models.data import prepare_training_data
+    from microforge.models.export import save_generator
+
+    data = prepare_training_data([image])
+    torch.manual_seed(seed)
+    network = Generator(PRESETS["tiny"], data.channels, "softmax")
+    network.apply(init_weights)
+    return save_generator(
+        path, network.state_dict(), data=data, network=PRESETS["tiny"], arch="tiny", iteration=0
+    )

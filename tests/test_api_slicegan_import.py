@@ -15,6 +15,7 @@ from microforge.client import MicroForgeClient
 from microforge.models.slicegan_import import import_slicegan
 from microforge.storage.tables import Generator, Volume
 from microforge.storage.tiff import read_volume_info
+from tests.worker_helpers import run_generate_job_here
 
 
 def _upload(client, auth, weights, params, **fields):  # noqa: ANN001, ANN202
@@ -23,24 +24,6 @@ def _upload(client, auth, weights, params, **fields):  # noqa: ANN001, ANN202
         "params": (params.name, params.read_bytes()),
     }
     return client.post("/v1/generators", headers=auth, files=files, data=fields)
-
-
-def _run_generate_job(api_app, job_id: str) -> str:
-    """The worker's generate task, in this process (the API test has no worker)."""
-    from microforge.worker.celery_app import make_celery_app
-    from microforge.worker.generation import run_generate_job
-    from microforge.worker.runtime import WorkerRuntime
-
-    state = api_app.state.service
-    runtime = WorkerRuntime(
-        settings=state.settings,
-        engine=state.session_factory.kw["bind"],
-        session_factory=state.session_factory,
-        blobs=state.blobs,
-        celery=make_celery_app(state.settings, broker_url="memory://"),
-        owner="slicegan-import-test",
-    )
-    return run_generate_job(runtime, job_id)
 
 
 def test_upload_both_files_then_generate_a_periodic_volume(
@@ -92,7 +75,7 @@ def test_upload_both_files_then_generate_a_periodic_volume(
         },
     )
     assert job.status_code == 202, job.text
-    assert _run_generate_job(api_app, job.json()["id"]) == "succeeded"
+    assert run_generate_job_here(api_app, job.json()["id"]) == "succeeded"
     volume_id = client.get(job.json()["links"]["self"], headers=auth).json()["result"]["volume_id"]
     state = api_app.state.service
     with state.session_factory() as session:

@@ -16,57 +16,23 @@ from ome_zarr.reader import Reader
 
 from microforge.storage.blob_gc import find_garbage, remove_abandoned_temporary_files
 from microforge.storage.tables import Volume
+from tests.worker_helpers import run_generate_job_here
 
-
-def _run_generate_job(api_app, job_id: str) -> str:
-    """The worker's generate task, in this process (the API test has no worker)."""
-    from microforge.worker.celery_app import make_celery_app
-    from microforge.worker.generation import run_generate_job
-    from microforge.worker.runtime import WorkerRuntime
-
-    state = api_app.state.service
-    runtime = WorkerRuntime(
-        settings=state.settings,
-        engine=state.session_factory.kw["bind"],
-        session_factory=state.session_factory,
-        blobs=state.blobs,
-        celery=make_celery_app(state.settings, broker_url="memory://"),
-        owner="zarr-test",
-    )
-    return run_generate_job(runtime, job_id)
+from engine_helpers import untrained_generator_file
 
 
 def _generator_bytes(tmp_path) -> bytes:
-    import torch
-
-    from microforge.models.config import PRESETS
-    from microforge.models.data import prepare_training_data
-    from microforge.models.export import save_generator
-    from microforge.models.networks import Generator, init_weights
-
     image = np.zeros((64, 64), np.uint8)
     image[::3] = 255
     image[:, ::5] = 128
-    data = prepare_training_data([image])
-    torch.manual_seed(0)
-    network = Generator(PRESETS["tiny"], data.channels, "softmax")
-    network.apply(init_weights)
-    path = save_generator(
-        tmp_path / "g.safetensors",
-        network.state_dict(),
-        data=data,
-        network=PRESETS["tiny"],
-        arch="tiny",
-        iteration=0,
-    )
-    return path.read_bytes()
+    return untrained_generator_file(tmp_path / "g.safetensors", image).read_bytes()
 
 
 def _generate(client, auth, api_app, generator_id: str, **fields) -> dict:  # noqa: ANN001
     body = {"kind": "generate", "generator_id": generator_id, "shape": [20, 24, 28], "seed": 5}
     job = client.post("/v1/jobs", headers=auth, json=body | {"chunk": 12, **fields})
     assert job.status_code == 202, job.text
-    assert _run_generate_job(api_app, job.json()["id"]) == "succeeded"
+    assert run_generate_job_here(api_app, job.json()["id"]) == "succeeded"
     volume_id = client.get(job.json()["links"]["self"], headers=auth).json()["result"]["volume_id"]
     return client.get(f"/v1/volumes/{volume_id}", headers=auth).json()
 

@@ -90,28 +90,13 @@ def test_memory_does_not_grow_with_the_volume(tmp_path) -> None:
 
 
 def test_generate_writes_the_same_voxels_as_the_tiff_of_the_same_seed(tmp_path) -> None:
-    import torch
-
     from microforge.cli.main import cli
-    from microforge.models.config import PRESETS
-    from microforge.models.data import prepare_training_data
-    from microforge.models.export import save_generator
-    from microforge.models.networks import Generator, init_weights
+
+    from engine_helpers import untrained_generator_file
 
     image = np.zeros((64, 64), np.uint8)
     image[::3] = 255
-    data = prepare_training_data([image])
-    torch.manual_seed(0)
-    network = Generator(PRESETS["tiny"], data.channels, "softmax")
-    network.apply(init_weights)
-    generator = save_generator(
-        tmp_path / "g.safetensors",
-        network.state_dict(),
-        data=data,
-        network=PRESETS["tiny"],
-        arch="tiny",
-        iteration=0,
-    )
+    generator = untrained_generator_file(tmp_path / "g.safetensors", image)
     common = ["generate", str(generator), "--shape", "20", "24", "28", "--seed", "5"]
     common += ["--chunk", "12", "--device", "cpu", "--voxel-size", "0.25"]
     runner = CliRunner()

@@ -153,3 +153,22 @@ def create_job(session_factory, owner_id: str, kind: str, **fields: Any) -> str:
 def finished_job(session_factory, job_id: str) -> Job | None:  # noqa: ANN001
     job = load_job(session_factory, job_id)
     return job if job is not None and job.state in ("succeeded", "failed", "cancelled") else None
+
+
+def run_generate_job_here(api_app, job_id: str) -> str:  # noqa: ANN001
+    """The worker's generate task for ``job_id``, in this process, on the app's database and
+    blob store (for API tests that have no worker process)."""
+    from microforge.worker.celery_app import make_celery_app
+    from microforge.worker.generation import run_generate_job
+    from microforge.worker.runtime import WorkerRuntime
+
+    state = api_app.state.service
+    runtime = WorkerRuntime(
+        settings=state.settings,
+        engine=state.session_factory.kw["bind"],
+        session_factory=state.session_factory,
+        blobs=state.blobs,
+        celery=make_celery_app(state.settings, broker_url="memory://"),
+        owner="in-process-test",
+    )
+    return run_generate_job(runtime, job_id)
