@@ -138,7 +138,7 @@ def test_volume_slices(client, auth, api_app, axis, index, compress) -> None:
 
 def test_volume_slices_in_phase_colours(client, auth, api_app) -> None:
     """?colour=phases: phase i of [0, 1, 2] in the i-th colour of the report's palette."""
-    from microforge.api.rendering import PHASE_COLOURS
+    from microforge.phase_colours import PHASE_COLOURS
 
     array = np.random.default_rng(2).integers(0, 3, size=(6, 10, 12), dtype=np.uint8)
     array[0, 0, 0] = 7  # a value that is no phase: black

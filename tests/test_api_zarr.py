@@ -74,6 +74,9 @@ def test_an_ome_zarr_job_is_served_as_zip_files_and_share_link(
     store = tmp_path / "unzipped" / f"{volume['id']}.ome.zarr"
     group = zarr.open_group(store, mode="r")
     assert np.array_equal(group["0"][:], tiff) and len(np.unique(tiff)) > 1
+    # n-phase: a label image, each phase value with its colour (open_volume_writer's phases)
+    colours = group.attrs["ome"]["image-label"]["colors"]
+    assert [colour["label-value"] for colour in colours] == volume["phases"] == [0, 128, 255]
     image = list(Reader(parse_url(str(store)))())[0]
     assert np.array_equal(np.asarray(image.data[0]), tiff)
     scale = image.metadata["coordinateTransformations"][0][0]["scale"]

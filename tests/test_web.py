@@ -143,8 +143,8 @@ def test_every_asset_is_package_data():
 
 
 def test_the_viewer_legend_has_the_colours_the_api_draws_phases_in():
-    """app.css's --phase-N are rendering.PHASE_COLOURS, which slice.png?colour=phases uses."""
-    from microforge.api.rendering import PHASE_COLOURS
+    """app.css's --phase-N are PHASE_COLOURS, which slice.png?colour=phases and OME-Zarr use."""
+    from microforge.phase_colours import PHASE_COLOURS
 
     css = (STATIC_DIR / "app.css").read_text()
     found = dict(re.findall(r"--phase-(\d+): (#[0-9a-f]{6});", css))

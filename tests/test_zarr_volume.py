@@ -11,7 +11,7 @@ import tifffile
 import zarr
 from click.testing import CliRunner
 from ome_zarr.io import parse_url
-from ome_zarr.reader import Reader
+from ome_zarr.reader import Label, Multiscales, Reader
 
 from microforge.storage.zarr_volume import VolumeZarrError, VolumeZarrWriter, pyramid_levels
 
@@ -40,6 +40,54 @@ def test_slabs_fill_every_level_by_stride_with_scales_and_units(tmp_path) -> Non
     scales = [level[0]["scale"] for level in node.metadata["coordinateTransformations"]]
     assert scales == [[0.5] * 3, [1.0] * 3, [2.0] * 3]
     assert [level.shape for level in node.data] == [(37, 20, 26), (19, 10, 13), (10, 5, 7)]
+
+
+def test_an_n_phase_volume_is_a_label_image_with_one_colour_per_phase(tmp_path) -> None:
+    """image-label on the store's own multiscales group (no labels/ copy of the voxels):
+    ome_zarr reads it as a label image with the phases' values, colours and indices."""
+    phases = [7, 100, 255]
+    labels = np.array(phases, np.uint8)[np.random.default_rng(3).integers(0, 3, (12, 10, 9))]
+    path = tmp_path / "labels.ome.zarr"
+    write_in_slabs(path, labels, 5, phases=phases, display_range=(7, 255), chunk=8)
+
+    ome = zarr.open_group(path, mode="r").attrs["ome"]
+    assert "omero" not in ome  # napari would give a Labels layer its window and colour map
+    colours = ome["image-label"]["colors"]
+    assert colours == [
+        {"label-value": 7, "rgba": [0x1F, 0x77, 0xB4, 255]},
+        {"label-value": 100, "rgba": [0xFF, 0x7F, 0x0E, 255]},
+        {"label-value": 255, "rgba": [0x2C, 0xA0, 0x2C, 255]},
+    ]
+    assert sorted(zarr.open_group(path, mode="r").keys()) == ["0"]  # the voxels once
+    nodes = list(Reader(parse_url(str(path)))())
+    assert len(nodes) == 1
+    node = nodes[0]
+    assert node.load(Label) is not None and node.load(Multiscales) is not None
+    assert node.metadata["color"] == {
+        7: [0x1F / 255, 0x77 / 255, 0xB4 / 255, 1.0],
+        100: [1.0, 0x7F / 255, 0x0E / 255, 1.0],
+        255: [0x2C / 255, 0xA0 / 255, 0x2C / 255, 1.0],
+    }
+    assert node.metadata["properties"] == {7: {"phase": 0}, 100: {"phase": 1}, 255: {"phase": 2}}
+    assert np.array_equal(np.asarray(node.data[0]), labels)
+
+    grey = tmp_path / "grey.ome.zarr"
+    write_in_slabs(grey, labels, 5, display_range=(7, 255))
+    ome = zarr.open_group(grey, mode="r").attrs["ome"]
+    assert "image-label" not in ome and ome["omero"]["channels"][0]["window"]["start"] == 7
+    node = next(iter(Reader(parse_url(str(grey)))()))
+    assert node.load(Label) is None and "color" not in node.metadata
+
+    for bad, match in (
+        ({"phases": [0, 1.5]}, "not an integer"),
+        ({"phases": [0, 256]}, "not an integer that uint8"),
+        ({"phases": [1, 1]}, "distinct"),
+        ({"phases": [0, 1], "rgb": True}, "colour"),
+    ):
+        with pytest.raises(VolumeZarrError, match=match):
+            VolumeZarrWriter(tmp_path / "bad.ome.zarr", (4, 4, 4), np.uint8, **bad)
+    with pytest.raises(VolumeZarrError, match="float32"):
+        VolumeZarrWriter(tmp_path / "bad.ome.zarr", (4, 4, 4), np.float32, phases=[0, 1])
 
 
 def test_colour_is_stored_channel_first_and_the_pyramid_stops_at_one_chunk(tmp_path) -> None:

@@ -17,6 +17,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from microforge.phase_colours import phase_rgb
+
 MAX_PREVIEW_EDGE = 1024
 GAP_PIXELS = 4
 
@@ -29,28 +31,6 @@ def labels_to_grey(image: np.ndarray, phases: Sequence[int | float]) -> np.ndarr
         grey = 0 if count < 2 else round(255 * index / (count - 1))
         out[image == value] = grey
     return out
-
-
-#: matplotlib's default colour cycle ("tab10", C0..C9): phase i gets PHASE_COLOURS[i % 10].
-#: The web viewer's legend (microforge/web/static/js/format.js) lists the same colours.
-PHASE_COLOURS = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)
-
-
-def phase_rgb(index: int) -> tuple[int, int, int]:
-    """The colour of the ``index``-th phase as (r, g, b) bytes."""
-    code = PHASE_COLOURS[index % len(PHASE_COLOURS)]
-    return int(code[1:3], 16), int(code[3:5], 16), int(code[5:7], 16)
 
 
 def labels_to_colour(image: np.ndarray, phases: Sequence[int | float]) -> np.ndarray:

@@ -24,7 +24,8 @@ def open_volume_writer(
     """A context manager with ``write(slab)`` that publishes the volume of ``loaded`` (a
     ``LoadedGenerator``) at ``path`` on a clean exit; ``format`` is one of
     ``jobs.VolumeFormat`` ('tiff' or 'ome-zarr'). ``compression`` is for TIFF only (an
-    OME-Zarr store's chunks are always compressed)."""
+    OME-Zarr store's chunks are always compressed). An n-phase OME-Zarr store is written as
+    a label image (its phases' values and colours in ``image-label``)."""
     common = {
         "rgb": loaded.image_type == "colour",
         "voxel_size": voxel_size,
@@ -36,7 +37,8 @@ def open_volume_writer(
 
         if compression:
             raise ValueError("compression is for TIFF files; OME-Zarr chunks are compressed")
-        return VolumeZarrWriter(path, shape, loaded.output_dtype, **common)
+        phases = loaded.phases if loaded.image_type == "nphase" else None
+        return VolumeZarrWriter(path, shape, loaded.output_dtype, phases=phases, **common)
     from microforge.storage.tiff import VolumeTiffWriter
 
     return VolumeTiffWriter(path, shape, loaded.output_dtype, compression=compression, **common)

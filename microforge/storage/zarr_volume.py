@@ -18,17 +18,33 @@ The format is written by the ``zarr`` package (arrays, zarr v3) and ``ome_zarr.w
 (NGFF 0.5 multiscales metadata: axes with units, a scale transform per level); the store
 appears at its path only when complete (written beside it under a temporary name, then
 renamed), as the TIFF writer does.
+
+Why an n-phase volume's ``image-label`` metadata sits on the root group, beside its
+``multiscales``, and not in a ``labels/`` group: NGFF's ``labels/`` group exists to attach
+a segmentation to the *intensity* image it segments, and each label image in it is a
+multiscale image of its own, with its own arrays (zarr v3 has no links, and a dataset's
+``path`` is relative to its group). A generated volume has no intensity image: it *is*
+the segmentation, so a ``labels/`` copy would store every voxel twice (10 GB volumes) next
+to an image that would be the same labels again. A multiscale group with ``image-label``
+is what the NGFF 0.5 label schema describes as a label image, and it is what readers
+look for: ome-zarr-py's ``Label`` spec matches any group whose attributes have
+``image-label`` (colours per label value, properties), and napari-ome-zarr opens such a
+node as a Labels layer. ``source`` (the image that was segmented) is left out, since
+there is none. Such a volume gets no ``omero`` window either: napari-ome-zarr would hand
+its contrast limits and colour map to the Labels layer.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from microforge.phase_colours import phase_rgb
 from microforge.storage.staged_write import StagedVolumeWriter, scratch_path
 from microforge.units import NGFF_UNITS, UnitError, check_length_unit
 
@@ -62,7 +78,10 @@ class VolumeZarrWriter(StagedVolumeWriter):
     ``shape`` is (z, y, x); slabs are (k, y, x), or (k, y, x, 3) with ``rgb`` (stored as
     channel-first (c, z, y, x), as NGFF orders axes). ``voxel_size`` in ``unit`` becomes the
     scale of level 0 (level k: 2^k times it); ``display_range`` becomes the ``omero``
-    channel window, so that label volumes with few values are not shown black.
+    channel window, so that grey volumes with few values are not shown black. ``phases``
+    (an n-phase volume's label values, in the training data's order) makes the store a
+    label image: ``image-label`` metadata gives phase i its value, the i-th colour of
+    ``microforge.phase_colours`` and its index as a property, instead of an ``omero`` window.
     """
 
     error = VolumeZarrError
@@ -79,6 +98,7 @@ class VolumeZarrWriter(StagedVolumeWriter):
         levels: int | None = None,
         chunk: int = DEFAULT_CHUNK,
         display_range: tuple[float, float] | None = None,
+        phases: Sequence[int | float] | None = None,
         name: str | None = None,
     ) -> None:
         self.path = Path(path)
@@ -97,6 +117,7 @@ class VolumeZarrWriter(StagedVolumeWriter):
         self.levels = levels or pyramid_levels(self.shape)
         self.chunk = int(chunk)
         self.display_range = display_range
+        self.phases = None if phases is None else self._label_values(phases)
         self.name = name or self.path.name
         self.slices_written = 0
         self._temp: Path | None = None
@@ -168,11 +189,30 @@ class VolumeZarrWriter(StagedVolumeWriter):
 
     # --- metadata ------------------------------------------------------------------------
 
+    def _label_values(self, phases: Sequence[int | float]) -> list[int]:
+        """The phases as the integers stored: NGFF labels are integers of the array's type."""
+        if self.rgb or self.dtype.kind not in "ui":
+            raise VolumeZarrError(
+                f"phases are labels of a single-channel integer volume, not of a "
+                f"{'colour' if self.rgb else self.dtype.name} one"
+            )
+        limits = np.iinfo(self.dtype)
+        values = []
+        for value in phases:
+            if not (float(value).is_integer() and limits.min <= value <= limits.max):
+                raise VolumeZarrError(
+                    f"phase value {value!r} is not an integer that {self.dtype.name} can hold"
+                )
+            values.append(int(value))
+        if not values or len(set(values)) != len(values):
+            raise VolumeZarrError(f"phases {list(phases)!r} must be distinct values, at least one")
+        return values
+
     def _level_shape(self, level: int) -> tuple[int, int, int]:
         return tuple(math.ceil(n / 2**level) for n in self.shape)  # type: ignore[return-value]
 
     def _write_metadata(self, group: Any) -> None:
-        from ome_zarr.writer import write_multiscales_metadata
+        from ome_zarr.writer import add_metadata, write_multiscales_metadata
 
         size = self.voxel_size or 1.0
         space = [{"name": axis, "type": "space"} for axis in ("z", "y", "x")]
@@ -192,7 +232,7 @@ class VolumeZarrWriter(StagedVolumeWriter):
                 }
             )
         metadata: dict[str, Any] = {}
-        if self.display_range is not None and not self.rgb:
+        if self.display_range is not None and not self.rgb and self.phases is None:
             low, high = (float(v) for v in self.display_range)
             window = {"min": low, "max": high, "start": low, "end": high}
             metadata["omero"] = {
@@ -205,3 +245,18 @@ class VolumeZarrWriter(StagedVolumeWriter):
             name=self.name,
             **({"metadata": metadata} if metadata else {}),
         )
+        if self.phases is not None:
+            add_metadata(group, {"image-label": self._image_label()})
+
+    def _image_label(self) -> dict[str, Any]:
+        """NGFF ``image-label``: each phase's value, colour (opaque) and index."""
+        return {
+            "colors": [
+                {"label-value": value, "rgba": [*phase_rgb(index), 255]}
+                for index, value in enumerate(self.phases or [])
+            ],
+            "properties": [
+                {"label-value": value, "phase": index}
+                for index, value in enumerate(self.phases or [])
+            ],
+        }
