@@ -13,6 +13,7 @@ import tifffile
 import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
+from PIL import Image
 
 from microforge.storage.blob_gc import find_garbage, remove_abandoned_temporary_files
 from microforge.storage.tables import Volume
@@ -51,7 +52,7 @@ def test_an_ome_zarr_job_is_served_as_zip_files_and_share_link(
     volume = _generate(client, auth, api_app, generator_id, voxel_size=0.5, format="ome-zarr")
     assert tiff_volume["format"] == "tiff" and volume["format"] == "ome-zarr"
     assert volume["links"]["zarr"] == f"/v1/volumes/{volume['id']}/zarr/"
-    assert "slice" not in volume["links"] and "zarr" not in tiff_volume["links"]
+    assert "zarr" not in tiff_volume["links"]
     state = api_app.state.service
     with state.session_factory() as session:
         row = session.get(Volume, volume["id"])
@@ -113,8 +114,24 @@ def test_an_ome_zarr_job_is_served_as_zip_files_and_share_link(
     assert traversal.headers["content-type"] == "application/problem+json"
     tiff_store = client.get(f"/v1/volumes/{tiff_volume['id']}/zarr/zarr.json", headers=auth)
     assert tiff_store.status_code == 404 and tiff_store.json()["code"] == "not_a_zarr_volume"
-    slice_png = client.get(f"/v1/volumes/{volume['id']}/slice.png", headers=auth)
-    assert slice_png.status_code == 409 and slice_png.json()["code"] == "slice_unavailable"
+
+    # slice.png reads the store's chunks: the same PNG as the TIFF of the same seed.
+    assert client.get(volume["links"]["slice"], headers=auth).status_code == 200
+    for axis, index, colour in (("z", 0, "grey"), ("z", 19, "phases"), ("y", 7, "phases"),
+                                ("x", 27, "grey"), ("x", 13, "phases")):  # fmt: skip
+        params = {"axis": axis, "index": index, "colour": colour}
+        pngs = [
+            client.get(f"/v1/volumes/{v['id']}/slice.png", headers=auth, params=params)
+            for v in (tiff_volume, volume)
+        ]
+        assert [png.status_code for png in pngs] == [200, 200], pngs[1].text
+        assert pngs[1].headers["content-type"] == "image/png"
+        assert pngs[1].content == pngs[0].content, params
+        expected = np.take(tiff, index, axis="zyx".index(axis))
+        drawn = np.asarray(Image.open(io.BytesIO(pngs[1].content)))
+        assert drawn.shape[:2] == expected.shape
+    outside = client.get(volume["links"]["slice"].replace("index=0", "index=20"), headers=auth)
+    assert outside.status_code == 422 and outside.json()["code"] == "slice_out_of_range"
 
     # A share link: no key, CORS headers, preflight for Range; the zip too.
     link = client.post(f"/v1/volumes/{volume['id']}/share", headers=auth).json()["path"]

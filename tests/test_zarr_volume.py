@@ -13,7 +13,12 @@ from click.testing import CliRunner
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Label, Multiscales, Reader
 
-from microforge.storage.zarr_volume import VolumeZarrError, VolumeZarrWriter, pyramid_levels
+from microforge.storage.zarr_volume import (
+    VolumeZarrError,
+    VolumeZarrWriter,
+    pyramid_levels,
+    read_zarr_slice,
+)
 
 
 def write_in_slabs(path, volume, thickness, **options):
@@ -100,6 +105,26 @@ def test_colour_is_stored_channel_first_and_the_pyramid_stops_at_one_chunk(tmp_p
     assert [axis["name"] for axis in axes] == ["c", "z", "y", "x"]
     assert "unit" not in axes[1]  # no voxel size given: voxel units
     assert pyramid_levels((9, 6, 5)) == 1 and pyramid_levels((300, 64, 64)) == 4
+
+
+def test_a_slice_of_a_store_is_the_plane_of_the_volume_for_every_axis(tmp_path) -> None:
+    """read_zarr_slice (what slice.png reads): (rows, columns[, 3]) as a TIFF plane is."""
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 255, (11, 9, 13, 3)).astype(np.uint8)
+    grey = rng.integers(0, 65535, (11, 9, 13)).astype(np.uint16)
+    for name, volume, options in (("rgb", rgb, {"rgb": True}), ("grey", grey, {})):
+        path = tmp_path / f"{name}.ome.zarr"
+        write_in_slabs(path, volume, 4, chunk=4, **options)
+        for axis, index in (("z", 10), ("y", 0), ("x", 6)):
+            plane = read_zarr_slice(path, axis, index)
+            assert np.array_equal(plane, np.take(volume, index, axis="zyx".index(axis)))
+    # Only the chunks the plane crosses are read: a broken chunk elsewhere is not touched.
+    (tmp_path / "grey.ome.zarr" / "0" / "c" / "0" / "0" / "0").write_bytes(b"not a chunk")
+    assert np.array_equal(read_zarr_slice(tmp_path / "grey.ome.zarr", "z", 10), grey[10])
+    with pytest.raises(RuntimeError, match="decompression"):
+        read_zarr_slice(tmp_path / "grey.ome.zarr", "z", 0)
+    with pytest.raises(VolumeZarrError, match="not an OME-Zarr volume store"):
+        read_zarr_slice(tmp_path / "missing.ome.zarr", "z", 0)
 
 
 def test_an_unfinished_or_failed_store_leaves_nothing(tmp_path) -> None:

@@ -18,6 +18,7 @@ import tifffile
 from PIL import Image
 
 from microforge.phase_colours import phase_rgb
+from microforge.storage.zarr_volume import read_zarr_slice
 
 MAX_PREVIEW_EDGE = 1024
 GAP_PIXELS = 4
@@ -131,11 +132,15 @@ AXES = ("z", "y", "x")
 
 
 def read_volume_slice(path: Path, axis: str, index: int) -> np.ndarray:
-    """One slice of a (z, y, x[, c]) TIFF stack without loading the whole volume.
+    """One slice of a (z, y, x[, c]) TIFF stack or OME-Zarr store (a directory) without
+    loading the whole volume.
 
     Uncompressed files are memory-mapped (only the touched bytes are read); otherwise a z
-    slice reads one page, and a y or x slice reads the pages one at a time.
+    slice reads one page, and a y or x slice reads the pages one at a time. A store reads
+    the chunks of its full-resolution level that the slice crosses.
     """
+    if path.is_dir():
+        return read_zarr_slice(path, axis, index)
     position = AXES.index(axis)
     try:
         volume = tifffile.memmap(path, mode="r")

@@ -362,7 +362,6 @@ def volume_out(row: Volume) -> VolumeOut:
     }
     if row.format == "ome-zarr":
         links["zarr"] = f"{base}/zarr/"
-        del links["slice"]
     if row.job_id:
         links["job"] = f"/v1/jobs/{row.job_id}"
     if row.generator_id:

@@ -4,10 +4,11 @@ its files (for viewers that stream it) or as one zip (for those who want one dow
 Why here, once: the owner's routes (``/v1/volumes/{id}/...``) and the keyless share links
 (``/v1/shared/{token}/...``) serve the same things; only who may ask differs.
 
-Why the API needs no ``zarr``: a store is served as the bytes of its files; the blob store
-knows which files a tree has. The zip is written on the fly (``ZIP_STORED``: the chunks
-are compressed already) into the response, a few chunk files at a time, so neither memory
-nor disk holds it; it has no Content-Length or Range for that reason (a store's files do).
+Why serving a store needs no ``zarr`` (only ``slice.png`` reads one with it): a store is
+served as the bytes of its files; the blob store knows which files a tree has. The zip is
+written on the fly (``ZIP_STORED``: the chunks are compressed already) into the response,
+a few chunk files at a time, so neither memory nor disk holds it; it has no Content-Length
+or Range for that reason (a store's files do).
 """
 
 from __future__ import annotations

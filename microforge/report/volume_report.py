@@ -145,9 +145,9 @@ def read_central_sample(
 def _central_sample_of_zarr(
     path: str | os.PathLike[str], max_edge: int
 ) -> tuple[np.ndarray, tuple[int, ...]]:
-    import zarr
+    from microforge.storage.zarr_volume import full_resolution
 
-    level0 = zarr.open_group(path, mode="r")["0"]
+    level0 = full_resolution(path)
     shape = tuple(int(n) for n in level0.shape)
     if len(shape) != 3:
         raise ValueError(

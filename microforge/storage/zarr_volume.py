@@ -72,6 +72,40 @@ def pyramid_levels(shape: tuple[int, int, int], smallest: int = SMALLEST_LEVEL_E
     return levels
 
 
+def full_resolution(path: str | Path) -> Any:
+    """The store's full-resolution array (its first multiscales dataset), opened for reading:
+    indexing it reads only the chunks the selection touches, so a slice or a sample of a
+    10 GB volume costs its own size, not the volume's. (z, y, x), or (c, z, y, x) for colour.
+
+    Needs only ``zarr`` (a base dependency: the API reads slices with it), not ``ome_zarr``.
+    """
+    import zarr
+
+    try:
+        group = zarr.open_group(path, mode="r")
+        multiscales = group.attrs.get("ome", {}).get("multiscales") or [{}]
+        datasets = multiscales[0].get("datasets") or [{"path": "0"}]
+        array = group[datasets[0]["path"]]
+    except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
+        raise VolumeZarrError(f"{path} is not an OME-Zarr volume store: {error}") from error
+    if not isinstance(array, zarr.Array):
+        raise VolumeZarrError(f"{path}: {datasets[0]['path']!r} is not an array")
+    return array
+
+
+def read_zarr_slice(path: str | Path, axis: str, index: int) -> np.ndarray:
+    """One plane of a store, as ``microforge.api.rendering.read_volume_slice`` returns one
+    of a TIFF stack: the plane normal to ``axis`` ('z', 'y' or 'x') at ``index``, (rows,
+    columns), or (rows, columns, 3) for colour. Only the chunks the plane crosses are read
+    (for a z plane of 64^3 chunks: one layer of them)."""
+    array = full_resolution(path)
+    channels = array.ndim == 4  # colour is stored channel-first
+    selection: list[Any] = [slice(None)] * array.ndim
+    selection[("z", "y", "x").index(axis) + int(channels)] = index
+    plane = np.asarray(array[tuple(selection)])
+    return np.moveaxis(plane, 0, -1) if channels else plane
+
+
 class VolumeZarrWriter(StagedVolumeWriter):
     """Context manager: ``with VolumeZarrWriter(path, shape, dtype) as w: w.write(slab)``.
 

@@ -27,7 +27,6 @@ from microforge.api.schemas import (
 )
 from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
 from microforge.api.volume_files import (
-    ZARR_FORMAT,
     volume_file_response,
     zarr_file_response,
     zarr_responses,
@@ -142,8 +141,8 @@ add_head_route(router, volume_zarr_file)
 @router.get(
     "/{volume_id}/slice.png",
     response_class=Response,
-    summary="One slice of the volume as PNG",
-    responses={**PNG_RESPONSE, **problem_responses(401, 404, 409, 422)},
+    summary="One slice of the volume as PNG (TIFF or OME-Zarr)",
+    responses={**PNG_RESPONSE, **problem_responses(401, 404, 422)},
 )
 async def volume_slice(
     volume_id: str,
@@ -164,17 +163,10 @@ async def volume_slice(
         ),
     ] = "grey",
 ) -> Response:
-    """Reads only what the slice needs (memory-mapped when the TIFF is uncompressed).
-    409 `slice_unavailable` for an `ome-zarr` volume."""
+    """Reads only what the slice needs: from a TIFF, its pages (memory-mapped when
+    uncompressed); from an `ome-zarr` store, the chunks of its full-resolution level that
+    the slice crosses. The same volume gives the same PNG in either format."""
     row = _owned(session, owner.id, volume_id)
-    if row.format == ZARR_FORMAT:  # the API reads no zarr (the [worker] extra has it)
-        raise ProblemError(
-            409,
-            "slice_unavailable",
-            f"volume {row.id} is an OME-Zarr store, which the API does not draw slices "
-            f"of: open /v1/volumes/{row.id}/zarr/ in a viewer (napari, neuroglancer), or "
-            "generate it as a TIFF",
-        )
     size = int(row.shape[AXES.index(axis)])
     if not 0 <= index < size:
         raise ProblemError(

@@ -21,7 +21,7 @@ export async function renderList(main) {
   const box = h("section", {});
   const status = h("div", { "aria-live": "polite" });
   replace(main, h("div", { class: "page-head" }, h("h1", {}, "Volumes"),
-    h("p", { class: "lead" }, "Generated 3D microstructures, as TIFF stacks.")), status, box);
+    h("p", { class: "lead" }, "Generated 3D microstructures, as TIFF stacks or OME-Zarr stores.")), status, box);
   const fill = async () => {
     const rows = await listAll("/v1/volumes");
     replace(box, table([
@@ -72,7 +72,8 @@ export async function renderOne(main, { ctx, args }) {
         ["Created", when(v.created_at)],
       ])),
       shareCard(v)),
-    zarr ? zarrCard(v) : viewer(ctx, v),
+    viewer(ctx, v),
+    zarr ? zarrCard(v) : null,
     reportBox);
   fillReport(ctx, v, reportBox);
 }
@@ -84,7 +85,7 @@ function shareCard(v) {
   const make = h("button", { type: "submit" }, "Create share link");
   const form = h("form", { class: "card" },
     h("h2", {}, "Share"),
-    h("p", { class: "help" }, "A download link for this volume's TIFF that needs no key, for a colleague or a batch job. It stops working when it expires or the volume is deleted."),
+    h("p", { class: "help" }, `A download link for this volume's ${v.format === "ome-zarr" ? "OME-Zarr store (zip, and its files for viewers)" : "TIFF"} that needs no key, for a colleague or a batch job. It stops working when it expires or the volume is deleted.`),
     h("div", { class: "row" }, h("label", { for: "share-hours" }, "Valid for"), hours, make),
     out);
   form.addEventListener("submit", (e) => {
@@ -121,7 +122,8 @@ function phaseSwatch(v, value) {
   return cls ? h("span", { class: `phase-swatch ${cls}`, "aria-hidden": "true" }) : null;
 }
 
-/** An OME-Zarr volume has no slice.png (the API reads no zarr): say where a viewer reads it. */
+/** An OME-Zarr volume's slices are drawn above like a TIFF's; say where a viewer that
+ * streams the store (all levels, in 3D) reads it. */
 function zarrCard(v) {
   return h("section", { class: "card" }, h("h2", {}, "OME-Zarr store"),
     h("p", {}, "Open the store in a viewer that streams OME-Zarr (napari with napari-ome-zarr, "
