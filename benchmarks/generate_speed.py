@@ -83,7 +83,7 @@ def measure(args: argparse.Namespace) -> dict:
             chunk=edge,
             write_slab=out.write,
             precision=args.precision,
-            background_writes=not args.no_background_writes,
+            background_writes=out.overlap_writes and not args.no_background_writes,
         )
     synchronize(device)
     seconds = time.perf_counter() - began
@@ -97,7 +97,7 @@ def measure(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "format": args.format,
         "compression": args.compression,
-        "background_writes": not args.no_background_writes,
+        "background_writes": writer.overlap_writes and not args.no_background_writes,
         "thp": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
         "seconds": seconds,
         "generate_seconds": result.seconds,

@@ -39,8 +39,20 @@ def _generate(client, auth, api_app, generator_id: str, **fields) -> dict:  # no
 
 
 def test_an_ome_zarr_job_is_served_as_zip_files_and_share_link(
-    client, auth, other_auth, api_app, tmp_path
+    client, auth, other_auth, api_app, tmp_path, monkeypatch
 ) -> None:
+    import threading
+
+    from microforge.storage.zarr_volume import VolumeZarrWriter
+
+    writing_threads = set()
+    write = VolumeZarrWriter.write
+
+    def recorded(self, slab):  # noqa: ANN001, ANN202
+        writing_threads.add(threading.current_thread().name)
+        return write(self, slab)
+
+    monkeypatch.setattr(VolumeZarrWriter, "write", recorded)
     upload = client.post(
         "/v1/generators",
         headers=auth,
@@ -51,6 +63,8 @@ def test_an_ome_zarr_job_is_served_as_zip_files_and_share_link(
     tiff_volume = _generate(client, auth, api_app, generator_id, voxel_size=0.5)
     volume = _generate(client, auth, api_app, generator_id, voxel_size=0.5, format="ome-zarr")
     assert tiff_volume["format"] == "tiff" and volume["format"] == "ome-zarr"
+    # The job wrote each slab before generating the next (overlap_writes: flat memory).
+    assert writing_threads == {threading.current_thread().name}
     assert volume["links"]["zarr"] == f"/v1/volumes/{volume['id']}/zarr/"
     assert "zarr" not in tiff_volume["links"]
     state = api_app.state.service

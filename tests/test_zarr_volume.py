@@ -162,10 +162,26 @@ def test_memory_does_not_grow_with_the_volume(tmp_path) -> None:
     assert large < 1024 * 128 * 128 / 2  # far less than the volume itself
 
 
-def test_generate_writes_the_same_voxels_as_the_tiff_of_the_same_seed(tmp_path) -> None:
+def test_generate_writes_the_same_voxels_as_the_tiff_of_the_same_seed(
+    tmp_path, monkeypatch
+) -> None:
+    """...and writes each OME-Zarr slab before generating the next (overlap_writes): a
+    compressed write is slow, and overlapping it kept two slabs in memory."""
+    import threading
+
     from microforge.cli.main import cli
+    from microforge.storage.tiff import VolumeTiffWriter
 
     from engine_helpers import untrained_generator_file
+
+    threads: dict[str, set[str]] = {"tiff": set(), "zarr": set()}
+    for name, writer_class in (("tiff", VolumeTiffWriter), ("zarr", VolumeZarrWriter)):
+
+        def write(self, slab, _name=name, _write=writer_class.write):  # noqa: ANN001, ANN202
+            threads[_name].add(threading.current_thread().name)
+            return _write(self, slab)
+
+        monkeypatch.setattr(writer_class, "write", write)
 
     image = np.zeros((64, 64), np.uint8)
     image[::3] = 255
@@ -177,6 +193,8 @@ def test_generate_writes_the_same_voxels_as_the_tiff_of_the_same_seed(tmp_path) 
         result = runner.invoke(cli, [*common, "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
     assert "OME-Zarr" in result.output
+    assert threads["zarr"] == {threading.main_thread().name}  # the generator waited
+    assert threads["tiff"] and threading.main_thread().name not in threads["tiff"]
     tiff = tifffile.imread(tmp_path / "v.tif")
     group = zarr.open_group(tmp_path / "v.ome.zarr", mode="r")
     assert np.array_equal(group["0"][:], tiff) and set(np.unique(tiff)) <= {0, 255}

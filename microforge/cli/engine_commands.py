@@ -474,6 +474,7 @@ def _generate(
             periodic=periodic,
             write_slab=writer.write,
             on_chunk=lambda done, total: bar.update(task, completed=done, total=total),
+            background_writes=writer.overlap_writes,
         )
     size = np.prod(shape) * np.dtype(loaded.output_dtype).itemsize * (3 if rgb else 1)
     kind = "OME-Zarr" if zarr_out else "OME-TIFF" if writer.ome else "ImageJ TIFF"

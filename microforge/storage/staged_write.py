@@ -28,6 +28,11 @@ class StagedVolumeWriter:
     shape: tuple[int, int, int]
     slices_written: int
     error: type[Exception] = ValueError
+    #: Whether the generator should fill the next slab while this writer writes the last one
+    #: (``generate_volume``'s ``background_writes``). Worth it only when a write is quick
+    #: next to generating a slab: while a write runs, both slabs are in memory, so a slow
+    #: write makes the peak two slabs instead of one.
+    overlap_writes: bool = True
 
     def _publish(self) -> None:
         """Make the finished scratch copy the volume at ``path``."""

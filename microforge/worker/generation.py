@@ -124,6 +124,7 @@ def _generate_under_lease(runtime: WorkerRuntime, lease: Lease) -> str:
                     write_slab=writer.write,
                     on_chunk=on_chunk,
                     should_stop=guard.should_stop,
+                    background_writes=writer.overlap_writes,
                 )
             except GenerationCancelled as stop:
                 raise _Stopped() from stop
