@@ -5,7 +5,9 @@
     python benchmarks/generate_speed.py --cpu-check             # tiny, (256, 1024, 1024), < 2 GB
 
 What is timed is what a user waits for: from opening the ``VolumeTiffWriter`` to the TIFF being
-published (every slice written, fsynced, renamed). ``generate_seconds`` is the part inside
+published (every slice written, fsynced, renamed); with ``--format ome-zarr``, the same for
+a ``VolumeZarrWriter`` and its store (writes overlap the next slab only where the writer's
+``overlap_writes`` allows, as in the CLI and the worker). ``generate_seconds`` is the part inside
 ``generate_volume``; the rest is closing the file. Trained weights are not needed: speed and
 memory depend on the layer shapes only, so the generator has random weights.
 
@@ -215,7 +217,7 @@ def main() -> None:
             "benchmark": "generate_speed",
             "machine": machine_info(device),
             "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-            "measures": "open VolumeTiffWriter -> finished TIFF published",
+            "measures": "open the volume writer -> finished TIFF or OME-Zarr store published",
             "results": [run_isolated(args, shape) for shape in shapes],
         }
         if cuda:
