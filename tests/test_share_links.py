@@ -87,6 +87,29 @@ def test_a_shared_link_downloads_without_a_key(client, auth, other_auth, api_app
     assert part.status_code == 206 and part.content == whole[:10]
     forged = client.get(link["path"][:-3] + "abc")
     assert forged.status_code == 404 and forged.json()["code"] == "link_not_found"
+
+    # CORS, as on the store's routes: a page on another site may fetch the TIFF (ranges,
+    # HEAD, 304, errors), after a preflight; the keyed route stays same-origin.
+    origin = {"Origin": "https://viewer.example"}
+    head = client.head(link["path"], headers=origin)
+    unchanged = client.get(link["path"], headers=origin | {"If-None-Match": head.headers["etag"]})
+    outside = client.get(link["path"], headers=origin | {"Range": "bytes=99999-"})
+    assert (unchanged.status_code, outside.status_code) == (304, 416)
+    for answer in (shared, part, head, unchanged, outside, forged):
+        assert answer.headers["access-control-allow-origin"] == "*", answer.status_code
+        assert "Content-Range" in answer.headers["access-control-expose-headers"]
+    assert outside.headers["content-range"] == f"bytes */{len(whole)}"
+    preflight = client.options(
+        link["path"], headers=origin | {"Access-Control-Request-Headers": "range"}
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "Range" in preflight.headers["access-control-allow-headers"]
+    keyed = client.get(f"/v1/volumes/{volume_id}/file", headers=auth | origin)
+    assert keyed.status_code == 200 and "access-control-allow-origin" not in keyed.headers
+    documented = client.get("/openapi.json").json()["paths"]["/v1/shared/{token}"]
+    assert "Access-Control-Allow-Origin" in documented["get"]["responses"]["200"]["headers"]
+    assert "options" in documented
     too_short = {"expires_in": 5}
     assert (
         client.post(f"/v1/volumes/{volume_id}/share", headers=auth, json=too_short).status_code
@@ -96,6 +119,7 @@ def test_a_shared_link_downloads_without_a_key(client, auth, other_auth, api_app
     expired = sign(state.share_secret(), volume_id, "v1-etag", expires_at=1)
     gone = client.get(f"/v1/shared/{expired}")
     assert gone.status_code == 410 and gone.json()["code"] == "link_expired"
+    assert gone.headers["access-control-allow-origin"] == "*"
     assert client.delete(f"/v1/volumes/{volume_id}", headers=auth).status_code == 204
     assert client.get(link["path"]).status_code == 404
 

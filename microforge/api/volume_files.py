@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import Request, Response
@@ -54,14 +54,25 @@ CORS_PREFLIGHT_HEADERS = {
 }
 
 
+def with_cors(answer: Callable[[], Response]) -> Response:
+    """``answer()`` with ``CORS_HEADERS``, whether it is the file or a problem (404, 410,
+    416...): a browser hides from the page any answer without them, errors included.
+    For share-link routes only: the link is the credential, keyed routes stay same-origin."""
+    try:
+        response = answer()
+    except ProblemError as error:
+        error.headers = {**CORS_HEADERS, **(error.headers or {})}
+        raise
+    response.headers.update(CORS_HEADERS)
+    return response
+
+
 def volume_etag(row: Volume) -> str:
     return row.etag or f"{row.id}-{row.size_bytes}"
 
 
-def file_missing(row: Volume, headers: dict[str, str] | None = None) -> ProblemError:
-    return ProblemError(
-        404, "file_missing", f"the file of volume {row.id} is missing", headers=headers
-    )
+def file_missing(row: Volume) -> ProblemError:
+    return ProblemError(404, "file_missing", f"the file of volume {row.id} is missing")
 
 
 def volume_file_response(request: Request, blobs: LocalBlobStore, row: Volume) -> Response:
@@ -130,35 +141,25 @@ def zip_stream(blobs: LocalBlobStore, key: str, folder: str) -> Iterator[bytes]:
     yield sink.take()
 
 
-def _not_in_store(row: Volume, path: str, headers: dict[str, str] | None) -> ProblemError:
+def _not_in_store(row: Volume, path: str) -> ProblemError:
     return ProblemError(
-        404,
-        "zarr_file_not_found",
-        f"volume {row.id} has no file {path!r} in its OME-Zarr store",
-        headers=headers,
+        404, "zarr_file_not_found", f"volume {row.id} has no file {path!r} in its OME-Zarr store"
     )
 
 
-def zarr_file_response(
-    request: Request,
-    blobs: LocalBlobStore,
-    row: Volume,
-    path: str,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """One file of the volume's OME-Zarr store (Range, ETag, HEAD), with ``headers`` added
-    (CORS on share links). 404 for a TIFF volume, a path that is not a file of the store,
-    or one that tries to leave it (``..``, absolute, backslashes)."""
+def zarr_file_response(request: Request, blobs: LocalBlobStore, row: Volume, path: str) -> Response:
+    """One file of the volume's OME-Zarr store (Range, ETag, HEAD). 404 for a TIFF volume,
+    a path that is not a file of the store, or one that tries to leave it (``..``,
+    absolute, backslashes)."""
     if row.format != ZARR_FORMAT:
         raise ProblemError(
             404,
             "not_a_zarr_volume",
             f"volume {row.id} is a TIFF; only volumes generated with format 'ome-zarr' have "
             "a store (GET its file for the TIFF)",
-            headers=headers,
         )
     if not blobs.exists(row.blob_key):
-        raise file_missing(row, headers)
+        raise file_missing(row)
     segments = path.split("/")
     if (
         not path
@@ -166,18 +167,17 @@ def zarr_file_response(
         or "\x00" in path
         or any(segment in ("", ".", "..") for segment in segments)
     ):
-        raise _not_in_store(row, path, headers)
+        raise _not_in_store(row, path)
     root = blobs.path(row.blob_key)
     file = root.joinpath(*segments)
     if file.is_symlink() or not file.is_file() or not file.resolve().is_relative_to(root):
-        raise _not_in_store(row, path, headers)
+        raise _not_in_store(row, path)
     media_type = "application/json" if segments[-1] in _JSON_NAMES else "application/octet-stream"
     # The store never changes once published: the volume's ETag and the path name a file.
     etag = hashlib.sha256(f"{volume_etag(row)}/{path}".encode()).hexdigest()[:40]
     response = file_download(request, file, etag=etag, media_type=media_type, filename=segments[-1])
     # Inline: viewers fetch these, people do not save them.
     del response.headers["content-disposition"]
-    response.headers.update(headers or {})
     return response
 
 
@@ -192,21 +192,30 @@ def zip_responses(tiff: dict[int | str, dict[str, Any]]) -> dict[int | str, dict
     return {**tiff, 200: ok}
 
 
-def zarr_responses(cors: bool = False) -> dict[int | str, dict[str, Any]]:
+def zarr_responses() -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` of a store file: JSON metadata or binary chunks."""
     responses = file_responses("application/octet-stream")
     ok = dict(responses[200])
     ok["content"] = {**ok["content"], "application/json": {"schema": {}}}
     responses[200] = ok
-    if cors:
-        for status in (200, 206, 304):
-            entry = dict(responses[status])
+    return responses
+
+
+def cors_responses(
+    responses: dict[int | str, dict[str, Any]],
+) -> dict[int | str, dict[str, Any]]:
+    """``responses`` of a file route (``file_responses`` and the like) as a share-link route
+    answers them (``with_cors``): ``Access-Control-Allow-Origin`` on each."""
+    documented = dict(responses)
+    for status in (200, 206, 304):
+        if status in documented:
+            entry = dict(documented[status])
             entry["headers"] = {
-                **entry["headers"],
+                **entry.get("headers", {}),
                 "Access-Control-Allow-Origin": {
                     "description": "`*`.",
                     "schema": {"type": "string"},
                 },
             }
-            responses[status] = entry
-    return responses
+            documented[status] = entry
+    return documented

@@ -1,9 +1,10 @@
 """Download links for a volume that work without an API key (see ``storage.share_links``).
 
 An OME-Zarr volume's link also serves the store's files below ``<link>/zarr/``, for a
-viewer to stream; those routes carry CORS headers (any origin, and the preflight a ranged
-read needs), so that a browser viewer on another site can read them. Only these: the
-link is the credential, while the keyed routes stay same-origin.
+viewer to stream. Every share-link route carries CORS headers (any origin, and the
+preflight a ranged read needs), so that a browser page on another site can read the TIFF,
+the zip or the store's files, its errors included. Only these: the link is the
+credential, while the keyed routes stay same-origin.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from microforge.api.problems import ProblemError, problem_responses
 from microforge.api.routes.common import not_found
 from microforge.api.state import OwnerDep, SessionDep, SessionScopedRoute, StateDep
 from microforge.api.volume_files import (
-    CORS_HEADERS,
     CORS_PREFLIGHT_HEADERS,
+    cors_responses,
     volume_etag,
     volume_file_response,
+    with_cors,
     zarr_file_response,
     zarr_responses,
     zip_responses,
@@ -86,14 +88,21 @@ def share_volume(
 @router.get(
     "/shared/{token}",
     response_class=Response,
-    summary="Download a shared volume (no API key): its TIFF (Range) or its OME-Zarr as a zip",
-    responses={**zip_responses(file_responses("image/tiff")), **problem_responses(404, 410, 416)},
+    summary="Download a shared volume (no API key; CORS): its TIFF (Range) or its OME-Zarr as "
+    "a zip",
+    responses={
+        **cors_responses(zip_responses(file_responses("image/tiff"))),
+        **problem_responses(404, 410, 416),
+    },
 )
 def shared_volume_file(
     token: str, request: Request, session: SessionDep, state: StateDep
 ) -> Response:
-    """404 for a link that was never valid or whose volume is gone; 410 once expired."""
-    return volume_file_response(request, state.blobs, _shared_volume(token, session, state))
+    """404 for a link that was never valid or whose volume is gone; 410 once expired.
+    Answers carry `Access-Control-Allow-Origin: *`, so a page on any site can fetch it."""
+    return with_cors(
+        lambda: volume_file_response(request, state.blobs, _shared_volume(token, session, state))
+    )
 
 
 add_head_route(router, shared_volume_file)
@@ -103,18 +112,35 @@ add_head_route(router, shared_volume_file)
     "/shared/{token}/zarr/{path:path}",
     response_class=Response,
     summary="One file of a shared OME-Zarr volume's store (no API key; Range; CORS)",
-    responses={**zarr_responses(cors=True), **problem_responses(404, 410, 416)},
+    responses={**cors_responses(zarr_responses()), **problem_responses(404, 410, 416)},
 )
 def shared_zarr_file(
     token: str, path: str, request: Request, session: SessionDep, state: StateDep
 ) -> Response:
     """Give a viewer `<link>/zarr/` as the store's URL. Answers carry
     `Access-Control-Allow-Origin: *`, so browser viewers on any site can read them."""
-    row = _shared_volume(token, session, state, CORS_HEADERS)
-    return zarr_file_response(request, state.blobs, row, path, CORS_HEADERS)
+    return with_cors(
+        lambda: zarr_file_response(
+            request, state.blobs, _shared_volume(token, session, state), path
+        )
+    )
 
 
 add_head_route(router, shared_zarr_file)
+
+_PREFLIGHT_RESPONSES = {204: {"description": "Allowed: GET and HEAD, with Range."}}
+
+
+@router.options(
+    "/shared/{token}",
+    status_code=204,
+    response_class=Response,
+    summary="CORS preflight for a shared volume's download",
+    responses=_PREFLIGHT_RESPONSES,
+)
+def shared_file_preflight(token: str) -> Response:
+    """What a browser asks before a cross-origin ranged read; no key, nothing looked up."""
+    return Response(status_code=204, headers=CORS_PREFLIGHT_HEADERS)
 
 
 @router.options(
@@ -122,23 +148,16 @@ add_head_route(router, shared_zarr_file)
     status_code=204,
     response_class=Response,
     summary="CORS preflight for a shared store's files",
-    responses={204: {"description": "Allowed: GET and HEAD, with Range."}},
+    responses=_PREFLIGHT_RESPONSES,
 )
 def shared_zarr_preflight(token: str, path: str) -> Response:
     """What a browser asks before a cross-origin ranged read; no key, nothing looked up."""
     return Response(status_code=204, headers=CORS_PREFLIGHT_HEADERS)
 
 
-def _shared_volume(
-    token: str, session: SessionDep, state: StateDep, headers: dict[str, str] | None = None
-) -> Volume:
+def _shared_volume(token: str, session: SessionDep, state: StateDep) -> Volume:
     """The volume a share link names, if the link is valid: 404 otherwise, 410 expired."""
-    gone = ProblemError(
-        404,
-        "link_not_found",
-        "this link is not valid (or its volume was deleted)",
-        headers=headers,
-    )
+    gone = ProblemError(404, "link_not_found", "this link is not valid (or its volume was deleted)")
     try:
         volume_id, _ = parse(token)
     except InvalidShareLink as error:
@@ -152,9 +171,6 @@ def _shared_volume(
         raise gone from error
     except ExpiredShareLink as error:
         raise ProblemError(
-            410,
-            "link_expired",
-            "this link has expired: ask the volume's owner for a new one",
-            headers=headers,
+            410, "link_expired", "this link has expired: ask the volume's owner for a new one"
         ) from error
     return row
