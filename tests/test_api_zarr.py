@@ -4,6 +4,7 @@ key (CORS); the voxels equal those of the TIFF job of the same generator and see
 
 from __future__ import annotations
 
+import contextlib
 import io
 import zipfile
 
@@ -82,6 +83,7 @@ def test_an_ome_zarr_job_is_served_as_zip_files_and_share_link(
     download = client.get(volume["links"]["file"], headers=auth)
     assert download.status_code == 200, download.text
     assert download.headers["content-type"] == "application/zip"
+    assert int(download.headers["content-length"]) == len(download.content)
     assert f'filename="{volume["id"]}.ome.zarr.zip"' in download.headers["content-disposition"]
     with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
         assert all(n.startswith(f"{volume['id']}.ome.zarr/") for n in archive.namelist())
@@ -229,36 +231,21 @@ def test_remote_generate_asks_for_ome_zarr(client, auth, monkeypatch, tmp_path) 
     assert refused.exit_code != 0 and "TIFF only" in refused.output
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_zarr_opens_the_store_over_http_with_a_key_and_through_a_share_link(
-    client, auth, api_app
-) -> None:
-    """What a viewer does: zarr (fsspec's HTTP store: HEAD, GET, Range) reads the store
-    from a running server, keyed and through a share link."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
+def _add_store_volume(api_app, auth, fill) -> tuple[str, str]:  # noqa: ANN001
+    """A volume row for a store that ``fill(folder)`` writes into a new tree blob: (id, key)."""
     from microforge.storage.api_keys import authenticate
-    from microforge.storage.zarr_volume import VolumeZarrWriter
 
     state = api_app.state.service
-    labels = (np.random.default_rng(1).integers(0, 3, (40, 33, 70)) * 100).astype(np.uint8)
     key = state.blobs.new_key("volumes", ".ome.zarr")
-    with (
-        state.blobs.writing_tree(key) as temp,
-        VolumeZarrWriter(temp, labels.shape, labels.dtype, voxel_size=2.0, chunk=16) as writer,
-    ):
-        writer.write(labels)
+    with state.blobs.writing_tree(key) as temp:
+        shape = fill(temp)
     with state.session_factory() as session:
         owner = authenticate(session, auth["Authorization"].removeprefix("Bearer ")).id
         row = Volume(
             owner_id=owner,
             blob_key=key,
             format="ome-zarr",
-            shape=list(labels.shape),
+            shape=list(shape),
             dtype="uint8",
             image_type="nphase",
             phases=[0, 100, 200],
@@ -267,13 +254,22 @@ def test_zarr_opens_the_store_over_http_with_a_key_and_through_a_share_link(
         )
         session.add(row)
         session.commit()
-        volume_id = row.id
-    link = client.post(f"/v1/volumes/{volume_id}/share", headers=auth).json()["path"]
+        return row.id, key
+
+
+@contextlib.contextmanager
+def _serving(api_app):  # noqa: ANN001, ANN202
+    """The app on a real HTTP server (uvicorn, a free local port), in a thread: its base URL.
+    The TestClient has run the app's start-up already: the server only serves."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    # The TestClient has run the app's start-up already: the server only serves.
     config = uvicorn.Config(api_app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -282,7 +278,30 @@ def test_zarr_opens_the_store_over_http_with_a_key_and_through_a_share_link(
         deadline = time.monotonic() + 20
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
-        base = f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_zarr_opens_the_store_over_http_with_a_key_and_through_a_share_link(
+    client, auth, api_app
+) -> None:
+    """What a viewer does: zarr (fsspec's HTTP store: HEAD, GET, Range) reads the store
+    from a running server, keyed and through a share link."""
+    from microforge.storage.zarr_volume import VolumeZarrWriter
+
+    labels = (np.random.default_rng(1).integers(0, 3, (40, 33, 70)) * 100).astype(np.uint8)
+
+    def fill(temp):  # noqa: ANN001, ANN202
+        with VolumeZarrWriter(temp, labels.shape, labels.dtype, voxel_size=2.0, chunk=16) as writer:
+            writer.write(labels)
+        return labels.shape
+
+    volume_id, _ = _add_store_volume(api_app, auth, fill)
+    link = client.post(f"/v1/volumes/{volume_id}/share", headers=auth).json()["path"]
+    with _serving(api_app) as base:
         keyed = zarr.open_group(
             f"{base}/v1/volumes/{volume_id}/zarr/",
             mode="r",
@@ -294,6 +313,51 @@ def test_zarr_opens_the_store_over_http_with_a_key_and_through_a_share_link(
         assert np.array_equal(shared["0"][5:30, 3:20, 60:], labels[5:30, 3:20, 60:])
         scale = shared.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
         assert scale[0]["scale"] == [2.0, 2.0, 2.0]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_store_zip_has_its_length_in_advance_and_is_streamed(client, auth, api_app) -> None:
+    """Content-Length (HEAD and GET) is the zip's size; the zip holds the store's files,
+    stored; and the server streams it: serving 24 MB of files never holds them at once."""
+    import tracemalloc
+
+    import httpx
+
+    rng = np.random.default_rng(5)
+    files = {"zarr.json": b"{}", "0/zarr.json": b'{"shape": [1]}'}
+    files |= {f"0/c/{i}/0/0": rng.bytes(3_000_000) for i in range(8)}  # incompressible
+
+    def fill(temp):  # noqa: ANN001, ANN202
+        for name, data in files.items():
+            (temp / name).parent.mkdir(parents=True, exist_ok=True)
+            (temp / name).write_bytes(data)
+        return (1, 1, 1)
+
+    volume_id, _ = _add_store_volume(api_app, auth, fill)
+    url = f"/v1/volumes/{volume_id}/file"
+    head = client.head(url, headers=auth)
+    download = client.get(url, headers=auth)
+    assert head.status_code == download.status_code == 200, download.text
+    assert int(head.headers["content-length"]) == int(download.headers["content-length"])
+    assert int(download.headers["content-length"]) == len(download.content)
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        assert archive.testzip() is None
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
+        unzipped = {name: archive.read(name) for name in archive.namelist()}
+    assert unzipped == {f"{volume_id}.ome.zarr/{name}": data for name, data in files.items()}
+    link = client.post(f"/v1/volumes/{volume_id}/share", headers=auth).json()["path"]
+    assert client.get(link).headers["content-length"] == download.headers["content-length"]
+
+    with _serving(api_app) as base, httpx.Client(headers=auth) as http:
+        tracemalloc.start()
+        try:
+            received = 0
+            with http.stream("GET", base + url) as response:
+                length = int(response.headers["content-length"])
+                for piece in response.iter_raw():
+                    received += len(piece)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert received == length == len(download.content)
+    assert peak < 8_000_000, peak  # a few 1 MiB pieces in flight, not the 24 MB zip

@@ -6,21 +6,22 @@ Why here, once: the owner's routes (``/v1/volumes/{id}/...``) and the keyless sh
 
 Why serving a store needs no ``zarr`` (only ``slice.png`` reads one with it): a store is
 served as the bytes of its files; the blob store knows which files a tree has. The zip is
-written on the fly (``ZIP_STORED``: the chunks are compressed already) into the response,
-a few chunk files at a time, so neither memory nor disk holds it; it has no Content-Length
-or Range for that reason (a store's files do).
+written on the fly into the response by ``zipstream-ng``, file by file, so neither memory
+nor disk holds it. Its entries are stored, not deflated (the chunks are compressed
+already), so its size follows from the files' names and sizes before a byte is sent:
+the answer has a Content-Length, and clients show progress. It has no Range (a store's
+files do).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from fastapi import Request, Response
 from starlette.responses import StreamingResponse
+from zipstream import ZipStream
 
 from microforge.api.downloads import (
     etag_matches,
@@ -36,8 +37,8 @@ from microforge.storage.tables import Volume
 ZARR_FORMAT = "ome-zarr"
 #: Files of a store that hold JSON metadata (zarr v3, and v2 for stores written by others).
 _JSON_NAMES = {"zarr.json", ".zattrs", ".zgroup", ".zarray", ".zmetadata"}
-#: Flush the zip stream to the client once this much is buffered.
-_ZIP_FLUSH_BYTES = 1 << 20
+#: Hand the zip to the client in pieces of about this size (not one per file header).
+_ZIP_PIECE_BYTES = 1 << 20
 
 #: What a browser viewer (on another origin) needs to read share links: any origin (the
 #: link is the credential, no cookies), the headers of ranged reads visible to scripts.
@@ -93,52 +94,38 @@ def volume_file_response(request: Request, blobs: LocalBlobStore, row: Volume) -
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
+    archive = store_zip(blobs, row.blob_key, f"{row.id}.ome.zarr")
+    headers["Content-Length"] = str(len(archive))
     if request.method == "HEAD":
         return Response(media_type="application/zip", headers=headers)
     return StreamingResponse(
-        zip_stream(blobs, row.blob_key, f"{row.id}.ome.zarr"),
-        media_type="application/zip",
-        headers=headers,
+        _pieces(archive, _ZIP_PIECE_BYTES), media_type="application/zip", headers=headers
     )
 
 
-class _Sink(io.RawIOBase):
-    """An unseekable file for ``zipfile`` to write into; ``take`` empties it."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._written = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._buffer += data
-        self._written += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self._written
-
-    def pending(self) -> int:
-        return len(self._buffer)
-
-    def take(self) -> bytes:
-        data = bytes(self._buffer)
-        self._buffer.clear()
-        return data
+def store_zip(blobs: LocalBlobStore, key: str, folder: str) -> ZipStream:
+    """The tree blob ``key`` as a zip of ``folder/<its files>``, entries stored (unzipping
+    gives the store as a folder any zarr reader opens). Nothing is read yet: ``len()`` is
+    the zip's size in bytes, iterating it reads the files one after the other."""
+    archive = ZipStream(sized=True)  # sized: stored entries only, len() known in advance
+    for name, path in blobs.tree_files(key):
+        archive.add_path(path, f"{folder}/{name}", recurse=False)
+    return archive
 
 
-def zip_stream(blobs: LocalBlobStore, key: str, folder: str) -> Iterator[bytes]:
-    """The tree blob ``key`` as a zip of ``folder/<its files>``, yielded piece by piece
-    (unzipping gives the store as a folder any zarr reader opens)."""
-    sink = _Sink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, path in blobs.tree_files(key):
-            archive.write(path, f"{folder}/{name}")
-            if sink.pending() >= _ZIP_FLUSH_BYTES:
-                yield sink.take()
-    yield sink.take()
+def _pieces(data: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """``data`` regrouped into pieces of at least ``size`` bytes (the last may be shorter):
+    a store has many small chunk files, and each piece costs the server a send."""
+    pending: list[bytes] = []
+    count = 0
+    for block in data:
+        pending.append(block)
+        count += len(block)
+        if count >= size:
+            yield b"".join(pending)
+            pending, count = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def _not_in_store(row: Volume, path: str) -> ProblemError:
@@ -185,9 +172,19 @@ def zip_responses(tiff: dict[int | str, dict[str, Any]]) -> dict[int | str, dict
     """OpenAPI ``responses`` of a volume's download: ``tiff`` (``file_responses``), plus a
     zip for an OME-Zarr volume."""
     ok = dict(tiff[200])
+    ok["description"] = (
+        "The whole file: the TIFF, or the OME-Zarr store as a zip (Content-Length, no ranges)."
+    )
     ok["content"] = {
         **ok["content"],
         "application/zip": {"schema": {"type": "string", "format": "binary"}},
+    }
+    ok["headers"] = {
+        **ok.get("headers", {}),
+        "Content-Length": {
+            "description": "Bytes of the file or zip.",
+            "schema": {"type": "integer"},
+        },
     }
     return {**tiff, 200: ok}
 

@@ -106,8 +106,8 @@ def volume_file(
 ) -> Response:
     """A TIFF volume: the file, with Range and ETag. An `ome-zarr` volume: its store as one
     zip (`<id>.ome.zarr.zip`, entries stored uncompressed under `<id>.ome.zarr/`), streamed
-    as it is made, so without Content-Length or Range; its files one by one (with Range)
-    are at `zarr/{path}`."""
+    as it is made, with its Content-Length (known in advance) and ETag but no Range; its
+    files one by one (with Range) are at `zarr/{path}`."""
     return volume_file_response(request, state.blobs, _owned(session, owner.id, volume_id))
 
 
