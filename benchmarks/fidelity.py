@@ -463,6 +463,7 @@ def seed_figures(stats: dict, truth_stats: dict, tortuosity: bool) -> dict:
             "ssa_relative": _relative(ssa, theirs["specific_surface_area"]),
             "s2_mae": {},
             "length": {},
+            "euler": {a: mine.get("euler_density", {}).get(a, 0.0) for a in AXES_3D},
         }
         for axis in AXES_3D:
             reference = np.asarray(theirs["tpc"][axis])
@@ -526,6 +527,15 @@ def aggregate(per_seed: list[dict], truth_stats: dict, tortuosity: bool) -> dict
                 a: {
                     "value": spread([s["length"][a] for s in seeds]),
                     "truth": theirs["characteristic_length"].get(a),
+                }
+                for a in AXES_3D
+            },
+            # Regions minus holes per area of the sections: particles against labyrinths,
+            # which fraction, SSA and S2 do not tell apart (stats/euler.py).
+            "euler_density": {
+                a: {
+                    "value": spread([s["euler"][a] for s in seeds]),
+                    "truth": theirs["euler_density"][a],
                 }
                 for a in AXES_3D
             },

@@ -153,3 +153,55 @@ def test_greyscale_statistics_and_bad_input():
     assert stats["grayscale"]["tpc"]["x"][0] == pytest.approx(((grey / 255.0) ** 2).mean())
     with pytest.raises(ValueError, match="colour"):
         microstructure_statistics(np.zeros((4, 5, 6, 3), np.uint8))
+
+
+def test_euler_density_counts_regions_minus_holes():
+    from microforge.models.stats.euler import euler_number
+
+    image = np.zeros((40, 40), bool)
+    image[2:8, 2:8] = True  # a square: 1
+    ring = np.zeros((40, 40), bool)
+    ring[10:20, 10:20] = True
+    ring[13:17, 13:17] = False  # a ring: 1 region - 1 hole = 0
+    touching = np.zeros((40, 40), bool)
+    touching[30, 30] = touching[31, 31] = True  # diagonal neighbours: one 8-connected region
+    assert euler_number(image) == 1
+    assert euler_number(ring) == 0
+    assert euler_number(image | ring | touching) == 2
+    # A region cut by the edge still counts once.
+    edge = np.zeros((10, 10), bool)
+    edge[:, :3] = True
+    assert euler_number(edge) == 1
+
+
+def test_euler_density_agrees_with_labelling_and_tells_particles_from_labyrinths():
+    # Separate discs: regions minus holes counted with scipy's labelling.
+    rng = np.random.default_rng(3)
+    discs = np.zeros((8, 96, 96), np.uint8)
+    yy, xx = np.mgrid[:96, :96]
+    for z in range(8):
+        for cy, cx in rng.integers(8, 88, (12, 2)):
+            discs[z][(yy - cy) ** 2 + (xx - cx) ** 2 <= 9] = 1
+
+    def regions_minus_holes(plane):
+        regions = ndimage.label(plane, structure=np.ones((3, 3), bool))[1]
+        background, count = ndimage.label(~plane.astype(bool))  # 4-connected
+        border = np.unique(
+            np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+        )
+        return regions - (count - np.count_nonzero(border))
+
+    expected = np.mean([regions_minus_holes(plane) for plane in discs])
+    stats = microstructure_statistics(discs, tortuosity=False, voxel_size=2.0)
+    density = stats["phases"]["1"]["euler_density"]["z"]
+    assert density == pytest.approx(expected / (96 * 96 * 4.0))
+    # The matrix around separate particles: one region with a hole per particle.
+    matrix = stats["phases"]["0"]["euler_density"]["z"]
+    assert matrix < -0.5 * density
+    # A labyrinth (a smooth random field cut at its median) has few holes in either phase.
+    labyrinth = microstructure_statistics(
+        _blobs((8, 96, 96), fractions=(0.5,), sigma=3.0), tortuosity=False
+    )["phases"]
+    assert labyrinth["0"]["euler_density"]["z"] > 0 and labyrinth["1"]["euler_density"]["z"] > 0
+    image = microstructure_statistics(discs[0], tortuosity=False)["phases"]["1"]
+    assert image["euler_density"] == {"image": pytest.approx(regions_minus_holes(discs[0]) / 96**2)}

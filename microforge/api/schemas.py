@@ -41,7 +41,8 @@ class DatasetOut(BaseModel):
         default=None,
         description="Microstructure statistics computed at upload, one entry per image in "
         "upload order (file_name, kind, shape, per phase: volume_fraction, "
-        "specific_surface_area, tpc (S2 per axis, lag 0, 1, ...), characteristic_length; "
+        "specific_surface_area, tpc (S2 per axis, lag 0, 1, ...), characteristic_length, "
+        "euler_density (regions minus holes per area of the image); "
         "triple_phase_boundary_density for three phases; grayscale: histogram, mean, std, "
         "tpc). Big images are measured on a central crop, described by `sampled` "
         "({shape, of}). No tortuosity. Null for colour images and older datasets.",

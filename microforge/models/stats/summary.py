@@ -6,6 +6,7 @@ import numpy as np
 
 from microforge.models.stats.boundaries import triple_phase_boundary_density
 from microforge.models.stats.correlation import characteristic_length, phase_correlations
+from microforge.models.stats.euler import euler_densities
 from microforge.models.stats.greyscale import greyscale_statistics
 from microforge.models.stats.phases import label_counts, label_name
 from microforge.models.stats.surface import specific_surface_areas
@@ -101,6 +102,7 @@ def _phase_statistics(
         if len(phases) > 1
         else {}
     )
+    eulers = euler_densities(labels, phases, voxel_size=voxel_size)
     result: dict = {"phases": {}}
     for index, value in enumerate(phases):
         entry = {
@@ -111,6 +113,7 @@ def _phase_statistics(
                 {a: characteristic_length(c[index], fractions[value]) for a, c in curves.items()},
                 voxel_size,
             ),
+            "euler_density": eulers[value],
         }
         if tortuosity and labels.ndim == 3:
             from microforge.models.stats.tortuosity import phase_tortuosity
