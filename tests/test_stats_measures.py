@@ -194,14 +194,18 @@ def test_euler_density_agrees_with_labelling_and_tells_particles_from_labyrinths
     expected = np.mean([regions_minus_holes(plane) for plane in discs])
     stats = microstructure_statistics(discs, tortuosity=False, voxel_size=2.0)
     density = stats["phases"]["1"]["euler_density"]["z"]
-    assert density == pytest.approx(expected / (96 * 96 * 4.0))
+    # Discs away from the edges: the windows inside the slice see every one of them.
+    assert density == pytest.approx(expected / (95 * 95 * 4.0))
     # The matrix around separate particles: one region with a hole per particle.
     matrix = stats["phases"]["0"]["euler_density"]["z"]
     assert matrix < -0.5 * density
-    # A labyrinth (a smooth random field cut at its median) has few holes in either phase.
+    # A labyrinth (a smooth random field cut at its median): as many holes as regions in
+    # either phase, a density near 0 (about 0 in theory for a Gaussian field at its median).
     labyrinth = microstructure_statistics(
         _blobs((8, 96, 96), fractions=(0.5,), sigma=3.0), tortuosity=False
     )["phases"]
-    assert labyrinth["0"]["euler_density"]["z"] > 0 and labyrinth["1"]["euler_density"]["z"] > 0
+    per_pixel = density * 4.0  # the discs' density per pixel (voxel size 2)
+    for phase in ("0", "1"):
+        assert all(abs(v) < 0.25 * per_pixel for v in labyrinth[phase]["euler_density"].values())
     image = microstructure_statistics(discs[0], tortuosity=False)["phases"]["1"]
-    assert image["euler_density"] == {"image": pytest.approx(regions_minus_holes(discs[0]) / 96**2)}
+    assert image["euler_density"] == {"image": pytest.approx(regions_minus_holes(discs[0]) / 95**2)}

@@ -13,7 +13,9 @@ How the verdict's errors are measured is ``agreement.py`` (shared with the train
 fidelity score): the volume's one fraction per phase against the images' pooled fraction
 (``phases[p]["fraction"]``), S2 per axis through the normalised autocovariance
 (``tpc[d]["s2_error"]``), thresholds widened by the images' sampling uncertainty. The
-per-axis slice fractions, raw S2 curves and perimeters are reported beside it.
+per-axis slice fractions, raw S2 curves, perimeters and Euler numbers per area (regions
+minus holes: particles against labyrinths, which S2 does not tell apart; ``euler.py``) are
+reported beside it, outside the verdict.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from microforge.models.stats.agreement import (
 )
 from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES, array_axis, axis_names
 from microforge.models.stats.correlation import lag_for
+from microforge.models.stats.euler import IMAGE_KEY
 from microforge.models.stats.phases import label_counts
 from microforge.models.stats.summary import microstructure_statistics
 from microforge.models.stats.surface import specific_surface_areas
@@ -212,6 +215,9 @@ def _compare_phases(
             phases[key]["slices"][axis] = {
                 "area_fraction": fraction,
                 "perimeter_per_area": _difference(volume_perimeter, reference_perimeter),
+                "euler_density": _difference(
+                    _euler(mine, axis), _euler(theirs, IMAGE_KEY if reference.ndim == 2 else axis)
+                ),
                 "tpc": curves,
             }
             if reference.ndim == 3 and axis == "x":
@@ -316,6 +322,11 @@ def _phase_entry(stats: dict, array: np.ndarray, name: str | None, max_lag: int 
     if entry is None:
         return {"volume_fraction": 0.0, "specific_surface_area": 0.0, "tpc": tpc}
     return entry | {"tpc": tpc}
+
+
+def _euler(entry: dict, key: str) -> float:
+    """A phase's Euler number per area of its sections (0 for a phase the array lacks)."""
+    return entry.get("euler_density", {}).get(key, 0.0)
 
 
 def _compare_3d(mine: dict, theirs: dict) -> dict:

@@ -15,9 +15,9 @@ dimensions", IEEE Trans. Computers 1971). Every 2x2 window of the phase indicato
 local pattern; with Q1 windows holding one pixel of the phase, Q3 three and QD two on a
 diagonal, the Euler number of the phase's 8-connected regions (holes 4-connected) is
 (Q1 - Q3 - 2 QD) / 4. The count is local and additive, so it needs no labelling and runs
-as a few array operations; the section is padded with "not the phase", so a region cut
-by the edge counts as one region (the same bias for a volume's slices and an image of the
-same size).
+as a few array operations. The density sums the windows inside a section and divides by
+their number: an estimate free of edge effects, so slices of a small volume and a large
+training image are comparable.
 """
 
 from __future__ import annotations
@@ -37,9 +37,15 @@ IMAGE_KEY = "image"
 
 
 def euler_number(mask: np.ndarray) -> np.ndarray:
-    """Euler numbers of the 8-connected regions of boolean sections (..., rows, cols)."""
+    """Euler numbers of the 8-connected regions of boolean sections (..., rows, cols),
+    each section taken whole (padded with "not the phase": a region cut by the edge counts)."""
     padding = [(0, 0)] * (mask.ndim - 2) + [(1, 1), (1, 1)]
-    m = np.pad(mask.astype(np.int8, copy=False), padding)
+    return _local_euler(np.pad(mask, padding))
+
+
+def _local_euler(mask: np.ndarray) -> np.ndarray:
+    """Sum of the bit-quad contributions (Q1 - Q3 - 2 QD) / 4 of every 2x2 window."""
+    m = mask.astype(np.int8, copy=False)
     a, b = m[..., :-1, :-1], m[..., :-1, 1:]
     c, d = m[..., 1:, :-1], m[..., 1:, 1:]
     ones = a + b + c + d
@@ -77,7 +83,11 @@ def euler_densities(
         raise ValueError(f"expected a 2D image or a 3D volume, got shape {labels.shape}")
     result: dict[int | float, dict[str, float]] = {value: {} for value in phases}
     for key, stack in sections.items():
-        area = stack.shape[-2] * stack.shape[-1] * area_unit
+        # Windows inside the section only (no padding): each window's contribution is an
+        # unbiased estimate of the density whatever the section's size, where counting
+        # regions cut by the edge would add edge / area (a 64^2 slice and a 128^2 image of
+        # one material differed by 20 %).
+        windows = (stack.shape[-2] - 1) * (stack.shape[-1] - 1) * area_unit
         for value in phases:
-            result[value][key] = float(euler_number(stack == value).mean() / area)
+            result[value][key] = float(_local_euler(stack == value).mean() / windows)
     return result
