@@ -291,13 +291,13 @@ class VolumeZarrWriter(StagedVolumeWriter):
 
     def _image_label(self) -> dict[str, Any]:
         """NGFF ``image-label``: each phase's value, colour (opaque) and index."""
+        phases = self.phases or []
         return {
             "colors": [
                 {"label-value": value, "rgba": [*phase_rgb(index), 255]}
-                for index, value in enumerate(self.phases or [])
+                for index, value in enumerate(phases)
             ],
             "properties": [
-                {"label-value": value, "phase": index}
-                for index, value in enumerate(self.phases or [])
+                {"label-value": value, "phase": index} for index, value in enumerate(phases)
             ],
         }
