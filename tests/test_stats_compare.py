@@ -134,6 +134,12 @@ def test_cli_table_sets_each_axis_slices_beside_the_training_image(tmp_path):
     assert len(rows) == 6  # two phases x three axes
     fraction = f"{(volume == 255).mean():.4g} | {(volume[:, :, 3] == 255).mean():.4g}"
     assert any("255" in row and "perpendicular to z" in row and fraction in row for row in rows)
+    from microforge.models.stats.euler import euler_densities
+
+    mine = euler_densities(volume, [255])[255]["z"]
+    theirs = euler_densities(volume[:, :, 3], [255])[255]["image"]
+    euler = f"{mine:.4g} | {theirs:.4g}"
+    assert any("255" in row and "perpendicular to z" in row and euler in row for row in rows)
     assert "against the isotropic reference" in result.output
 
     rng = np.random.default_rng(3)

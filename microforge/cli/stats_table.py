@@ -24,7 +24,8 @@ def print_statistics_table(output: dict, title: str) -> None:
         )
     else:
         table = Table(title=f"{title}: {shape}, lengths in {output['length_unit']}")
-        for column in ("phase", "fraction", "surface area", "corr. length x/y/z", "tau x/y/z"):
+        columns = ("phase", "fraction", "surface area", "corr. length x/y/z", "Euler/area x/y/z")
+        for column in (*columns, "tau x/y/z"):
             table.add_column(column)
         for name, phase in output["phases"].items():
             table.add_row(
@@ -32,6 +33,8 @@ def print_statistics_table(output: dict, title: str) -> None:
                 f"{phase['volume_fraction']:.4f}",
                 f"{phase['specific_surface_area']:.4g}",
                 _axes_text(phase["characteristic_length"]),
+                # Reports made before the Euler density was measured have none.
+                _axes_text(phase.get("euler_density", {})) or "-",
                 _axes_text(phase["tortuosity"], missing="no path")
                 if "tortuosity" in phase
                 else "-",
@@ -70,7 +73,8 @@ def _comparison_table(comparison: dict) -> Table:
                 f"{_curve_error(row['tpc']):.4f}",
             )
         return table
-    for column in ("phase", "slices", "area fraction", "perimeter per area", "S2 error"):
+    columns = ("phase", "slices", "area fraction", "perimeter per area", "Euler per area")
+    for column in (*columns, "S2 error"):
         table.add_column(column)
     for name, phase in comparison["phases"].items():
         for axis, row in phase["slices"].items():
@@ -79,6 +83,7 @@ def _comparison_table(comparison: dict) -> Table:
                 f"perpendicular to {axis}",
                 _pair(row["area_fraction"]),
                 _pair(row["perimeter_per_area"]),
+                _pair(row["euler_density"]) if "euler_density" in row else "-",
                 f"{_curve_error(row['tpc']):.4f}",
             )
     return table
