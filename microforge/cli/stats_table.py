@@ -73,8 +73,11 @@ def _comparison_table(comparison: dict) -> Table:
                 f"{_curve_error(row['tpc']):.4f}",
             )
         return table
-    columns = ("phase", "slices", "area fraction", "perimeter per area", "Euler per area")
-    for column in (*columns, "S2 error"):
+    # The row labels never wrap (a reader, and scripts, look for "perpendicular to z"); the
+    # figures wrap at their " | " when the terminal is narrow.
+    table.add_column("phase", no_wrap=True)
+    table.add_column("slices", no_wrap=True)
+    for column in ("area fraction", "perimeter per area", "Euler per area", "S2 error"):
         table.add_column(column)
     for name, phase in comparison["phases"].items():
         for axis, row in phase["slices"].items():
