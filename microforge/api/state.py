@@ -20,9 +20,12 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from anyio import CapacityLimiter
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.datastructures import DefaultPlaceholder
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -91,7 +94,11 @@ async def get_session(state: Annotated[ServiceState, Depends(get_state)]) -> Asy
 
 
 def _closing_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-    """``endpoint``, closing the sessions it was given as soon as it returns."""
+    """``endpoint``, closing the sessions it was given as soon as it returns.
+
+    The sync wrapper also serialises the endpoint's answer in the endpoint's own thread
+    when ``SessionScopedRoute`` says that is safe (``wrapper.serialise``): see there.
+    """
 
     def close(kwargs: dict[str, Any]) -> None:
         for value in kwargs.values():
@@ -112,11 +119,37 @@ def _closing_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(endpoint)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return endpoint(*args, **kwargs)
+            result = endpoint(*args, **kwargs)
         finally:
             close(kwargs)
+        if wrapper.serialise is not None and type(result) is wrapper.serialise.model:
+            return wrapper.serialise.response(result)
+        return result
 
+    wrapper.serialise = None
     return wrapper
+
+
+@dataclass(frozen=True)
+class _Serialise:
+    """How a route's own answer becomes JSON bytes: its model and its status code."""
+
+    model: type[BaseModel]
+    status_code: int
+
+    def response(self, result: BaseModel) -> Response:
+        return Response(
+            result.model_dump_json(by_alias=True),
+            status_code=self.status_code,
+            media_type="application/json",
+        )
+
+
+def _sets_headers(dependant: Dependant) -> bool:
+    """Whether the endpoint or one of its dependencies takes FastAPI's ``Response``."""
+    return dependant.response_param_name is not None or any(
+        _sets_headers(sub) for sub in dependant.dependencies
+    )
 
 
 class SessionScopedRoute(APIRoute):
@@ -128,10 +161,38 @@ class SessionScopedRoute(APIRoute):
     a thread or for a slow client; with every thread waiting for a connection and every
     connection waiting for a thread, the API stalls until the pool times out. Responses
     are built inside endpoints from loaded rows, so nothing needs the session afterwards.
+
+    A sync endpoint that returns exactly its response model also has that model turned
+    into JSON in its own thread. Why: FastAPI would validate the returned model again in
+    a second trip to the threadpool and back, a third of the CPU the API spends on a
+    ``GET /v1/jobs/{id}`` (``benchmarks/api_load.py``, docs/benchmarks.md). The bytes are
+    the same: a model instance passes FastAPI's validation unchanged and is dumped with
+    the same pydantic serialiser. Not done where FastAPI would change the answer: a custom
+    response class, ``response_model_*`` options, or an endpoint that sets headers through
+    a ``Response`` parameter (FastAPI adds those only to responses it builds itself).
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, _closing_sessions(endpoint), **kwargs)
+        wrapped = _closing_sessions(endpoint)
+        super().__init__(path, wrapped, **kwargs)
+        if hasattr(wrapped, "serialise") and self._serialises_plainly():
+            wrapped.serialise = _Serialise(self.response_model, self.status_code or 200)
+
+    def _serialises_plainly(self) -> bool:
+        """Whether FastAPI would answer a returned model with just its JSON (see above)."""
+        model = self.response_model
+        return (
+            isinstance(model, type)
+            and issubclass(model, BaseModel)
+            and isinstance(self.response_class, DefaultPlaceholder)
+            and not _sets_headers(self.dependant)
+            and self.response_model_include is None
+            and self.response_model_exclude is None
+            and self.response_model_by_alias
+            and not self.response_model_exclude_unset
+            and not self.response_model_exclude_defaults
+            and not self.response_model_exclude_none
+        )
 
 
 bearer_scheme = HTTPBearer(
