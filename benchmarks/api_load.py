@@ -5,7 +5,8 @@ never drains, a slow body holding a database connection) happen only in the serv
 users run, with its uvicorn flags, its SQLite file and its worker. The script starts
 ``microforge up`` on a free 127.0.0.1 port with a temporary data directory, seeds jobs,
 runs each case for a few seconds with httpx (async) and prints one JSON object per case:
-requests per second, p50/p99 latency, answers by status and the API process's peak RSS.
+requests per second, p50/p99 latency, answers by status, the largest API process's peak
+RSS and the CPU of the API processes together (``--env MICROFORGE_API_PROCESSES=1`` for one).
 Everything it starts is stopped at the end, and every case is bounded in time.
 
     python benchmarks/api_load.py                 # all cases
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as _dt
 import io
 import json
@@ -101,7 +103,8 @@ class Stack:
         assert match, self.log.read_text()
         self.key = match.group(1)
         children = psutil.Process(self.process.pid).children(recursive=True)
-        self.api = next(p for p in children if "uvicorn" in " ".join(p.cmdline()))
+        # `up` runs one or more API processes (MICROFORGE_API_PROCESSES) on one socket.
+        self.apis = [p for p in children if "uvicorn" in " ".join(p.cmdline())]
 
     def database(self):  # noqa: ANN201
         from microforge.storage.db import create_db_engine, make_session_factory
@@ -149,12 +152,12 @@ class Stack:
 
 
 class Recorder:
-    """Latencies and statuses of one case; the API's RSS is sampled meanwhile."""
+    """Latencies and statuses of one case; the API processes' RSS is sampled meanwhile."""
 
-    def __init__(self, api: psutil.Process) -> None:
-        self.api = api
+    def __init__(self, apis: list[psutil.Process]) -> None:
+        self.apis = apis
         self.client = psutil.Process()
-        self.cpu_start = (_cpu_seconds(api), _cpu_seconds(self.client), time.monotonic())
+        self.cpu_start = (_cpu_seconds(*apis), _cpu_seconds(self.client), time.monotonic())
         self.latencies: list[float] = []
         self.statuses: Counter[str] = Counter()
         self.peak_rss = 0
@@ -176,10 +179,9 @@ class Recorder:
 
     async def sample_rss(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                self.peak_rss = max(self.peak_rss, self.api.memory_info().rss)
-            except psutil.Error:
-                return
+            for api in self.apis:
+                with contextlib.suppress(psutil.Error):
+                    self.peak_rss = max(self.peak_rss, api.memory_info().rss)
             await asyncio.sleep(0.2)
 
     def summary(self, case: str, seconds: float, **extra) -> dict:
@@ -209,7 +211,7 @@ class Recorder:
         }
 
     def cpu_shares(self) -> dict:
-        """CPU used by the API process and by this load client, in % of one core.
+        """CPU used by the API processes together and by this load client, in % of one core.
 
         Why: the load generator runs on the server's cores; when the client's share is
         near 100 % the figures measure the client, not the server.
@@ -217,17 +219,19 @@ class Recorder:
         api0, client0, t0 = self.cpu_start
         elapsed = max(time.monotonic() - t0, 1e-9)
         return {
-            "api_cpu_percent": round(100 * (_cpu_seconds(self.api) - api0) / elapsed),
+            "api_processes": len(self.apis),
+            "api_cpu_percent": round(100 * (_cpu_seconds(*self.apis) - api0) / elapsed),
             "client_cpu_percent": round(100 * (_cpu_seconds(self.client) - client0) / elapsed),
         }
 
 
-def _cpu_seconds(process: psutil.Process) -> float:
-    try:
-        times = process.cpu_times()
-    except psutil.Error:
-        return 0.0
-    return times.user + times.system
+def _cpu_seconds(*processes: psutil.Process) -> float:
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 async def timed(client: httpx.AsyncClient, rec: Recorder, method: str, url: str, **kw) -> None:
@@ -327,7 +331,7 @@ async def slow_uploads(url: str, key: str, count: int, stop: asyncio.Event) -> C
 
 
 async def run_case(stack: Stack, case: str, seconds: float, job_ids: list[str]) -> dict:
-    rec = Recorder(stack.api)
+    rec = Recorder(stack.apis)
     stop_sampling = asyncio.Event()
     sampler = asyncio.create_task(rec.sample_rss(stop_sampling))
     extra: dict = {}
@@ -358,7 +362,7 @@ async def run_case(stack: Stack, case: str, seconds: float, job_ids: list[str]) 
             one_key = stack.key
             many = [key for _, key in stack.new_keys(50)]
             for label, keys in (("one_key", [one_key] * 50), ("50_keys", many)):
-                sub = Recorder(stack.api)
+                sub = Recorder(stack.apis)
                 t0 = time.monotonic()
                 async with httpx.AsyncClient(
                     base_url=stack.url, timeout=CLIENT_TIMEOUT, limits=httpx.Limits()
@@ -489,7 +493,7 @@ def main() -> None:
                 profiler = None
                 if args.py_spy:
                     profiler = subprocess.Popen(
-                        [args.py_spy, "record", "--pid", str(stack.api.pid), "--format", "raw"]
+                        [args.py_spy, "record", "--pid", str(stack.apis[0].pid), "--format", "raw"]
                         + ["--rate", "200", "-o", f"{case.strip()}.pyspy.txt", "--nonblocking"],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,

@@ -6,6 +6,7 @@ broker and the blobs live; reading them in one place keeps them from drifting ap
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -104,6 +105,14 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a request waits for a database connection before 503 database_busy.",
     )
+    api_processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="API processes `microforge up` runs on its one port (each with its own "
+        "threads, pool and request limits). Default: 2 on a machine with 2 or more cores, "
+        "else 1. One process serves on one core at most.",
+    )
     max_concurrent_requests: int = Field(
         default=64,
         ge=1,
@@ -166,6 +175,10 @@ class Settings(BaseSettings):
     @property
     def resolved_db_pool_size(self) -> int:
         return self.db_pool_size or self.api_threads + 4
+
+    @property
+    def resolved_api_processes(self) -> int:
+        return self.api_processes or min(2, os.cpu_count() or 1)
 
     @property
     def resolved_blob_dir(self) -> Path:

@@ -3,9 +3,9 @@
 Walks the path a user takes: create a key, upload a synthetic two-phase image and train
 (tiny network, a few iterations, short segments), poll, generate, download the TIFF and
 read it back; cancel a long job; stop with SIGINT and check that no child is left; start
-again on the same data dir and find everything still there. And supervision: a worker or
-broker killed with SIGKILL is restarted while the API keeps answering, and SIGTERM still
-stops everything.
+again on the same data dir and find everything still there. And supervision: a worker,
+broker or one of the API processes killed with SIGKILL is restarted while the API keeps
+answering, and SIGTERM still stops everything.
 """
 
 from __future__ import annotations
@@ -81,10 +81,18 @@ class Stack:
 
     def child(self, module: str) -> psutil.Process:
         """The running child whose command line names ``module``."""
-        for process in psutil.Process(self.process.pid).children():
-            if module in process.cmdline():
-                return process
+        for process in self.children_running(module):
+            return process
         raise AssertionError(f"no {module} child of `microforge up`")
+
+    def children_running(self, module: str) -> list[psutil.Process]:
+        """The running children whose command lines name ``module``, oldest first."""
+        found = [
+            process
+            for process in psutil.Process(self.process.pid).children()
+            if module in process.cmdline()
+        ]
+        return sorted(found, key=lambda process: (process.create_time(), process.pid))
 
     def stop(self, signum: int = signal.SIGINT) -> int:
         if self.process.poll() is None:
@@ -291,6 +299,7 @@ def test_up_restarts_a_killed_worker_and_broker_and_stops_on_sigterm(tmp_path: P
     """SIGKILL the worker mid-training: it is restarted, the API answers meanwhile, and
     the job finishes from its checkpoint. SIGKILL the broker: job creation answers 503
     broker_unavailable until it is back on the same port with its data, then works.
+    SIGKILL one of the two API processes: the other answers every request meanwhile.
 
     Leases of ten minutes: the job can only go on this soon because the restarted worker
     sees that the lease's holder is dead and takes the job back."""
@@ -300,6 +309,7 @@ def test_up_restarts_a_killed_worker_and_broker_and_stops_on_sigterm(tmp_path: P
     long_leases = {
         "MICROFORGE_LEASE_SECONDS": "600",
         "MICROFORGE_VISIBILITY_TIMEOUT_SECONDS": "1200",
+        "MICROFORGE_API_PROCESSES": "2",
     }
     stack = Stack(data_dir, tmp_path / "up.log", env=long_leases)
     try:
@@ -349,6 +359,19 @@ def test_up_restarts_a_killed_worker_and_broker_and_stops_on_sigterm(tmp_path: P
             done["spec"]["dataset_id"], {**TINY_CONFIG, "iterations": 2, "preview_every": 1}
         )
         assert client.wait(again["id"], poll_seconds=0.3, timeout=120)["state"] == "succeeded"
+
+        apis = stack.children_running("uvicorn")
+        assert len(apis) == 2 and apis[0].nice() == apis[1].nice()
+        apis[1].kill()
+        apis[1].wait(10)
+        # New connections go to the process that is left; none is refused or lost.
+        for _ in range(20):
+            assert client.get_job(again["id"])["state"] == "succeeded"
+        killed = rf"the (api(-2)?) \(pid {apis[1].pid}\) was killed by SIGKILL"
+        wait_for(lambda: re.search(killed, stack.output()), 10, "the API's death logged")
+        death = re.search(killed, stack.output())
+        wait_for(lambda: f"restarted the {death[1]} " in stack.output(), 30, "the API restart")
+        assert len(stack.children_running("uvicorn")) == 2
         client.close()
     finally:
         assert stack.stop(signal.SIGTERM) == 0, stack.output()

@@ -12,6 +12,15 @@ line (the broker on the same port and data dir, so the API and the worker find i
 its queues again), after a back-off that grows while it keeps dying
 (``restart_policy``); whatever it left running in its process group is killed first.
 Failures during start-up stop ``up`` instead: those are settings to fix, not crashes.
+
+The API runs as ``api_processes`` uvicorn processes (``api``, ``api-2``, ...) that accept
+connections on one listening socket, which ``up`` opens and hands to each (``--fd``).
+Why: one Python process serves requests on one core at most (the GIL), and on a 2-core
+machine 200 readers kept it at 100 % of one core while the other was idle
+(docs/benchmarks.md). Why ``up`` owns the socket rather than uvicorn's ``--workers``: each
+process is then a child that ``up`` supervises like the others, and while one is restarted
+the rest keep answering on the same port (the kernel queues new connections on the
+socket, never refuses them).
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ WORKER_STOP_SECONDS = 60.0
 API_STOP_SECONDS = 15.0
 BROKER_STOP_SECONDS = 15.0
 STARTUP_SECONDS = 120.0
+#: Connections the kernel queues on the API's socket until a process accepts them.
+LISTEN_BACKLOG = 2048
 #: How often ``up`` looks at its children (a death is noticed within this time).
 WATCH_SECONDS = 0.25
 
@@ -81,6 +92,10 @@ def _child_setup(niceness: int) -> Callable[[], None]:
     return setup
 
 
+def _is_api(name: str) -> bool:
+    return name == "api" or name.startswith("api-")
+
+
 def _log_to_stderr(line: str) -> None:
     print(
         f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] microforge up: {line}", file=sys.stderr, flush=True
@@ -96,6 +111,8 @@ class Child:
     backoff: RestartBackoff = field(default_factory=RestartBackoff)
     #: When a dead child is due to be started again (monotonic), None while it runs.
     restart_at: float | None = None
+    #: Signalled by ``stop`` while it ran (its process group is killed once it is gone).
+    stopping: bool = False
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -108,9 +125,19 @@ class Child:
 
     def stop(self, timeout: float, first: int = signal.SIGTERM) -> int | None:
         """Signal, wait, and kill if it does not go; returns the exit code."""
+        self.signal(first)
+        return self.finish(timeout)
+
+    def signal(self, signum: int) -> None:
         if self.alive():
+            self.stopping = True
             with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(first)
+                self.process.send_signal(signum)
+
+    def finish(self, timeout: float) -> int | None:
+        """Wait for a signalled child, kill it if it does not go, then what it left behind;
+        returns the exit code."""
+        if self.stopping:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -130,6 +157,7 @@ class LocalStack:
     broker_url: str | None = None
     log: Callable[[str], None] = _log_to_stderr
     _stop: threading.Event = field(default_factory=threading.Event)
+    _listener: socket.socket | None = None
 
     @property
     def url(self) -> str:
@@ -152,6 +180,8 @@ class LocalStack:
             argv,
             env=self.child_env(),
             process_group=0,
+            # Only the API processes get the listening socket.
+            pass_fds=(self._listener.fileno(),) if _is_api(name) and self._listener else (),
             # Only nice() and prctl() run in the child before exec.
             preexec_fn=_child_setup(CHILD_NICENESS.get(name, 0)),  # noqa: PLW1509
         )
@@ -161,47 +191,50 @@ class LocalStack:
         self.children[name] = child
         return child
 
-    def _check_port_free(self) -> None:
-        """Fail before starting anything, with the fix, rather than after the API dies."""
+    def _listen(self) -> None:
+        """Open the API's socket first: a busy port fails before anything starts, with the fix."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((self.host, self.port))
-            except OSError as error:
-                raise StackError(
-                    f"cannot listen on {self.host}:{self.port} ({error.strerror}): "
-                    "another program uses the port; pass --port with a free one"
-                ) from error
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+            # Connections waiting to be accepted; the app's own admission limit
+            # (MICROFORGE_MAX_CONCURRENT_REQUESTS) and --limit-concurrency sit above it.
+            sock.listen(LISTEN_BACKLOG)
+        except OSError as error:
+            sock.close()
+            raise StackError(
+                f"cannot listen on {self.host}:{self.port} ({error.strerror}): "
+                "another program uses the port; pass --port with a free one"
+            ) from error
+        sock.set_inheritable(True)
+        self._listener = sock
+
+    def api_argv(self) -> list[str]:
+        """One API process, serving on ``up``'s socket (module docs)."""
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "microforge.api.app:create_app",
+            "--factory",
+            "--fd",
+            str(self._listener.fileno()),
+            "--log-level",
+            "warning",
+            # A bound on open connections per process; past it uvicorn answers 503.
+            "--limit-concurrency",
+            str(self.settings.max_connections),
+        ]
 
     def start(self) -> None:
-        self._check_port_free()
+        self._listen()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade_database(self.settings.resolved_database_url)
         self.broker_url = self.settings.redis_url or self._start_broker()
         self._spawn("worker", [sys.executable, "-m", "microforge.worker", "--quiet"])
-        self._spawn(
-            "api",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "microforge.api.app:create_app",
-                "--factory",
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                # Bounds on open connections and on those waiting to be accepted; the app's
-                # own admission limit (MICROFORGE_MAX_CONCURRENT_REQUESTS) sits below them.
-                "--limit-concurrency",
-                str(self.settings.max_connections),
-                "--backlog",
-                "2048",
-            ],
-        )
+        for index in range(self.settings.resolved_api_processes):
+            self._spawn("api" if index == 0 else f"api-{index + 1}", self.api_argv())
         self._wait_for_api()
 
     def _start_broker(self) -> str:
@@ -286,14 +319,19 @@ class LocalStack:
                 self.log(f"restarted the {child.name} (pid {child.process.pid})")
 
     def stop(self) -> None:
-        for name, seconds in (
-            ("api", API_STOP_SECONDS),
-            ("worker", WORKER_STOP_SECONDS),
-            ("broker", BROKER_STOP_SECONDS),
-        ):
+        """The API processes first (together), then the worker, then the broker."""
+        apis = [child for name, child in self.children.items() if _is_api(name)]
+        for child in apis:
+            child.signal(signal.SIGTERM)
+        for child in apis:
+            child.finish(API_STOP_SECONDS)
+        for name, seconds in (("worker", WORKER_STOP_SECONDS), ("broker", BROKER_STOP_SECONDS)):
             if name in self.children:
                 self.children[name].stop(seconds)
         self.children.clear()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     def install_signal_handlers(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
