@@ -164,8 +164,8 @@ class SessionScopedRoute(APIRoute):
 
     A sync endpoint that returns exactly its response model also has that model turned
     into JSON in its own thread. Why: FastAPI would validate the returned model again in
-    a second trip to the threadpool and back, a third of the CPU the API spends on a
-    ``GET /v1/jobs/{id}`` (``benchmarks/api_load.py``, docs/benchmarks.md). The bytes are
+    a second trip to the threadpool and back (two thread hand-offs and a validation per
+    request, a few per cent of the API's CPU under load; docs/benchmarks.md). The bytes are
     the same: a model instance passes FastAPI's validation unchanged and is dumped with
     the same pydantic serialiser. Not done where FastAPI would change the answer: a custom
     response class, ``response_model_*`` options, or an endpoint that sets headers through
