@@ -134,3 +134,33 @@ def s2_uncertainty(variance: float, *errors: float) -> float:
 def combined(*errors: float) -> float:
     """Independent standard errors added in quadrature."""
     return float(np.sqrt(np.sum(np.square(errors))))
+
+
+def euler_gap(volume_density: float, reference_density: float, reference_scale: float) -> float | None:
+    """|chi_volume - chi_reference| / n*_reference for one phase and axis: the Euler
+    densities' difference in units of the reference's disk-equivalent count density
+    (``euler.disk_count_density``), so a difference of shape index, free of the feature size.
+    None where the reference lacks the phase (n* = 0): there is no shape to compare with,
+    and the fraction error already counts the phase."""
+    if reference_scale <= 0.0:
+        return None
+    return abs(volume_density - reference_density) / reference_scale
+
+
+def euler_uncertainty(
+    dispersions: Iterable[float], reference_area: float, reference_scale: float
+) -> float:
+    """Standard error of one phase's Euler density of the reference (measured on
+    ``reference_area``), in units of its n*: the larger dispersion (``euler.euler_densities``:
+    the reference's blocks or sections, the volume's sections) over sqrt(area). The larger,
+    as for fractions: the image's blocks see its own noise, the volume's sections also how
+    the material varies along the axis, which one image cannot see."""
+    if reference_scale <= 0.0 or reference_area <= 0.0:
+        return 0.0
+    return max(dispersions, default=0.0) / float(np.sqrt(reference_area)) / reference_scale
+
+
+def euler_error(gaps: Iterable[float | None]) -> float | None:
+    """The mean of the measured ``euler_gap`` over phases and axes (None when none is)."""
+    measured = [gap for gap in gaps if gap is not None]
+    return float(np.mean(measured)) if measured else None

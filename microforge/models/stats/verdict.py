@@ -24,20 +24,24 @@ from __future__ import annotations
 
 import math
 
+#: Standard errors of the Euler error the thresholds are widened by (module docs).
+EULER_SPREAD = 2.0
+
 THRESHOLDS = {
-    "good": {"fraction_error": 0.02, "s2_error": 0.01},
-    "fair": {"fraction_error": 0.05, "s2_error": 0.03},
+    "good": {"fraction_error": 0.02, "s2_error": 0.01, "euler_error": 0.15},
+    "fair": {"fraction_error": 0.05, "s2_error": 0.03, "euler_error": 0.40},
 }
 
 
 def thresholds(
-    fraction_uncertainty: float = 0.0, s2_uncertainty: float = 0.0
+    fraction_uncertainty: float = 0.0, s2_uncertainty: float = 0.0, euler_uncertainty: float = 0.0
 ) -> dict[str, dict[str, float]]:
     """The thresholds widened by the uncertainties (module docs)."""
     return {
         name: {
             "fraction_error": math.hypot(limits["fraction_error"], fraction_uncertainty),
             "s2_error": math.hypot(limits["s2_error"], s2_uncertainty),
+            "euler_error": math.hypot(limits["euler_error"], EULER_SPREAD * euler_uncertainty),
         }
         for name, limits in THRESHOLDS.items()
     }
@@ -48,9 +52,20 @@ def verdict(
     s2_error: float,
     fraction_uncertainty: float = 0.0,
     s2_uncertainty: float = 0.0,
+    euler_error: float | None = None,
+    euler_uncertainty: float = 0.0,
 ) -> str:
-    """'good', 'fair' or 'poor' (see the module docs for the thresholds and why)."""
-    for name, limits in thresholds(fraction_uncertainty, s2_uncertainty).items():
-        if fraction_error <= limits["fraction_error"] and s2_error <= limits["s2_error"]:
+    """'good', 'fair' or 'poor' (see the module docs for the thresholds and why).
+
+    ``euler_error`` None (greyscale, or no phase of the images to compare shapes with):
+    judged on the fraction and S2 errors alone."""
+    for name, limits in thresholds(
+        fraction_uncertainty, s2_uncertainty, euler_uncertainty
+    ).items():
+        if (
+            fraction_error <= limits["fraction_error"]
+            and s2_error <= limits["s2_error"]
+            and (euler_error is None or euler_error <= limits["euler_error"])
+        ):
             return name
     return "poor"
