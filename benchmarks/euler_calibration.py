@@ -51,9 +51,7 @@ def spheres(size: int, radius: float, fraction: float, seed: int = 0) -> np.ndar
 
 def labyrinth(size: int, sigma: float, fraction: float, seed: int = 0) -> np.ndarray:
     """A thresholded Gaussian field: both phases one connected, winding network."""
-    field = ndimage.gaussian_filter(
-        np.random.default_rng(seed).standard_normal((size,) * 3), sigma
-    )
+    field = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal((size,) * 3), sigma)
     return (field > np.quantile(field, 1.0 - fraction)).astype(np.uint8)
 
 

@@ -49,6 +49,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from microforge.models.stats.euler import disk_count_density
+
 #: Below this variance a phase is empty or fills everything: no fluctuation to normalise.
 _NO_VARIANCE = 1e-12
 
@@ -136,7 +138,28 @@ def combined(*errors: float) -> float:
     return float(np.sqrt(np.sum(np.square(errors))))
 
 
-def euler_gap(volume_density: float, reference_density: float, reference_scale: float) -> float | None:
+def euler_term(
+    volume: tuple[float, float],
+    reference: tuple[float, float],
+    reference_perimeter: float,
+    reference_fraction: float,
+    reference_area: float,
+) -> dict:
+    """One phase and axis of the Euler error, for the report and the trainer's score alike:
+    ``volume`` and ``reference`` are (Euler density, dispersion) of the sections
+    (``euler.euler_densities``); the reference's perimeter per area and area fraction give
+    its n* (``euler.disk_count_density``). Returns n*, the gap and its uncertainty."""
+    scale = disk_count_density(reference_perimeter, reference_fraction)
+    return {
+        "disk_count_density": scale,
+        "error": euler_gap(volume[0], reference[0], scale),
+        "uncertainty": euler_uncertainty((volume[1], reference[1]), reference_area, scale),
+    }
+
+
+def euler_gap(
+    volume_density: float, reference_density: float, reference_scale: float
+) -> float | None:
     """|chi_volume - chi_reference| / n*_reference for one phase and axis: the Euler
     densities' difference in units of the reference's disk-equivalent count density
     (``euler.disk_count_density``), so a difference of shape index, free of the feature size.

@@ -27,8 +27,7 @@ import numpy as np
 from microforge.models.stats.agreement import (
     combined,
     euler_error,
-    euler_gap,
-    euler_uncertainty,
+    euler_term,
     pooled_uncertainty,
     s2_error,
     s2_uncertainty,
@@ -36,7 +35,7 @@ from microforge.models.stats.agreement import (
 )
 from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES, array_axis, axis_names
 from microforge.models.stats.correlation import lag_for
-from microforge.models.stats.euler import IMAGE_KEY, disk_count_density, measured_area
+from microforge.models.stats.euler import IMAGE_KEY, measured_area
 from microforge.models.stats.phases import label_counts
 from microforge.models.stats.summary import microstructure_statistics
 from microforge.models.stats.surface import slice_perimeters
@@ -353,19 +352,16 @@ def _euler_comparison(
     uncertainty in the same units (``agreement.euler_uncertainty``; records made before
     dispersions were kept count as 0)."""
     key = IMAGE_KEY if len(reference_shape) == 2 else axis
-    reference = _euler(theirs, key)
-    scale = disk_count_density(reference_perimeter, theirs["volume_fraction"])
-    volume = _euler(mine, axis)
-    dispersions = (
-        mine.get("euler_dispersion", {}).get(axis, 0.0),
-        theirs.get("euler_dispersion", {}).get(key, 0.0),
+    volume = (_euler(mine, axis), mine.get("euler_dispersion", {}).get(axis, 0.0))
+    reference = (_euler(theirs, key), theirs.get("euler_dispersion", {}).get(key, 0.0))
+    term = euler_term(
+        volume,
+        reference,
+        reference_perimeter,
+        theirs["volume_fraction"],
+        measured_area(reference_shape, key, voxel_size),
     )
-    area = measured_area(reference_shape, key, voxel_size)
-    return _difference(volume, reference) | {
-        "disk_count_density": scale,
-        "error": euler_gap(volume, reference, scale),
-        "uncertainty": euler_uncertainty(dispersions, area, scale),
-    }
+    return _difference(volume[0], reference[0]) | term
 
 
 def _compare_3d(mine: dict, theirs: dict) -> dict:

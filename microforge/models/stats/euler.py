@@ -131,7 +131,9 @@ def euler_densities(
     dispersions: dict[int | float, dict[str, float]] = {value: {} for value in phases}
     for key, stack in sections.items():
         measured = _section_densities(stack, phases, area_unit)
-        samples = _section_densities(_blocks(labels), phases, area_unit) if key == IMAGE_KEY else measured
+        samples = (
+            _section_densities(_blocks(labels), phases, area_unit) if key == IMAGE_KEY else measured
+        )
         for value, (per_area, _), (spread, windows) in zip(phases, measured, samples):
             densities[value][key] = float(per_area.mean())
             deviation = float(spread.std(ddof=1)) if spread.size > 1 else 0.0
