@@ -136,8 +136,8 @@ def test_cli_table_sets_each_axis_slices_beside_the_training_image(tmp_path):
     assert any("255" in row and "perpendicular to z" in row and fraction in row for row in rows)
     from microforge.models.stats.euler import euler_densities
 
-    mine = euler_densities(volume, [255])[255]["z"]
-    theirs = euler_densities(volume[:, :, 3], [255])[255]["image"]
+    mine = euler_densities(volume, [255])[0][255]["z"]  # (densities, dispersions)
+    theirs = euler_densities(volume[:, :, 3], [255])[0][255]["image"]
     euler = f"{mine:.4g} | {theirs:.4g}"
     assert any("255" in row and "perpendicular to z" in row and euler in row for row in rows)
     assert "against the isotropic reference" in result.output

@@ -155,13 +155,27 @@ def test_clearly_wrong_volumes_are_never_good(truths, name, layout):
 
 def test_the_trainer_score_of_the_truth_dropped_with_the_fix(truths):
     """The training-time score of the real separator against its slices was 0.123
-    (fraction 0.061 + S2 0.062): as bad as a lattice. Now it is a fraction of that."""
+    (fraction 0.061 + S2 0.062): as bad as a lattice. Now its fraction and S2 terms, what
+    the fix changed, are a fraction of that (0.031).
+
+    The whole score also holds 0.1 x the Euler error, added later: 0.078 here (0.78 +-
+    0.48: a 32x64x64 corner of a material that drifts along x, against three single
+    slices; the lattice 1.64), so the score is 0.11 against the lattice's 0.26. That term
+    is the same for every checkpoint of a run against the same images, so it does not
+    change which one is best; it stays under half the lattice's, and the verdict good."""
     volume = truths["separator"]
     labels, images, n = _indices(volume, _middle_slices(volume))
     truth = fidelity_score(labels[:, :64, :64], images, n)
     lattice = fidelity_score(_indices(_lattice(volume[:, :64, :64]), [])[0], images, n)
-    assert truth["score"] < 0.05 < lattice["score"]
+
+    def fraction_and_s2(score):
+        return score["fraction_error"] + score["s2_error"]
+
+    assert fraction_and_s2(truth) < 0.05 < fraction_and_s2(lattice)
+    assert truth["score"] == pytest.approx(fraction_and_s2(truth) + 0.1 * truth["euler_error"])
     assert truth["score"] < lattice["score"] / 2
+    assert truth["euler_error"] < lattice["euler_error"]
+    assert truth["verdict"] == "good" and lattice["verdict"] == "poor"
 
 
 def test_s2_error_ignores_a_fraction_offset_but_not_a_coarser_structure():
@@ -231,15 +245,24 @@ def _twice(array: np.ndarray) -> np.ndarray:
 
 
 def test_euler_error_is_zero_for_the_same_shapes_large_for_a_labyrinth_and_scale_free():
+    """The labyrinth is a Gaussian field thresholded at its median: both phases wind
+    through the image (14 and 10 regions where the disks image has 40 disks and one
+    matrix). Thresholded at the disks' 20 % instead, the field is 24 separate blobs in a
+    matrix, the disks' topology, and its matrix' gap is 0.01: not a labyrinth.
+
+    Scale-free within 20 %, not exactly: doubling the pixels keeps every Euler number, but
+    the smoothed-gradient perimeter (``surface.py``) measures a disk of radius 4 pixels
+    3 % short and one of 8 pixels 6 % long, so n* = P_A^2 / (4 pi phi) grows by 1.2 and
+    the gaps shrink by as much (measured 0.81 and 0.82)."""
     disks = _disks(96, 4.0, 40, 0)
     stack = np.stack([disks] * 8)  # every section perpendicular to z is the disks image
     assert _z_euler_errors(stack, disks) == pytest.approx([0.0, 0.0], abs=1e-9)
     field = ndimage.gaussian_filter(np.random.default_rng(1).standard_normal((96, 96)), 3)
-    maze = (field > np.quantile(field, 1 - (disks == 1).mean())).astype(np.uint8)
+    maze = (field > np.median(field)).astype(np.uint8)
     labyrinth = _z_euler_errors(np.stack([maze] * 8), disks)
     assert min(labyrinth) > 0.5  # separate disks (index 1) against a labyrinth (about 0)
     assert _z_euler_errors(_twice(np.stack([maze] * 8)), _twice(disks)) == pytest.approx(
-        labyrinth, rel=0.15
+        labyrinth, rel=0.25
     )
 
 

@@ -28,6 +28,7 @@ from microforge.models.stats.agreement import (
     combined,
     euler_error,
     euler_term,
+    integral_range_along,
     pooled_uncertainty,
     s2_error,
     s2_uncertainty,
@@ -213,7 +214,7 @@ def _compare_phases(
                 )[axis][ref_name]
             volume_perimeter = 0.0 if name is None else perimeters[axis][name]
             euler = _euler_comparison(
-                mine, theirs, axis, reference.shape, reference_perimeter, voxel_size
+                mine, theirs, axis, (volume.shape, reference.shape), reference_perimeter, voxel_size
             )
             euler_gaps.append(euler["error"])
             if euler["error"] is not None:
@@ -341,7 +342,7 @@ def _euler_comparison(
     mine: dict,
     theirs: dict,
     axis: str,
-    reference_shape: Sequence[int],
+    shapes: tuple[Sequence[int], Sequence[int]],
     reference_perimeter: float,
     voxel_size: float | None,
 ) -> dict:
@@ -349,8 +350,11 @@ def _euler_comparison(
     reference's, with the reference's disk-equivalent count density n* (its perimeter per
     area and fraction, ``euler.disk_count_density``), the gap in units of it
     (``agreement.euler_gap``; None where the reference lacks the phase) and its
-    uncertainty in the same units (``agreement.euler_uncertainty``; records made before
-    dispersions were kept count as 0)."""
+    uncertainty in the same units (``agreement.euler_uncertainty``: the reference's and the
+    volume's own, each over the area of its independent sections, sections closer than the
+    integral range of the S2 along the axis counted as one; records made before dispersions
+    were kept count as 0). ``shapes``: the volume's and the reference's."""
+    volume_shape, reference_shape = shapes
     key = IMAGE_KEY if len(reference_shape) == 2 else axis
     volume = (_euler(mine, axis), mine.get("euler_dispersion", {}).get(axis, 0.0))
     reference = (_euler(theirs, key), theirs.get("euler_dispersion", {}).get(key, 0.0))
@@ -359,9 +363,17 @@ def _euler_comparison(
         reference,
         reference_perimeter,
         theirs["volume_fraction"],
-        measured_area(reference_shape, key, voxel_size),
+        measured_area(reference_shape, key, voxel_size, _integral_range(theirs, key)),
+        measured_area(volume_shape, axis, voxel_size, _integral_range(mine, axis)),
     )
     return _difference(volume[0], reference[0]) | term
+
+
+def _integral_range(entry: dict, axis: str) -> float:
+    """The integral range of a phase's S2 along an axis of its array (1 for an image's
+    ``"image"`` key, whose blocks are independent by construction)."""
+    curve = entry["tpc"].get(axis)
+    return 1.0 if curve is None else integral_range_along(curve, entry["volume_fraction"])
 
 
 def _compare_3d(mine: dict, theirs: dict) -> dict:

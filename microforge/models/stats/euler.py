@@ -155,15 +155,21 @@ def _section_densities(
     return [(sums / windows, windows) for sums in _phase_eulers(stack, phases)]
 
 
-def measured_area(shape: Sequence[int], key: str, voxel_size: float | None = None) -> float:
-    """The area the density ``euler_densities`` gives under ``key`` is measured on: the
-    image's windows, or those of all a volume's sections perpendicular to axis ``key``."""
+def measured_area(
+    shape: Sequence[int], key: str, voxel_size: float | None = None, integral_range: float = 1.0
+) -> float:
+    """The independent area the density ``euler_densities`` gives under ``key`` is measured
+    on: the image's windows, or those of a volume's sections perpendicular to axis ``key``
+    that are independent samples: of the ``SECTIONS_PER_AXIS`` at most, no more than the
+    axis' length over ``integral_range`` (``agreement.integral_range_along``: sections
+    closer than about two correlation lengths along the axis see the same features)."""
     area_unit = 1.0 if voxel_size is None else voxel_size * voxel_size
     if len(shape) == 2:
         return (shape[0] - 1) * (shape[1] - 1) * area_unit
     dim = array_axis(key, 3)
     rows, cols = (n for i, n in enumerate(shape) if i != dim)
-    return min(shape[dim], SECTIONS_PER_AXIS) * (rows - 1) * (cols - 1) * area_unit
+    sections = min(shape[dim], SECTIONS_PER_AXIS, shape[dim] / max(integral_range, 1.0))
+    return max(sections, 1.0) * (rows - 1) * (cols - 1) * area_unit
 
 
 def _blocks(image: np.ndarray) -> np.ndarray:

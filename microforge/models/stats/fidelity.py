@@ -54,6 +54,7 @@ from microforge.models.stats.agreement import (
     combined,
     euler_error,
     euler_term,
+    integral_range_along,
     pooled_uncertainty,
     s2_error,
     s2_uncertainty,
@@ -89,43 +90,58 @@ def fidelity_score(volume: np.ndarray, references: Sequence[np.ndarray], n_phase
         curves = phase_correlations(array, phases, max_lag=max_lag)
         return fractions, fractions, curves
 
-    euler = _euler_error(volume, _references_per_axis(references), phases)
-    return _score(volume, references, describe, "fraction_error", _fraction_distance, euler)
+    described = describe(volume)
+    euler = _euler_error(volume, described, _references_per_axis(references), phases, max_lag)
+    return _score(
+        volume, references, describe, "fraction_error", _fraction_distance, euler, described
+    )
 
 
 def _euler_error(
-    volume: np.ndarray, per_reference: dict[str, np.ndarray], phases: list[int]
+    volume: np.ndarray,
+    described: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]],
+    per_reference: dict[str, np.ndarray],
+    phases: list[int],
+    max_lag: int,
 ) -> tuple[float | None, float]:
     """The report's Euler error and its uncertainty (``agreement.euler_term``): per phase
     and axis, the volume's sections against that axis' image (or the 3D reference's
-    sections), in units of the image's n*; the mean over the terms measured."""
+    sections), in units of the image's n*; the mean over the terms measured. The volume's
+    own standard error counts its sections closer than the integral range of its S2 along
+    the axis (``described``: its fractions and S2 curves) as one sample, as the report does."""
     densities, dispersions = euler_densities(volume, phases)
+    _, volume_fractions, curves = described
     images = {}
     for reference in per_reference.values():
         if id(reference) in images:
             continue
         counts = np.bincount(reference.reshape(-1).astype(np.intp), minlength=len(phases))
+        fractions = counts / reference.size
         if reference.ndim == 2:
             perimeter = {IMAGE_KEY: specific_surface_areas(reference, phases, workers=1)}
+            ranges = {IMAGE_KEY: [1.0] * len(phases)}
         else:
             sliced = slice_perimeters(reference, {str(p): p for p in phases})
             perimeter = {a: {p: sliced[a][str(p)] for p in phases} for a in AXES_3D}
-        images[id(reference)] = (
-            euler_densities(reference, phases),
-            perimeter,
-            counts / reference.size,
-        )
+            theirs = phase_correlations(reference, phases, max_lag=max_lag)
+            ranges = {
+                a: [integral_range_along(theirs[a][p], fractions[p]) for p in phases]
+                for a in AXES_3D
+            }
+        images[id(reference)] = (euler_densities(reference, phases), perimeter, fractions, ranges)
     gaps, uncertainties = [], []
     for axis, reference in per_reference.items():
-        (their_densities, their_dispersions), perimeter, fractions = images[id(reference)]
+        (their_densities, their_dispersions), perimeter, fractions, ranges = images[id(reference)]
         key = IMAGE_KEY if reference.ndim == 2 else axis
         for phase in phases:
+            own_range = integral_range_along(curves[axis][phase], volume_fractions[phase])
             term = euler_term(
                 (densities[phase][axis], dispersions[phase][axis]),
                 (their_densities[phase][key], their_dispersions[phase][key]),
                 perimeter[key][phase],
                 float(fractions[phase]),
-                measured_area(reference.shape, key),
+                measured_area(reference.shape, key, integral_range=ranges[key][phase]),
+                measured_area(volume.shape, axis, integral_range=own_range),
             )
             gaps.append(term["error"])
             if term["error"] is not None:
@@ -157,13 +173,14 @@ def _score(
     distribution_key: str,
     distribution_distance: Callable[[np.ndarray, np.ndarray], float],
     euler: tuple[float | None, float] = (None, 0.0),
+    volume_description: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None = None,
 ) -> dict:
     if volume.ndim != 3:
         raise ValueError(f"the generated volume must be 3D (D, H, W), got shape {volume.shape}")
     per_reference = _references_per_axis(references)
     images = {id(r): r for r in per_reference.values()}
     described = {key: describe(image) for key, image in images.items()}
-    distribution, means, curves = describe(volume)
+    distribution, means, curves = volume_description or describe(volume)
     pooled = np.mean([d[0] for d in described.values()], axis=0)
     errors: dict[int, list[float]] = {}  # image -> standard error of each mean (phase)
     uncertainties, variances = [], []
