@@ -9,11 +9,11 @@ Why: a threshold means something only against figures of volumes that must pass 
 volumes against their own slices, other slices and sub-volumes of them, the same structure
 at another pixel size) and of volumes that must not (a labyrinth where the truth has round
 particles: today's NMC generators, a thresholded Gaussian field). One JSON line per case:
-the comparison's fraction, S2 and Euler errors, the Euler uncertainty and the
-widened Euler thresholds, the largest single Euler gap (phase and
-axis), the verdict, and the shape index chi / n* of every phase and axis of the volume and
-of the reference. ``--volume`` adds generated volumes (.npy or .tif, labels as the NMC
-truth's) compared with the NMC middle slice.
+the comparison's fraction, S2 and Euler errors, the Euler uncertainty and the widened
+Euler thresholds, the largest single Euler gap (phase and axis), the verdict, the shape
+index chi / n* of every phase and axis of the volume and of the reference, and the
+trainer's fidelity score of the volume's 64^3 corner. ``--volume`` adds generated volumes
+(.npy or .tif, labels as the NMC truth's) compared with the NMC middle slice.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microforge.models.stats import compare_with_references  # noqa: E402
+from microforge.models.stats import compare_with_references, fidelity_score  # noqa: E402
+from microforge.models.stats.verdict import thresholds  # noqa: E402
 
 
 def middle_slices(volume: np.ndarray) -> list[np.ndarray]:
@@ -143,6 +144,25 @@ def measure(name: str, volume: np.ndarray, references: list) -> dict:
         "euler_gap_max": [round(largest[0], 3), f"phase {largest[1]}", largest[2]],
         "shape_index_volume": shape_indices(result, "volume"),
         "shape_index_reference": shape_indices(result, "reference"),
+        "trainer_score_64": trainer_score(volume, references),
+    }
+
+
+def trainer_score(volume: np.ndarray, references: list) -> dict:
+    """The trainer's fidelity score of the volume's 64^3 corner (what a training check
+    generates) against the same references: verdict, Euler error, its uncertainty and the
+    widened "good" limit."""
+    values = np.unique(np.concatenate([np.unique(a) for a in [volume, *references]]))
+    labels = np.searchsorted(values, volume[:64, :64, :64]).astype(np.uint8)
+    images = [np.searchsorted(values, r).astype(np.uint8) for r in references]
+    score = fidelity_score(labels, images, len(values))
+    limit = thresholds(euler_uncertainty=score["euler_uncertainty"])["good"]["euler_error"]
+    return {
+        "verdict": score["verdict"],
+        "euler_error": round(score["euler_error"], 3),
+        "euler_uncertainty": round(score["euler_uncertainty"], 3),
+        "euler_good_below": round(limit, 3),
+        "score": round(score["score"], 4),
     }
 
 
