@@ -313,3 +313,57 @@ def test_a_labyrinth_with_the_nmc_fraction_and_feature_size_is_not_good(truths):
     truth = fidelity_score(_indices(truths["nmc"][:64, :64, :64], [image])[0], images, n)
     assert truth["euler_error"] < 0.1
     assert truth["score"] < score["score"] - 0.03  # the shapes decide the best generator
+
+
+def test_the_trainer_score_holds_the_euler_error(truths):
+    """A labyrinth with the NMC fraction and feature size against the truth's 64^3 corner:
+    their fraction and S2 terms are within 0.01 of each other (truth 0.007, labyrinth
+    0.012), so without the Euler term the best-checkpoint choice could barely tell them
+    apart; with 0.1 x the Euler error (0.90 against 0.04) the labyrinth scores 0.09 worse."""
+    image = truths["nmc"][64]
+    truth, images, n = _indices(truths["nmc"][:64, :64, :64], [image])
+    field = ndimage.gaussian_filter(np.random.default_rng(0).standard_normal((64,) * 3), 2.0)
+    maze = (field > np.quantile(field, 1 - (image == 1).mean())).astype(np.uint8)
+    scores = {"truth": fidelity_score(truth, images, n), "maze": fidelity_score(maze, images, n)}
+    terms = {k: s["fraction_error"] + s["s2_error"] for k, s in scores.items()}
+    for key, score in scores.items():
+        assert score["score"] == pytest.approx(terms[key] + 0.1 * score["euler_error"])
+        assert score["euler_uncertainty"] > 0
+    assert abs(terms["maze"] - terms["truth"]) < 0.01
+    assert scores["maze"]["euler_error"] > 0.5 > 0.1 > scores["truth"]["euler_error"]
+    assert scores["maze"]["score"] > scores["truth"]["score"] + 0.05
+
+
+def test_the_euler_uncertainty_adds_the_volumes_own_over_its_independent_sections():
+    """The volume's mean density is a sample too: its standard error, the spread between
+    its sections over the root of how many are independent (sections closer than the
+    integral range of the S2 along the axis see the same features), adds in quadrature."""
+    from microforge.models.stats.agreement import euler_uncertainty, integral_range_along
+    from microforge.models.stats.euler import measured_area
+
+    assert measured_area((64, 64, 64), "x") == 64 * 63 * 63
+    assert measured_area((64, 64, 64), "x", integral_range=8.0) == 8 * 63 * 63
+    assert measured_area((32, 64, 64), "z", integral_range=0.5) == 32 * 63 * 63
+    assert measured_area((100, 50), "image", integral_range=8.0) == 99 * 49
+    image_only = euler_uncertainty((3.0, 2.0), 400.0, 0.5)
+    assert image_only == pytest.approx(3.0 / 20 / 0.5)  # the larger dispersion, old records
+    assert euler_uncertainty((3.0, 2.0), 400.0, 0.5, 100.0) == pytest.approx(
+        np.hypot(3.0 / 20, 3.0 / 10) / 0.5
+    )
+    # rho = exp(-r / 4): 1 + 2 sum_{r >= 1} rho(r) = 1 + 2 / (e^(1/4) - 1), about 2 x 4.
+    r = np.arange(200)
+    curve = 0.25 + 0.25 * np.exp(-r / 4.0)  # S2 of a phase of fraction 0.5
+    assert integral_range_along(curve, 0.5) == pytest.approx(1 + 2 / (np.exp(0.25) - 1), 1e-3)
+    assert integral_range_along([0.5] * 10, 1.0 / np.sqrt(2)) == 1.0  # no variance
+
+
+def test_report_and_trainer_score_agree_on_the_euler_error(truths):
+    """The SOFC volume (62^3) is its own 64^3 corner: both measure the same error and the
+    same uncertainty, the volume's own included."""
+    volume = truths["sofc"]
+    references = _middle_slices(volume)
+    report = compare_with_references(volume, references, tortuosity=False)["summary"]
+    labels, images, n = _indices(volume, references)
+    score = fidelity_score(labels, images, n)
+    assert score["euler_error"] == pytest.approx(report["euler_error"], rel=1e-6)
+    assert score["euler_uncertainty"] == pytest.approx(report["euler_uncertainty"], rel=1e-3)
