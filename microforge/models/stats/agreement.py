@@ -41,6 +41,12 @@ fraction drifts along x, 1.5-3.0 for 2.0-5.4. It is a floor; with several images
 spread between their fractions is measured too: the uncertainty of the mean of n images
 is the larger of sqrt(sum of their variances) / n and their sample standard deviation /
 sqrt(n). The volume's own uncertainty (same formula) is added in quadrature.
+
+The Euler error's uncertainty likewise (``euler_uncertainty``): the image's, from the
+scatter of its density between blocks (or the volume's sections, the larger), and the
+volume's own, from the scatter between its sections over the root of how many are
+independent: sections closer than the integral range along the axis (the same
+1 + 2 sum rho, about two correlation lengths) count as one.
 """
 
 from __future__ import annotations

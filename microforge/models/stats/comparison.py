@@ -12,10 +12,11 @@ which is exactly the S2 of the stack of slices containing that axis, so no slice
 How the verdict's errors are measured is ``agreement.py`` (shared with the trainer's
 fidelity score): the volume's one fraction per phase against the images' pooled fraction
 (``phases[p]["fraction"]``), S2 per axis through the normalised autocovariance
-(``tpc[d]["s2_error"]``), thresholds widened by the images' sampling uncertainty. The
-per-axis slice fractions, raw S2 curves, perimeters and Euler numbers per area (regions
-minus holes: particles against labyrinths, which S2 does not tell apart; ``euler.py``) are
-reported beside it, outside the verdict.
+(``tpc[d]["s2_error"]``), and for phases the Euler number per area of the sections
+(regions minus holes: particles against labyrinths, which S2 does not tell apart;
+``euler.py``) per axis in units of the image's n* (``slices[a]["euler_density"]``),
+thresholds widened by the sampling uncertainties. The per-axis slice fractions, raw S2
+curves and perimeters are reported beside it, outside the verdict.
 """
 
 from __future__ import annotations
