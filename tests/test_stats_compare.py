@@ -136,8 +136,8 @@ def test_cli_table_sets_each_axis_slices_beside_the_training_image(tmp_path):
     assert any("255" in row and "perpendicular to z" in row and fraction in row for row in rows)
     from microforge.models.stats.euler import euler_densities
 
-    mine = euler_densities(volume, [255])[255]["z"]
-    theirs = euler_densities(volume[:, :, 3], [255])[255]["image"]
+    mine = euler_densities(volume, [255])[0][255]["z"]  # (densities, dispersions)
+    theirs = euler_densities(volume[:, :, 3], [255])[0][255]["image"]
     euler = f"{mine:.4g} | {theirs:.4g}"
     assert any("255" in row and "perpendicular to z" in row and euler in row for row in rows)
     assert "against the isotropic reference" in result.output
@@ -296,3 +296,53 @@ def test_cli_table_names_the_phases_the_volume_lacks(tmp_path):
     assert "poor" in result.output and "no voxel of phases 100, 200" in result.output
     with Image.open(tmp_path / "report.png") as png:
         assert png.format == "PNG"
+
+
+def _without_euler(stats: dict, comparison: dict) -> dict:
+    """A report as stored before the Euler error: no Euler figure anywhere."""
+    old = json.loads(json.dumps({**stats, "comparison": comparison}))
+    for phase in old["phases"].values():
+        phase.pop("euler_density", None)
+        phase.pop("euler_dispersion", None)
+    for phase in old["comparison"]["phases"].values():
+        for row in phase["slices"].values():
+            row.pop("euler_density")
+    summary = old["comparison"]["summary"]
+    for key in ("euler_error", "euler_uncertainty"):
+        summary.pop(key)
+    for limits in (*summary["thresholds"].values(), *summary["base_thresholds"].values()):
+        limits.pop("euler_error")
+    return old
+
+
+def test_reports_made_before_the_euler_error_still_print_and_draw(capsys, monkeypatch):
+    """Stored reports and comparison records made before the Euler error have none of its
+    keys: the CLI table (``microforge remote report`` prints stored reports) shows "-",
+    the PNG draws "-", and a comparison from such statistics still runs."""
+    from microforge.cli.stats_table import print_statistics_table
+    from microforge.models.stats import microstructure_statistics
+    from microforge.report import render_report_png
+
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps the verdict line at 80 columns
+    volume = _blobs((24, 24, 24))
+    references = [volume[:, :, 3]]
+    stats = microstructure_statistics(volume, tortuosity=False)
+    comparison = compare_with_references(volume, references, volume_stats=stats)
+    assert comparison["summary"]["euler_error"] is not None
+    old = _without_euler(stats, comparison)
+    print_statistics_table(old, "old")
+    printed = capsys.readouterr().out
+    assert "Euler error - ->" in printed
+    rows = [line for line in printed.splitlines() if "perpendicular to" in line]
+    assert len(rows) == 6 and all("-" in row for row in rows)
+    buffer = io.BytesIO()
+    old_stats = {k: v for k, v in old.items() if k != "comparison"}
+    render_report_png(
+        volume, references, {"volume": old_stats, "comparison": old["comparison"]}, buffer
+    )
+    assert buffer.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Statistics stored without Euler figures: compared as density 0, no dispersion.
+    again = compare_with_references(volume, references, volume_stats=old_stats)
+    assert again["summary"]["verdict"] in {"good", "fair", "poor"}
+    print_statistics_table({**stats, "comparison": comparison}, "new")
+    assert f"Euler error {comparison['summary']['euler_error']:.3f} ->" in capsys.readouterr().out

@@ -179,7 +179,9 @@ class VolumeReportOut(BaseModel):
     )
     summary: dict[str, Any] | None = Field(
         default=None,
-        description="fraction_error, s2_error, verdict and the thresholds behind it; "
+        description="fraction_error, s2_error, euler_error (absent for greyscale and "
+        "from reports made before it was measured), their uncertainties, verdict and the "
+        "thresholds behind it; "
         "missing_phases (of the training images, not in the volume: compared as empty "
         "phases) and extra_phases (in the volume, not in a training image), with a note "
         "when either is not empty.",

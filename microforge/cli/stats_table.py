@@ -48,10 +48,12 @@ def print_statistics_table(output: dict, title: str) -> None:
     if comparison:
         console.print(_comparison_table(comparison))
         summary = comparison["summary"]
+        # Greyscale has no Euler error, and records made before it was measured lack it.
+        euler = summary.get("euler_error")
         console.print(
             f"against the {comparison['layout']} reference: fraction error "
-            f"{summary['fraction_error']:.4f}, S2 error {summary['s2_error']:.4f} -> "
-            f"[bold]{summary['verdict']}[/bold]"
+            f"{summary['fraction_error']:.4f}, S2 error {summary['s2_error']:.4f}, Euler error "
+            f"{'-' if euler is None else f'{euler:.3f}'} -> [bold]{summary['verdict']}[/bold]"
         )
         if summary.get("note"):
             console.print(summary["note"])

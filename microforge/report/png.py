@@ -170,6 +170,12 @@ def _draw_fractions(panel, stats: dict) -> None:
     panel.legend(fontsize=7)
 
 
+def _figure(value: float | None, spec: str) -> str:
+    """A number of the verdict, or "-" where the report has none (greyscale has no Euler
+    error; reports made before it was measured lack it)."""
+    return "-" if value is None else format(value, spec)
+
+
 def _draw_verdict(panel, comparison: dict) -> None:
     summary = comparison["summary"]
     good, fair = summary["thresholds"]["good"], summary["thresholds"]["fair"]
@@ -188,8 +194,11 @@ def _draw_verdict(panel, comparison: dict) -> None:
         f"layout: {comparison['layout']}",
         f"fraction error (max |Δf| vs pooled images): {summary['fraction_error']:.4f}",
         f"S2 error (normalised autocovariance): {summary['s2_error']:.4f}",
-        f"good: fraction ≤ {good['fraction_error']:.3f}, S2 ≤ {good['s2_error']:.3f}",
-        f"fair: fraction ≤ {fair['fraction_error']:.3f}, S2 ≤ {fair['s2_error']:.3f}; else poor",
+        f"Euler error (mean |Δχ| / n*): {_figure(summary.get('euler_error'), '.3f')}",
+        f"good: fraction ≤ {good['fraction_error']:.3f}, S2 ≤ {good['s2_error']:.3f}, "
+        f"Euler ≤ {_figure(good.get('euler_error'), '.2f')}",
+        f"fair: fraction ≤ {fair['fraction_error']:.3f}, S2 ≤ {fair['s2_error']:.3f}, "
+        f"Euler ≤ {_figure(fair.get('euler_error'), '.2f')}; else poor",
     ]
     if summary.get("missing_phases"):
         lines.append(f"not in the volume: phase {', '.join(summary['missing_phases'])}")

@@ -41,6 +41,12 @@ fraction drifts along x, 1.5-3.0 for 2.0-5.4. It is a floor; with several images
 spread between their fractions is measured too: the uncertainty of the mean of n images
 is the larger of sqrt(sum of their variances) / n and their sample standard deviation /
 sqrt(n). The volume's own uncertainty (same formula) is added in quadrature.
+
+The Euler error's uncertainty likewise (``euler_uncertainty``): the image's, from the
+scatter of its density between blocks (or the volume's sections, the larger), and the
+volume's own, from the scatter between its sections over the root of how many are
+independent: sections closer than the integral range along the axis (the same
+1 + 2 sum rho, about two correlation lengths) count as one.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from microforge.models.stats.euler import disk_count_density
 
 #: Below this variance a phase is empty or fills everything: no fluctuation to normalise.
 _NO_VARIANCE = 1e-12
@@ -102,15 +110,23 @@ def sampling_error(curves: Iterable[Sequence[float]], mean: float, size: int) ->
     variance = variance_of(curves[0], mean)
     if variance <= _NO_VARIANCE:
         return 0.0
-    integral_range = 1.0
-    for curve in curves:
-        rho = normalised_autocovariance(curve, mean)
-        # Stop at the first lag where rho reaches 0 or rises again: beyond it the curve
-        # is noise, or the period of a periodic pattern (whose fraction is well defined).
-        ends = np.nonzero((rho[1:] <= 0.0) | (np.diff(rho) > 0.0))[0]
-        stop = 1 + (ends[0] if ends.size else rho.size - 1)
-        integral_range *= 1.0 + 2.0 * float(rho[1:stop].sum())
+    integral_range = float(np.prod([integral_range_along(curve, mean) for curve in curves]))
     return float(np.sqrt(variance * min(integral_range, size) / size))
+
+
+def integral_range_along(curve: Sequence[float], mean: float) -> float:
+    """1 + 2 sum_{r >= 1} rho(r) of one S2 curve, in pixels along it: the spacing beyond
+    which two samples (pixels, or sections perpendicular to the curve's axis) count as
+    independent, about twice the correlation length (for rho = exp(-r / l), 2 l). The sum
+    stops at the first lag where rho reaches 0 or rises again: beyond it the curve is
+    noise, or the period of a periodic pattern (whose fraction is well defined). 1 for an
+    empty or full phase."""
+    rho = normalised_autocovariance(curve, mean)
+    if rho.size < 2:
+        return 1.0
+    ends = np.nonzero((rho[1:] <= 0.0) | (np.diff(rho) > 0.0))[0]
+    stop = 1 + (ends[0] if ends.size else rho.size - 1)
+    return max(1.0, 1.0 + 2.0 * float(rho[1:stop].sum()))
 
 
 def pooled_uncertainty(values: Sequence[float], errors: Sequence[float]) -> float:
@@ -134,3 +150,74 @@ def s2_uncertainty(variance: float, *errors: float) -> float:
 def combined(*errors: float) -> float:
     """Independent standard errors added in quadrature."""
     return float(np.sqrt(np.sum(np.square(errors))))
+
+
+def euler_term(
+    volume: tuple[float, float],
+    reference: tuple[float, float],
+    reference_perimeter: float,
+    reference_fraction: float,
+    reference_area: float,
+    volume_area: float = 0.0,
+) -> dict:
+    """One phase and axis of the Euler error, for the report and the trainer's score alike:
+    ``volume`` and ``reference`` are (Euler density, dispersion) of the sections
+    (``euler.euler_densities``); the reference's perimeter per area and area fraction give
+    its n* (``euler.disk_count_density``); ``reference_area`` and ``volume_area`` are the
+    independent areas each density is measured on (``euler.measured_area``; 0: the volume's
+    own uncertainty is not known, as in records made before it was counted). Returns n*,
+    the gap and its uncertainty."""
+    scale = disk_count_density(reference_perimeter, reference_fraction)
+    return {
+        "disk_count_density": scale,
+        "error": euler_gap(volume[0], reference[0], scale),
+        "uncertainty": euler_uncertainty(
+            (volume[1], reference[1]), reference_area, scale, volume_area
+        ),
+    }
+
+
+def euler_gap(
+    volume_density: float, reference_density: float, reference_scale: float
+) -> float | None:
+    """|chi_volume - chi_reference| / n*_reference for one phase and axis: the Euler
+    densities' difference in units of the reference's disk-equivalent count density
+    (``euler.disk_count_density``), so a difference of shape index, free of the feature size.
+    None where the reference lacks the phase (n* = 0): there is no shape to compare with,
+    and the fraction error already counts the phase."""
+    if reference_scale <= 0.0:
+        return None
+    return abs(volume_density - reference_density) / reference_scale
+
+
+def euler_uncertainty(
+    dispersions: Sequence[float],
+    reference_area: float,
+    reference_scale: float,
+    volume_area: float = 0.0,
+) -> float:
+    """Standard error of one phase's Euler gap, in units of the reference's n*: the
+    reference's and the volume's standard errors added in quadrature, as for fractions.
+
+    The reference's: the larger ``dispersions`` (``euler.euler_densities``: the volume's
+    sections, the reference's blocks or sections) over sqrt(``reference_area``). The
+    larger: the image's blocks see its own noise, the volume's sections also how the
+    material varies along the axis, which one image cannot see.
+
+    The volume's own: its dispersion (the first) over sqrt(``volume_area``), the area of
+    its independent sections (``euler.measured_area`` with the integral range along the
+    axis: sections closer than it are one sample). Small for a large volume of a uniform
+    material; a small corner of a material that drifts along the axis (the separator along
+    x) is a small, scattered sample whose mean density is itself uncertain."""
+    if reference_scale <= 0.0 or reference_area <= 0.0:
+        return 0.0
+    dispersions = list(dispersions)
+    image = max(dispersions, default=0.0) / float(np.sqrt(reference_area))
+    own = dispersions[0] / float(np.sqrt(volume_area)) if dispersions and volume_area > 0 else 0.0
+    return combined(image, own) / reference_scale
+
+
+def euler_error(gaps: Iterable[float | None]) -> float | None:
+    """The mean of the measured ``euler_gap`` over phases and axes (None when none is)."""
+    measured = [gap for gap in gaps if gap is not None]
+    return float(np.mean(measured)) if measured else None

@@ -12,10 +12,11 @@ which is exactly the S2 of the stack of slices containing that axis, so no slice
 How the verdict's errors are measured is ``agreement.py`` (shared with the trainer's
 fidelity score): the volume's one fraction per phase against the images' pooled fraction
 (``phases[p]["fraction"]``), S2 per axis through the normalised autocovariance
-(``tpc[d]["s2_error"]``), thresholds widened by the images' sampling uncertainty. The
-per-axis slice fractions, raw S2 curves, perimeters and Euler numbers per area (regions
-minus holes: particles against labyrinths, which S2 does not tell apart; ``euler.py``) are
-reported beside it, outside the verdict.
+(``tpc[d]["s2_error"]``), and for phases the Euler number per area of the sections
+(regions minus holes: particles against labyrinths, which S2 does not tell apart;
+``euler.py``) per axis in units of the image's n* (``slices[a]["euler_density"]``),
+thresholds widened by the sampling uncertainties. The per-axis slice fractions, raw S2
+curves and perimeters are reported beside it, outside the verdict.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import numpy as np
 
 from microforge.models.stats.agreement import (
     combined,
+    euler_error,
+    euler_term,
+    integral_range_along,
     pooled_uncertainty,
     s2_error,
     s2_uncertainty,
@@ -33,15 +37,11 @@ from microforge.models.stats.agreement import (
 )
 from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES, array_axis, axis_names
 from microforge.models.stats.correlation import lag_for
-from microforge.models.stats.euler import IMAGE_KEY
+from microforge.models.stats.euler import IMAGE_KEY, measured_area
 from microforge.models.stats.phases import label_counts
 from microforge.models.stats.summary import microstructure_statistics
-from microforge.models.stats.surface import specific_surface_areas
+from microforge.models.stats.surface import slice_perimeters
 from microforge.models.stats.verdict import THRESHOLDS, thresholds, verdict
-
-#: Slices per axis measured for perimeter per area (evenly spaced): enough for a stable
-#: mean, cheap on 512^3.
-SLICES_FOR_PERIMETER = 16
 
 AXIS_CONVENTION = (
     "arrays are (z, y, x); 'x' is the last axis. Three reference images are perpendicular "
@@ -150,7 +150,7 @@ def _compare_phases(
 ) -> dict:
     names = list(stats["phases"])
     values = dict(zip(names, sorted(label_counts(volume))))
-    perimeters = _slice_perimeters(volume, values, voxel_size)
+    perimeters = slice_perimeters(volume, values, voxel_size)
     pairs, matchings = {}, set()
     for axis in AXES_3D:
         pairs[axis], matching = _match_phases(names, list(per_axis[axis][1]["phases"]))
@@ -178,6 +178,8 @@ def _compare_phases(
                 ref_name,
             )
     fraction_errors, uncertainties, s2_errors, s2_uncertainties = [], [], [], []
+    euler_gaps: list[float | None] = []
+    euler_uncertainties: list[float] = []
     for key in keys:
         pooled, image_errors = _pooled_fraction(volume, per_axis, entries[key])
         phases[key]["fraction"] = pooled
@@ -208,16 +210,20 @@ def _compare_phases(
             elif reference.ndim == 2:
                 reference_perimeter = theirs["specific_surface_area"]
             else:
-                reference_perimeter = _slice_perimeters(
+                reference_perimeter = slice_perimeters(
                     reference, {ref_name: _value(reference, ref_name)}, voxel_size, axes=(axis,)
                 )[axis][ref_name]
             volume_perimeter = 0.0 if name is None else perimeters[axis][name]
+            euler = _euler_comparison(
+                mine, theirs, axis, (volume.shape, reference.shape), reference_perimeter, voxel_size
+            )
+            euler_gaps.append(euler["error"])
+            if euler["error"] is not None:
+                euler_uncertainties.append(euler["uncertainty"])
             phases[key]["slices"][axis] = {
                 "area_fraction": fraction,
                 "perimeter_per_area": _difference(volume_perimeter, reference_perimeter),
-                "euler_density": _difference(
-                    _euler(mine, axis), _euler(theirs, IMAGE_KEY if reference.ndim == 2 else axis)
-                ),
+                "euler_density": euler,
                 "tpc": curves,
             }
             if reference.ndim == 3 and axis == "x":
@@ -226,13 +232,17 @@ def _compare_phases(
     uncertainty = max(uncertainties) if uncertainties else 0.0
     s2 = float(np.mean(s2_errors)) if s2_errors else 0.0
     s2_spread = float(np.mean(s2_uncertainties)) if s2_uncertainties else 0.0
+    euler = euler_error(euler_gaps)
+    euler_spread = float(np.mean(euler_uncertainties)) if euler_uncertainties else 0.0
     summary = {
         "fraction_error": fraction_error,
         "fraction_uncertainty": uncertainty,
         "s2_error": s2,
         "s2_uncertainty": s2_spread,
-        "verdict": verdict(fraction_error, s2, uncertainty, s2_spread),
-        "thresholds": thresholds(uncertainty, s2_spread),
+        "euler_error": euler,
+        "euler_uncertainty": euler_spread,
+        "verdict": verdict(fraction_error, s2, uncertainty, s2_spread, euler, euler_spread),
+        "thresholds": thresholds(uncertainty, s2_spread, euler_spread),
         "base_thresholds": THRESHOLDS,
         "missing_phases": missing,
         "extra_phases": extra,
@@ -329,6 +339,44 @@ def _euler(entry: dict, key: str) -> float:
     return entry.get("euler_density", {}).get(key, 0.0)
 
 
+def _euler_comparison(
+    mine: dict,
+    theirs: dict,
+    axis: str,
+    shapes: tuple[Sequence[int], Sequence[int]],
+    reference_perimeter: float,
+    voxel_size: float | None,
+) -> dict:
+    """The Euler densities of a phase's sections perpendicular to ``axis`` against the
+    reference's, with the reference's disk-equivalent count density n* (its perimeter per
+    area and fraction, ``euler.disk_count_density``), the gap in units of it
+    (``agreement.euler_gap``; None where the reference lacks the phase) and its
+    uncertainty in the same units (``agreement.euler_uncertainty``: the reference's and the
+    volume's own, each over the area of its independent sections, sections closer than the
+    integral range of the S2 along the axis counted as one; records made before dispersions
+    were kept count as 0). ``shapes``: the volume's and the reference's."""
+    volume_shape, reference_shape = shapes
+    key = IMAGE_KEY if len(reference_shape) == 2 else axis
+    volume = (_euler(mine, axis), mine.get("euler_dispersion", {}).get(axis, 0.0))
+    reference = (_euler(theirs, key), theirs.get("euler_dispersion", {}).get(key, 0.0))
+    term = euler_term(
+        volume,
+        reference,
+        reference_perimeter,
+        theirs["volume_fraction"],
+        measured_area(reference_shape, key, voxel_size, _integral_range(theirs, key)),
+        measured_area(volume_shape, axis, voxel_size, _integral_range(mine, axis)),
+    )
+    return _difference(volume[0], reference[0]) | term
+
+
+def _integral_range(entry: dict, axis: str) -> float:
+    """The integral range of a phase's S2 along an axis of its array (1 for an image's
+    ``"image"`` key, whose blocks are independent by construction)."""
+    curve = entry["tpc"].get(axis)
+    return 1.0 if curve is None else integral_range_along(curve, entry["volume_fraction"])
+
+
 def _compare_3d(mine: dict, theirs: dict) -> dict:
     result = {
         "volume_fraction": _difference(mine["volume_fraction"], theirs["volume_fraction"]),
@@ -358,30 +406,6 @@ def _value(array: np.ndarray, name: str) -> int | float:
 
 def _name(value: int | float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def _slice_perimeters(
-    volume: np.ndarray, values: dict[str, int | float], voxel_size, axes=AXES_3D
-) -> dict[str, dict[str, float]]:
-    """Mean perimeter per area of each phase over evenly spaced slices perpendicular to axes."""
-    result = {}
-    all_values = sorted(label_counts(volume))
-    for axis in axes:
-        dim = array_axis(axis, 3)
-        picks = np.unique(np.linspace(0, volume.shape[dim] - 1, SLICES_FOR_PERIMETER).round())
-        totals = dict.fromkeys(values, 0.0)
-        for index in picks.astype(int):
-            plane = np.take(volume, index, axis=dim)
-            present = [v for v in all_values if v in set(np.unique(plane).tolist())]
-            measured = (
-                specific_surface_areas(plane, present, voxel_size=voxel_size)
-                if len(present) > 1
-                else {}
-            )
-            for name, value in values.items():
-                totals[name] += measured.get(value, 0.0)
-        result[axis] = {name: total / len(picks) for name, total in totals.items()}
-    return result
 
 
 def _compare_greyscale(stats: dict, per_axis: dict) -> dict:

@@ -33,6 +33,10 @@ from microforge.models.stats.axes import AXES_3D, array_axis
 #: 62^2), so 64 give its mean within a few per cent, and big volumes are not read whole
 #: once more.
 SECTIONS_PER_AXIS = 64
+#: Side in windows of the blocks an image is cut into to measure its dispersion: a few
+#: features of the real images across (NMC particles are 5-8 pixels), so that blocks are
+#: nearly independent, and 9 blocks or more even in the 62^2 SOFC slice.
+BLOCK = 16
 #: The key of a 2D image's one value: it is a section whose orientation in 3D is unknown.
 IMAGE_KEY = "image"
 
@@ -46,6 +50,13 @@ def euler_number(mask: np.ndarray) -> np.ndarray:
 
 def _local_euler(mask: np.ndarray) -> np.ndarray:
     """Sum of the bit-quad contributions (Q1 - Q3 - 2 QD) / 4 of every 2x2 window."""
+    q1, q3, qd = _quad_counts(mask)
+    return (q1 - q3 - 2 * qd) / 4
+
+
+def _quad_counts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q1, Q3 and QD of each section: windows with one pixel of the phase, three, and two
+    on a diagonal."""
     m = mask.astype(np.int8, copy=False)
     a, b = m[..., :-1, :-1], m[..., :-1, 1:]
     c, d = m[..., 1:, :-1], m[..., 1:, 1:]
@@ -54,7 +65,33 @@ def _local_euler(mask: np.ndarray) -> np.ndarray:
     q1 = (ones == 1).sum(axis=(-2, -1))
     q3 = (ones == 3).sum(axis=(-2, -1))
     qd = diagonal.sum(axis=(-2, -1))
-    return (q1 - q3 - 2 * qd) / 4
+    return q1, q3, qd
+
+
+def _phase_eulers(stack: np.ndarray, phases: Sequence[int | float]) -> list[np.ndarray]:
+    """Euler sums of each phase's sections (windows inside them only).
+
+    Two phases that fill the sections are counted in one pass, half the cost (the trainer's
+    fidelity score runs this on every check): the other phase's windows are the first's
+    complemented, so its Q1 is the first's Q3, its Q3 the first's Q1, and QD is shared.
+    """
+    if len(phases) == 2:
+        first = stack == phases[1]
+        if np.count_nonzero(first) + np.count_nonzero(stack == phases[0]) == stack.size:
+            q1, q3, qd = _quad_counts(first)
+            return [(q3 - q1 - 2 * qd) / 4, (q1 - q3 - 2 * qd) / 4]
+    return [_local_euler(stack == value) for value in phases]
+
+
+def disk_count_density(perimeter_per_area: float, area_fraction: float) -> float:
+    """n* = P_A^2 / (4 pi phi): the Euler density of equal separate disks with this
+    perimeter per area and area fraction (n disks of radius r per area have phi = n pi r^2
+    and P_A = 2 n pi r, so P_A^2 / (4 pi phi) = n whatever r). The Euler density divided by
+    it is a shape index free of the feature size: 1 for round separate particles, about 0
+    for a labyrinth, negative for a phase with holes. 0 for an absent phase."""
+    if area_fraction <= 0.0:
+        return 0.0
+    return perimeter_per_area * perimeter_per_area / (4.0 * np.pi * area_fraction)
 
 
 def euler_densities(
@@ -62,13 +99,21 @@ def euler_densities(
     phases: Sequence[int | float],
     *,
     voxel_size: float | None = None,
-) -> dict[int | float, dict[str, float]]:
-    """Mean Euler number per area of each phase's sections.
+) -> tuple[dict[int | float, dict[str, float]], dict[int | float, dict[str, float]]]:
+    """Mean Euler number per area of each phase's sections, and its dispersion.
 
     For a (z, y, x) volume, per axis: over up to ``SECTIONS_PER_AXIS`` evenly spaced
     slices perpendicular to it; for a (y, x) image, the image itself (key ``"image"``).
     Per pixel area, or per ``voxel_size`` squared when given. Positive for a phase of
     separate particles, negative for a connected matrix with holes.
+
+    The dispersion is the standard deviation of the density over samples of area a (a
+    volume's sections; an image's blocks of ``BLOCK`` pixels) times sqrt(a): the density of
+    any sample of area A scatters by dispersion / sqrt(A) (it is a sum of local counts), so
+    it says how far one training image of a given size may be from the material's mean. Why
+    both: an image's blocks show its own noise; a volume's sections also show how the
+    material varies along the axis (the separator's sections perpendicular to x, drifting in
+    fraction along x, scatter three times as much as its blocks say).
     """
     area_unit = 1.0 if voxel_size is None else voxel_size * voxel_size
     if labels.ndim == 2:
@@ -82,13 +127,64 @@ def euler_densities(
             sections[axis] = np.moveaxis(np.take(labels, picks.astype(int), axis=dim), dim, 0)
     else:
         raise ValueError(f"expected a 2D image or a 3D volume, got shape {labels.shape}")
-    result: dict[int | float, dict[str, float]] = {value: {} for value in phases}
+    densities: dict[int | float, dict[str, float]] = {value: {} for value in phases}
+    dispersions: dict[int | float, dict[str, float]] = {value: {} for value in phases}
     for key, stack in sections.items():
-        # Windows inside the section only (no padding): each window's contribution is an
-        # unbiased estimate of the density whatever the section's size, where counting
-        # regions cut by the edge would add edge / area (a 64^2 slice and a 128^2 image of
-        # one material differed by 20 %).
-        windows = (stack.shape[-2] - 1) * (stack.shape[-1] - 1) * area_unit
-        for value in phases:
-            result[value][key] = float(_local_euler(stack == value).mean() / windows)
-    return result
+        measured = _section_densities(stack, phases, area_unit)
+        samples = (
+            _section_densities(_blocks(labels), phases, area_unit) if key == IMAGE_KEY else measured
+        )
+        for value, (per_area, _), (spread, windows) in zip(phases, measured, samples):
+            densities[value][key] = float(per_area.mean())
+            deviation = float(spread.std(ddof=1)) if spread.size > 1 else 0.0
+            dispersions[value][key] = deviation * float(np.sqrt(windows))
+    return densities, dispersions
+
+
+def _section_densities(
+    stack: np.ndarray, phases: Sequence[int | float], area_unit: float
+) -> list[tuple[np.ndarray, float]]:
+    """Each phase's Euler density in every section of the stack, and the sections' area.
+
+    Windows inside the section only (no padding): each window's contribution is an
+    unbiased estimate of the density whatever the section's size, where counting regions
+    cut by the edge would add edge / area (a 64^2 slice and a 128^2 image of one material
+    differed by 20 %).
+    """
+    windows = (stack.shape[-2] - 1) * (stack.shape[-1] - 1) * area_unit
+    return [(sums / windows, windows) for sums in _phase_eulers(stack, phases)]
+
+
+def measured_area(
+    shape: Sequence[int], key: str, voxel_size: float | None = None, integral_range: float = 1.0
+) -> float:
+    """The independent area the density ``euler_densities`` gives under ``key`` is measured
+    on: the image's windows, or those of a volume's sections perpendicular to axis ``key``
+    that are independent samples: of the ``SECTIONS_PER_AXIS`` at most, no more than the
+    axis' length over ``integral_range`` (``agreement.integral_range_along``: sections
+    closer than about two correlation lengths along the axis see the same features)."""
+    area_unit = 1.0 if voxel_size is None else voxel_size * voxel_size
+    if len(shape) == 2:
+        return (shape[0] - 1) * (shape[1] - 1) * area_unit
+    dim = array_axis(key, 3)
+    rows, cols = (n for i, n in enumerate(shape) if i != dim)
+    sections = min(shape[dim], SECTIONS_PER_AXIS, shape[dim] / max(integral_range, 1.0))
+    return max(sections, 1.0) * (rows - 1) * (cols - 1) * area_unit
+
+
+def _blocks(image: np.ndarray) -> np.ndarray:
+    """The image cut into square blocks of ``BLOCK`` pixels (fewer when it is small, so
+    that there are at least two per side), one per section: the mean of their densities
+    is the density of the image's cropped area, their spread its dispersion. Blocks
+    overlap by one pixel, so every 2x2 window of the cropped area is in exactly one."""
+    side = max(2, min(BLOCK, (min(image.shape) - 1) // 2))
+    rows, cols = (image.shape[0] - 1) // side, (image.shape[1] - 1) // side
+    if rows < 1 or cols < 1:
+        return image[None]
+    return np.stack(
+        [
+            image[r * side : (r + 1) * side + 1, c * side : (c + 1) * side + 1]
+            for r in range(rows)
+            for c in range(cols)
+        ]
+    )

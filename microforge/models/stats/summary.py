@@ -102,7 +102,7 @@ def _phase_statistics(
         if len(phases) > 1
         else {}
     )
-    eulers = euler_densities(labels, phases, voxel_size=voxel_size)
+    eulers, dispersions = euler_densities(labels, phases, voxel_size=voxel_size)
     result: dict = {"phases": {}}
     for index, value in enumerate(phases):
         entry = {
@@ -114,6 +114,7 @@ def _phase_statistics(
                 voxel_size,
             ),
             "euler_density": eulers[value],
+            "euler_dispersion": dispersions[value],
         }
         if tortuosity and labels.ndim == 3:
             from microforge.models.stats.tortuosity import phase_tortuosity

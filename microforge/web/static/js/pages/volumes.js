@@ -251,7 +251,7 @@ async function fillReport(ctx, v, box) {
   const s = report.summary || {};
   if (report.verdict) {
     parts.push(h("p", { class: "verdict-line" }, "Verdict: ", verdictBadge(report),
-      ` (largest fraction error ${num(s.fraction_error, 3)}, mean S2 error ${num(s.s2_error, 3)}; good is ≤ ${num(s.thresholds?.good?.fraction_error, 3)} and ≤ ${num(s.thresholds?.good?.s2_error, 3)}).`));
+      ` (largest fraction error ${num(s.fraction_error, 3)}, mean S2 error ${num(s.s2_error, 3)}, Euler error ${num(s.euler_error, 2)}; good is ≤ ${num(s.thresholds?.good?.fraction_error, 3)}, ≤ ${num(s.thresholds?.good?.s2_error, 3)} and ≤ ${num(s.thresholds?.good?.euler_error, 2)}).`));
   }
   if (report.note) parts.push(notice("info", report.note));
   if (s.note) parts.push(notice("info", s.note));
