@@ -663,8 +663,9 @@ def seed_diversity(volumes: list[np.ndarray], phases: list[str]) -> dict | None:
 
 
 def report_verdicts(volumes: list[np.ndarray], stats: list[dict], images: list[np.ndarray]) -> dict:
-    """The report's verdict of each volume against the training images (what a user sees)."""
-    verdicts, fraction_errors, s2_errors, errors = [], [], [], []
+    """The report's verdict of each volume against the training images (what a user sees),
+    with the three errors it is made of (the Euler error: none for greyscale)."""
+    verdicts, fraction_errors, s2_errors, euler_errors, errors = [], [], [], [], []
     for volume, volume_stats in zip(volumes, stats):
         try:
             summary = compare_with_references(volume, images, volume_stats=volume_stats)["summary"]
@@ -675,11 +676,13 @@ def report_verdicts(volumes: list[np.ndarray], stats: list[dict], images: list[n
         verdicts.append(summary["verdict"])
         fraction_errors.append(summary["fraction_error"])
         s2_errors.append(summary["s2_error"])
+        euler_errors.append(summary.get("euler_error"))
     result = {
         "verdict": _most_common(verdicts),
         "verdicts": verdicts,
         "fraction_error": spread(fraction_errors),
         "s2_error": spread(s2_errors),
+        "euler_error": spread(euler_errors),
     }
     if errors:
         result["errors"] = sorted(set(errors))

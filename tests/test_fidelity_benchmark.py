@@ -96,6 +96,9 @@ def test_a_tiny_run_prints_machine_marks_and_summary(tmp_path, capsys):
         assert latest["trainer_check"]["iteration"] == mark["iteration"]
         assert latest["report"]["verdict"] in ("good", "fair", "poor", None)
         assert len(latest["report"]["verdicts"]) == 2
+        if latest["report"]["verdict"] is not None:  # the three errors the verdict is made of
+            for error in ("fraction_error", "s2_error", "euler_error"):
+                assert latest["report"][error]["mean"] >= 0, error
         assert 0 <= latest["diversity"]["mean"] <= 2
         assert set(latest["phases"]) == {"0", "1", "2"}
         phase = latest["phases"]["1"]
