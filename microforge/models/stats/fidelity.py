@@ -94,46 +94,47 @@ def fidelity_score(volume: np.ndarray, references: Sequence[np.ndarray], n_phase
         _check_indices(reference, n_phases, f"reference {index + 1}")
     max_lag = _max_lag(volume)
 
-    def describe(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        counts = np.bincount(array.reshape(-1).astype(np.intp), minlength=n_phases)
-        fractions = counts / array.size
-        curves = phase_correlations(array, phases, max_lag=max_lag)
-        return fractions, fractions, curves
+    described: dict[int, tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = {}
 
-    described = describe(volume)
-    euler = _euler_error(volume, described, _references_per_axis(references), phases, max_lag)
-    return _score(
-        volume, references, describe, "fraction_error", _fraction_distance, euler, described
-    )
+    def describe(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        # Once per array: the score and the Euler error both need the volume's and the
+        # images' fractions and S2 curves.
+        if id(array) not in described:
+            counts = np.bincount(array.reshape(-1).astype(np.intp), minlength=n_phases)
+            fractions = counts / array.size
+            curves = phase_correlations(array, phases, max_lag=max_lag)
+            described[id(array)] = (fractions, fractions, curves)
+        return described[id(array)]
+
+    euler = _euler_error(volume, describe, _references_per_axis(references), phases)
+    return _score(volume, references, describe, "fraction_error", _fraction_distance, euler)
 
 
 def _euler_error(
     volume: np.ndarray,
-    described: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]],
+    describe: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]],
     per_reference: dict[str, np.ndarray],
     phases: list[int],
-    max_lag: int,
 ) -> tuple[float | None, float]:
     """The report's Euler error and its uncertainty (``agreement.euler_term``): per phase
     and axis, the volume's sections against that axis' image (or the 3D reference's
     sections), in units of the image's n*; the mean over the terms measured. The volume's
     own standard error counts its sections closer than the integral range of its S2 along
-    the axis (``described``: its fractions and S2 curves) as one sample, as the report does."""
+    the axis (``describe``: fractions and S2 curves of an array) as one sample, as the report
+    does."""
     densities, dispersions = euler_densities(volume, phases)
-    _, volume_fractions, curves = described
+    _, volume_fractions, curves = describe(volume)
     images = {}
     for reference in per_reference.values():
         if id(reference) in images:
             continue
-        counts = np.bincount(reference.reshape(-1).astype(np.intp), minlength=len(phases))
-        fractions = counts / reference.size
+        _, fractions, theirs = describe(reference)
         if reference.ndim == 2:
             perimeter = {IMAGE_KEY: specific_surface_areas(reference, phases, workers=1)}
             ranges = {IMAGE_KEY: [1.0] * len(phases)}
         else:
             sliced = slice_perimeters(reference, {str(p): p for p in phases})
             perimeter = {a: {p: sliced[a][str(p)] for p in phases} for a in AXES_3D}
-            theirs = phase_correlations(reference, phases, max_lag=max_lag)
             ranges = {
                 a: [integral_range_along(theirs[a][p], fractions[p]) for p in phases]
                 for a in AXES_3D
@@ -183,14 +184,13 @@ def _score(
     distribution_key: str,
     distribution_distance: Callable[[np.ndarray, np.ndarray], float],
     euler: tuple[float | None, float] = (None, 0.0),
-    volume_description: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None = None,
 ) -> dict:
     if volume.ndim != 3:
         raise ValueError(f"the generated volume must be 3D (D, H, W), got shape {volume.shape}")
     per_reference = _references_per_axis(references)
     images = {id(r): r for r in per_reference.values()}
     described = {key: describe(image) for key, image in images.items()}
-    distribution, means, curves = volume_description or describe(volume)
+    distribution, means, curves = describe(volume)
     pooled = np.mean([d[0] for d in described.values()], axis=0)
     errors: dict[int, list[float]] = {}  # image -> standard error of each mean (phase)
     uncertainties, variances = [], []
