@@ -162,3 +162,47 @@ def test_a_checkpoint_without_a_moving_average_starts_one_from_its_weights(isotr
         assert torch.equal(mean, value)
     resumed.run()
     assert resumed.iteration == 8
+
+
+def test_learning_rates_are_constant_unless_a_decay_is_asked_for(isotropic):
+    trainer = Trainer(isotropic, tiny_config(iterations=4), "cpu")
+    trainer.run()
+    assert trainer.learning_rate_factor() == 1.0
+    rates = [
+        g["lr"]
+        for opt in (trainer.generator_optimizer, *trainer.critic_optimizers)
+        for g in opt.param_groups
+    ]
+    assert rates == [5e-4] * len(rates)
+
+
+def test_learning_rates_fall_linearly_to_zero_after_the_decay_start(isotropic):
+    config = tiny_config(iterations=10, lr_decay_start=0.6, lr_generator=2e-4, lr_critic=1e-3)
+    trainer = Trainer(isotropic, config, "cpu")
+    factors, generator_rates, critic_rates = [], [], []
+    for _ in range(10):
+        factors.append(trainer.learning_rate_factor())
+        trainer.step()
+        generator_rates.append(trainer.generator_optimizer.param_groups[0]["lr"])
+        critic_rates.append(trainer.critic_optimizers[0].param_groups[0]["lr"])
+    assert factors == pytest.approx([1] * 6 + [1.0, 0.75, 0.5, 0.25])
+    assert generator_rates == pytest.approx([2e-4 * f for f in factors])
+    assert critic_rates == pytest.approx([1e-3 * f for f in factors])
+
+
+def test_a_run_with_a_decay_resumes_on_the_same_schedule(isotropic, tmp_path):
+    config = tiny_config(iterations=8, lr_decay_start=0.25)
+    straight = Trainer(isotropic, config, "cpu")
+    straight.run()
+    first = Trainer(isotropic, config, "cpu")
+    first.run(until=5)
+    resumed = Trainer(isotropic, config, "cpu")
+    resumed.load_checkpoint(first.save_checkpoint(tmp_path / "c.pt"))
+    resumed.run()
+    for a, b in zip(straight.generator.parameters(), resumed.generator.parameters(), strict=True):
+        assert torch.equal(a, b)
+    constant = Trainer(isotropic, tiny_config(iterations=8), "cpu")
+    constant.run()
+    assert not torch.equal(
+        next(constant.generator.parameters()), next(straight.generator.parameters())
+    )
