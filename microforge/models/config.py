@@ -237,13 +237,6 @@ class TrainConfig(BaseModel):
     lr_critic: float | None = Field(
         default=None, gt=0, le=1.0, description="Adam learning rate; default: the preset's."
     )
-    lr_decay_start: float = Field(
-        default=1.0,
-        ge=0,
-        le=1,
-        description="Share of the iterations after which both learning rates fall linearly, "
-        "to zero at the last iteration; 1 = constant learning rates (the public code).",
-    )
     beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.99, ge=0, lt=1)
     gp_lambda: float = Field(default=10.0, ge=0)

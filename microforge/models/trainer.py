@@ -259,32 +259,8 @@ class Trainer:
                 critic.requires_grad_(True)
         self._last["generator_loss"] = loss.detach()
 
-    def learning_rate_factor(self) -> float:
-        """The share of the configured learning rates this iteration trains with.
-
-        Constant until ``lr_decay_start`` of the run, then a straight line to zero at the
-        last iteration, as the WGAN-GP paper's own code: a GAN at a fixed rate circles
-        around a good state, and a falling rate lets it settle there. A function of the
-        iteration alone, so a resumed run continues the same schedule.
-        """
-        total = self.config.iterations
-        start = self.config.lr_decay_start * total
-        if self.config.lr_decay_start >= 1 or self.iteration < start:
-            return 1.0
-        return max(0.0, (total - self.iteration) / max(total - start, 1.0))
-
-    def _set_learning_rates(self) -> None:
-        factor = self.learning_rate_factor()
-        pairs = [(self.generator_optimizer, self.config.resolved_lr_generator)]
-        pairs += [(opt, self.config.resolved_lr_critic) for opt in self.critic_optimizers]
-        for optimizer, rate in pairs:
-            for group in optimizer.param_groups:
-                group["lr"] = rate * factor
-
     def step(self) -> None:
         """One iteration: a critic update per axis, and a generator update every n-th."""
-        if self.config.lr_decay_start < 1:
-            self._set_learning_rates()
         self._critic_step()
         if self.iteration % self.config.critic_steps == 0:
             self._generator_step()
