@@ -228,6 +228,10 @@ def test_browser_walkthrough(browser, shared_data: Path, tmp_path: Path):
         assert imported[0]["phases"] == [0, 128, 255]
         assert (imported[0]["config"]["voxel_size"], imported[0]["config"]["unit"]) == (0.5, "um")
         assert imported[1]["config"]["imported_from"] == exported.name
+        # the list is fetched again after the notice appears: wait for it, then look
+        page.wait_for_function(
+            "text => document.querySelector('main').innerText.includes(text)", arg="0, 128, 255"
+        )
         assert "0, 128, 255" in page.inner_text("main")
         # grouped per training job (final and best together), imports apart
         trained = page.locator("section.gen-group").first.inner_text()
