@@ -246,13 +246,6 @@ class TrainConfig(BaseModel):
         "expectation and an unsure voxel shows as speckle. Both one-hot kinds pass the "
         "softmax's gradient back (straight-through).",
     )
-    fraction_weight: float = Field(
-        default=0.0,
-        ge=0,
-        description="Weight of a term in the generator's loss: the squared distance between "
-        "the phase fractions of the generated batch as the critics see it and those of the "
-        "training images (n-phase only); 0 = none.",
-    )
     beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.99, ge=0, lt=1)
     gp_lambda: float = Field(default=10.0, ge=0)

@@ -110,13 +110,6 @@ class Trainer:
         self.network = config.network_config()
         self.crop = self.network.crop_size
         self.sampler = CropSampler(data, self.crop, self.device)
-        if data.image_type == "nphase":
-            counts = np.bincount(
-                np.concatenate([a.ravel() for a in data.arrays]), minlength=data.channels
-            )
-            self._image_fractions = torch.tensor(
-                counts / counts.sum(), dtype=torch.float32, device=self.device
-            )
         self.seed = (
             config.seed if config.seed is not None else random.SystemRandom().getrandbits(62)
         )
@@ -268,10 +261,6 @@ class Trainer:
                     critic, _ = self._critic_for(axis)
                     slices = self._images(slices_along(volumes, axis))
                     loss = loss - critic(slices).float().mean()
-                if self.config.fraction_weight and self.data.image_type == "nphase":
-                    fractions = volumes.float().mean((0, 2, 3, 4))
-                    miss = ((fractions - self._image_fractions) ** 2).sum()
-                    loss = loss + self.config.fraction_weight * miss
             loss.backward()
             self.generator_optimizer.step()
             if self.average is not None:
