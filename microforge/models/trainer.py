@@ -204,18 +204,10 @@ class Trainer:
         """Generated volumes as the critics see them (``critic_sees``): one-hot phases
         forward, the softmax's gradient backward. Why: real crops are exactly one-hot, so
         a critic can score a softmax volume by the softness of its boundaries alone, and
-        the generator's gradient then asks for sharper edges rather than better shapes.
-        ``sampled`` draws each voxel's phase from its softmax rather than taking the most
-        likely one, so that the fractions the critic sees stay tied to the softmax."""
-        if self.config.critic_sees == "softmax" or self.data.image_type != "nphase":
+        the generator's gradient then asks for sharper edges rather than better shapes."""
+        if self.config.critic_sees != "one_hot" or self.data.image_type != "nphase":
             return volumes
-        if self.config.critic_sees == "sampled":
-            draw = torch.rand(volumes[:, :1].shape, generator=self.rng, device=self.device)
-            below = (volumes.detach().float().cumsum(1) < draw).sum(1, keepdim=True)
-            phase = below.clamp_(max=volumes.shape[1] - 1)
-        else:
-            phase = volumes.argmax(1, keepdim=True)
-        hard = torch.zeros_like(volumes).scatter_(1, phase, 1.0)
+        hard = torch.zeros_like(volumes).scatter_(1, volumes.argmax(1, keepdim=True), 1.0)
         return volumes + (hard - volumes).detach()
 
     def _critic_step(self) -> None:
