@@ -200,20 +200,10 @@ class Trainer:
         norms = gradients.float().flatten(1).norm(2, dim=1)
         return self.config.gp_lambda * ((norms - 1) ** 2).mean()
 
-    def _as_critic_sees(self, volumes: torch.Tensor) -> torch.Tensor:
-        """Generated volumes as the critics see them (``critic_sees``): one-hot phases
-        forward, the softmax's gradient backward. Why: real crops are exactly one-hot, so
-        a critic can score a softmax volume by the softness of its boundaries alone, and
-        the generator's gradient then asks for sharper edges rather than better shapes."""
-        if self.config.critic_sees != "one_hot" or self.data.image_type != "nphase":
-            return volumes
-        hard = torch.zeros_like(volumes).scatter_(1, volumes.argmax(1, keepdim=True), 1.0)
-        return volumes + (hard - volumes).detach()
-
     def _critic_step(self) -> None:
         batch = self.config.critic_batch
         with torch.no_grad(), self._autocast():
-            fake_volumes = self._as_critic_sees(self.generator(self._noise(batch)).float())
+            fake_volumes = self.generator(self._noise(batch)).float()
         critic_loss = torch.zeros((), device=self.device)
         wasserstein = torch.zeros((), device=self.device)
         penalty = torch.zeros((), device=self.device)
@@ -247,7 +237,6 @@ class Trainer:
             self.generator_optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 volumes = self.generator(self._noise(self.config.resolved_generator_batch))
-                volumes = self._as_critic_sees(volumes)
                 loss = torch.zeros((), device=self.device)
                 for axis in range(3):
                     critic, _ = self._critic_for(axis)
