@@ -52,6 +52,7 @@ from microforge.models.stats import (  # noqa: E402
     microstructure_statistics,
 )
 from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES, slice_perpendicular  # noqa: E402
+from microforge.models.stats.euler import connectivity_densities  # noqa: E402
 from microforge.models.stats.phases import label_name  # noqa: E402
 from microforge.models.trainer import Trainer, TrainingError  # noqa: E402
 
@@ -433,13 +434,33 @@ class Context:
         return self._truth_stats[tortuosity]
 
     def measure(self, volume: np.ndarray, tortuosity: bool) -> dict:
-        return microstructure_statistics(
-            volume,
-            kind="nphase",
-            tortuosity=tortuosity,
-            workers=self.workers,
-            device=self.device,
+        return volume_statistics(
+            volume, np.unique(self.truth), tortuosity, workers=self.workers, device=self.device
         )
+
+
+def volume_statistics(
+    volume: np.ndarray,
+    phases: Sequence[int | float],
+    tortuosity: bool,
+    *,
+    workers: int | None,
+    device: str,
+) -> dict:
+    """The report's statistics, plus each phase's 3D connectivity (stats/euler.py).
+
+    The report has no connectivity: it compares a volume with its 2D training images, and
+    no image shows it. Against a 3D truth it is what explains a tortuosity gap. ``phases``
+    are the truth's labels: a phase the volume lacks gets no entry, as in the statistics.
+    """
+    stats = microstructure_statistics(
+        volume, kind="nphase", tortuosity=tortuosity, workers=workers, device=device
+    )
+    for value, density in connectivity_densities(volume, phases).items():
+        phase = stats["phases"].get(label_name(value))
+        if phase is not None:
+            phase["connectivity"] = density
+    return stats
 
 
 def seed_figures(stats: dict, truth_stats: dict, tortuosity: bool) -> dict:
@@ -464,6 +485,7 @@ def seed_figures(stats: dict, truth_stats: dict, tortuosity: bool) -> dict:
             "s2_mae": {},
             "length": {},
             "euler": {a: mine.get("euler_density", {}).get(a, 0.0) for a in AXES_3D},
+            "connectivity": mine.get("connectivity", 0.0),
         }
         for axis in AXES_3D:
             reference = np.asarray(theirs["tpc"][axis])
@@ -538,6 +560,12 @@ def aggregate(per_seed: list[dict], truth_stats: dict, tortuosity: bool) -> dict
                     "truth": theirs["euler_density"][a],
                 }
                 for a in AXES_3D
+            },
+            # Euler characteristic per voxel in 3D: tunnels, which no section shows and
+            # the tortuosity depends on (stats/euler.py, connectivity_densities).
+            "connectivity": {
+                "value": spread([s["connectivity"] for s in seeds]),
+                "truth": theirs["connectivity"],
             },
         }
         if tortuosity:

@@ -16,7 +16,7 @@ import pytest
 import tifffile
 import torch
 
-from microforge.models.stats import compare_with_references, microstructure_statistics
+from microforge.models.stats import compare_with_references
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fidelity.py"
 
@@ -47,10 +47,8 @@ def run_main(capsys, *args: str) -> tuple[int, list[dict], str]:
     return code, records, captured.err
 
 
-def stats_of(volume: np.ndarray, tortuosity: bool = False) -> dict:
-    return microstructure_statistics(
-        volume, kind="nphase", tortuosity=tortuosity, workers=1, device="cpu"
-    )
+def stats_of(volume: np.ndarray, tortuosity: bool = False, phases=(0, 1, 2)) -> dict:
+    return fidelity.volume_statistics(volume, phases, tortuosity, workers=1, device="cpu")
 
 
 def compare(volume: np.ndarray, truth_stats: dict, tortuosity: bool = False) -> tuple:
@@ -160,6 +158,7 @@ def test_the_truth_against_itself_has_no_error_and_passes_every_target():
             tau = phase["tortuosity"][axis]
             assert tau["percolating_seeds"] == "1/1"
             assert tau["relative_difference"]["mean"] == 0.0
+        assert phase["connectivity"]["value"]["mean"] == phase["connectivity"]["truth"]
     assert figures["tpb_density"]["relative_difference"]["mean"] == 0.0
     assert all(checks[name]["pass"] is True for name in ("fraction", "ssa", "s2", "tortuosity"))
     assert checks["all"] is True

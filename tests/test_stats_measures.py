@@ -174,6 +174,62 @@ def test_euler_density_counts_regions_minus_holes():
     assert euler_number(edge) == 1
 
 
+def test_3d_euler_number_counts_regions_minus_tunnels_plus_cavities():
+    from microforge.models.stats.euler import euler_number_3d
+
+    cube = np.zeros((12, 12, 12), bool)
+    cube[2:6, 2:6, 2:6] = True
+    ring = np.zeros((12, 12, 12), bool)  # a square ring, extruded: one tunnel
+    ring[1:4, 1:11, 1:11] = True
+    ring[1:4, 4:8, 4:8] = False
+    shell = np.zeros((12, 12, 12), bool)  # a hollow box: one region around one cavity
+    shell[2:10, 2:10, 2:10] = True
+    shell[4:8, 4:8, 4:8] = False
+    edge_touching = np.zeros((4, 4, 4), bool)  # share an edge, not a face: two regions
+    edge_touching[1, 1, 1] = edge_touching[1, 2, 2] = True
+    assert euler_number_3d(cube) == 1
+    assert euler_number_3d(ring) == 0
+    assert euler_number_3d(shell) == 2
+    assert euler_number_3d(edge_touching) == 2
+    assert euler_number_3d(np.ones((5, 6, 7), bool)) == 1  # cut by the edges, still one
+
+
+def test_3d_euler_number_agrees_with_scikit_image_on_random_volumes():
+    measure = pytest.importorskip("skimage.measure")
+    from microforge.models.stats.euler import euler_number_3d
+
+    rng = np.random.default_rng(3)
+    for fraction in (0.2, 0.45, 0.7):
+        mask = rng.random((18, 19, 20)) < fraction
+        assert euler_number_3d(mask) == measure.euler_number(np.pad(mask, 1), connectivity=1)
+
+
+def test_connectivity_density_is_free_of_edges_and_tells_particles_from_networks():
+    from microforge.models.stats.euler import connectivity_densities
+
+    # Separate cubes on a lattice: one region each, wherever the volume cuts them.
+    particles = np.zeros((41, 41, 41), np.int8)  # 40 windows a side: five cells
+    for z, y, x in np.ndindex(5, 5, 5):
+        particles[8 * z + 2 : 8 * z + 6, 8 * y + 2 : 8 * y + 6, 8 * x + 2 : 8 * x + 6] = 1
+    density = connectivity_densities(particles, [0, 1])
+    assert density[1] == pytest.approx(1 / 8**3)
+    # The matrix around them is one region with a cavity where each cube is: +1 a cell.
+    assert density[0] == pytest.approx(1 / 8**3)
+    # A frame of bars along x, y and z is a network: one node and three bars a cell, -2.
+    z, y, x = np.indices((41, 41, 41)) % 8 < 2
+    frame = (z.astype(int) + y + x >= 2).astype(np.int8)
+    assert connectivity_densities(frame, [1])[1] == pytest.approx(-2 / 8**3)
+    # A crop of whole cells keeps the density (no edge term), wherever it cuts the cubes;
+    # one phase everywhere has none.
+    assert connectivity_densities(particles[3:36, 5:38, 1:34], [1])[1] == pytest.approx(density[1])
+    assert connectivity_densities(np.ones((6, 6, 6)), [1])[1] == 0.0
+    assert connectivity_densities(particles, [1], voxel_size=2.0)[1] == pytest.approx(
+        density[1] / 8
+    )
+    with pytest.raises(ValueError, match="3D"):
+        connectivity_densities(particles[0], [1])
+
+
 def test_euler_density_agrees_with_labelling_and_tells_particles_from_labyrinths():
     # Separate discs: regions minus holes counted with scipy's labelling.
     rng = np.random.default_rng(3)
