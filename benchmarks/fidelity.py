@@ -53,6 +53,7 @@ from microforge.models.stats import (  # noqa: E402
 )
 from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES, slice_perpendicular  # noqa: E402
 from microforge.models.stats.euler import connectivity_densities  # noqa: E402
+from microforge.models.stats.network import network_topology  # noqa: E402
 from microforge.models.stats.phases import label_name  # noqa: E402
 from microforge.models.trainer import Trainer, TrainingError  # noqa: E402
 
@@ -439,6 +440,10 @@ class Context:
         )
 
 
+#: The figures of ``network_topology`` recorded per phase.
+NETWORK_FIGURES = ("tunnels", "share", "other_regions")
+
+
 def volume_statistics(
     volume: np.ndarray,
     phases: Sequence[int | float],
@@ -447,7 +452,8 @@ def volume_statistics(
     workers: int | None,
     device: str,
 ) -> dict:
-    """The report's statistics, plus each phase's 3D connectivity (stats/euler.py).
+    """The report's statistics, plus each phase's 3D connectivity (stats/euler.py) and the
+    tunnels of its main network (stats/network.py).
 
     The report has no connectivity: it compares a volume with its 2D training images, and
     no image shows it. Against a 3D truth it is what explains a tortuosity gap. ``phases``
@@ -460,6 +466,10 @@ def volume_statistics(
         phase = stats["phases"].get(label_name(value))
         if phase is not None:
             phase["connectivity"] = density
+    for value, network in network_topology(volume, phases).items():
+        phase = stats["phases"].get(label_name(value))
+        if phase is not None:
+            phase["network"] = network
     return stats
 
 
@@ -486,6 +496,7 @@ def seed_figures(stats: dict, truth_stats: dict, tortuosity: bool) -> dict:
             "length": {},
             "euler": {a: mine.get("euler_density", {}).get(a, 0.0) for a in AXES_3D},
             "connectivity": mine.get("connectivity", 0.0),
+            "network": mine.get("network", dict.fromkeys(NETWORK_FIGURES, 0.0)),
         }
         for axis in AXES_3D:
             reference = np.asarray(theirs["tpc"][axis])
@@ -566,6 +577,15 @@ def aggregate(per_seed: list[dict], truth_stats: dict, tortuosity: bool) -> dict
             "connectivity": {
                 "value": spread([s["connectivity"] for s in seeds]),
                 "truth": theirs["connectivity"],
+            },
+            # The same count without the specks: tunnels through the phase's largest
+            # region, which carries the current, and the regions apart from it.
+            "network": {
+                key: {
+                    "value": spread([s["network"][key] for s in seeds]),
+                    "truth": theirs["network"][key],
+                }
+                for key in NETWORK_FIGURES
             },
         }
         if tortuosity:

@@ -159,6 +159,9 @@ def test_the_truth_against_itself_has_no_error_and_passes_every_target():
             assert tau["percolating_seeds"] == "1/1"
             assert tau["relative_difference"]["mean"] == 0.0
         assert phase["connectivity"]["value"]["mean"] == phase["connectivity"]["truth"]
+        for figure in phase["network"].values():
+            assert figure["value"]["mean"] == figure["truth"]
+        assert 0.5 < phase["network"]["share"]["truth"] <= 1.0
     assert figures["tpb_density"]["relative_difference"]["mean"] == 0.0
     assert all(checks[name]["pass"] is True for name in ("fraction", "ssa", "s2", "tortuosity"))
     assert checks["all"] is True

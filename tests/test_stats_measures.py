@@ -230,6 +230,42 @@ def test_connectivity_density_is_free_of_edges_and_tells_particles_from_networks
         connectivity_densities(particles[0], [1])
 
 
+def test_the_main_network_counts_its_tunnels_apart_from_the_specks():
+    from microforge.models.stats.network import network_topology
+
+    # A frame of bars (a network with tunnels) plus specks in its holes, plus one
+    # hollow cube: the specks and the cube are other regions, the cavity no tunnel.
+    volume = np.zeros((33, 33, 33), np.int8)
+    z, y, x = np.indices(volume.shape) % 8 < 2
+    volume[(z.astype(int) + y + x) >= 2] = 1
+    # As a graph: 5 x 5 x 5 nodes (at 0, 8, ..., 32), 3 x 4 x 25 bars between them; a
+    # connected graph has bars - nodes + 1 independent loops.
+    frame_tunnels = 3 * 4 * 25 - 5**3 + 1
+    specks = [(4, 4, 4), (12, 4, 4), (4, 12, 20), (28, 28, 28)]
+    for point in specks:
+        volume[point] = 1
+    result = network_topology(volume, [0, 1, 2])
+    size = volume.size
+    assert result[1]["tunnels"] == pytest.approx(frame_tunnels / size)
+    assert result[1]["other_regions"] == pytest.approx(len(specks) / size)
+    assert result[1]["share"] == pytest.approx(1 - len(specks) / np.count_nonzero(volume == 1))
+    # A hollow box: one region, one cavity, no tunnel; an absent phase: zeros.
+    shell = np.zeros((12, 12, 12), np.int8)
+    shell[2:10, 2:10, 2:10] = 1
+    shell[4:8, 4:8, 4:8] = 0
+    assert network_topology(shell, [1])[1] == {"tunnels": 0.0, "share": 1.0, "other_regions": 0.0}
+    assert result[2] == {"tunnels": 0.0, "share": 0.0, "other_regions": 0.0}
+    # A ring: one tunnel, whatever the voxel size says per volume.
+    ring = np.zeros((12, 12, 12), np.int8)
+    ring[1:4, 1:11, 1:11] = 1
+    ring[1:4, 4:8, 4:8] = 0
+    assert network_topology(ring, [1], voxel_size=0.5)[1]["tunnels"] == pytest.approx(
+        1 / (ring.size * 0.125)
+    )
+    with pytest.raises(ValueError, match="3D"):
+        network_topology(ring[0], [1])
+
+
 def test_euler_density_agrees_with_labelling_and_tells_particles_from_labyrinths():
     # Separate discs: regions minus holes counted with scipy's labelling.
     rng = np.random.default_rng(3)
