@@ -284,20 +284,6 @@ class TrainConfig(BaseModel):
         "pattern SliceGAN generators otherwise repeat whatever the seed); free: any kernel, "
         "as the paper and the public code. The exported network is the same either way.",
     )
-    connectivity: list[float | None] | None = Field(
-        default=None,
-        description="Known 3D connectivity of each phase (n-phase data, one value or null per "
-        "phase, in the phases' order): Euler characteristic per 1000 voxels of the training "
-        "images' scale, regions minus tunnels plus cavities, e.g. from a 3D scan of a similar "
-        "sample. No slice shows it, so a slice-trained generator otherwise picks its own; the "
-        "generator is pulled towards these values. null = free.",
-    )
-    connectivity_weight: float = Field(
-        default=0.01,
-        ge=0,
-        description="Weight of the connectivity term against the critics' score, per squared "
-        "unit (1 per 1000 voxels) of distance.",
-    )
     channels_last: bool = Field(
         default=False,
         description="Channels-last memory layout for the networks and their inputs "

@@ -36,7 +36,6 @@ from microforge.models.networks import (
     plain_state_dict,
 )
 from microforge.models.preview import render_preview
-from microforge.models.topology import connectivity_loss
 
 CHECKPOINT_FORMAT = "microforge-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -147,31 +146,7 @@ class Trainer:
         #: a run extended to more iterations gets a fresh patience from where it was.
         self.early_stop_since = 0
         self._last: dict[str, torch.Tensor] = {}
-        self._connectivity = self._connectivity_targets()
         self._preview_noise: torch.Tensor | None = None
-
-    def _connectivity_targets(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The connectivity targets and which phases have one, checked against the data."""
-        targets = self.config.connectivity
-        if targets is None or not self.config.connectivity_weight:
-            return None
-        if self.data.image_type != "nphase":
-            raise TrainingError(
-                "connectivity_needs_phases",
-                "connectivity targets need segmented (n-phase) images: remove them, or "
-                "train on labelled images",
-            )
-        if len(targets) != self.data.channels:
-            raise TrainingError(
-                "connectivity_phase_count",
-                f"{len(targets)} connectivity targets for {self.data.channels} phases "
-                f"({self.data.phases}): give one value or null per phase",
-            )
-        known = torch.tensor([value is not None for value in targets], device=self.device)
-        values = torch.tensor(
-            [0.0 if value is None else value for value in targets], device=self.device
-        )
-        return values, known
 
     def _adam(self, module: nn.Module, lr: float) -> torch.optim.Adam:
         # One fused kernel per Adam step on CUDA instead of a handful per parameter group;
@@ -267,11 +242,6 @@ class Trainer:
                     critic, _ = self._critic_for(axis)
                     slices = self._images(slices_along(volumes, axis))
                     loss = loss - critic(slices).float().mean()
-                if self._connectivity is not None:
-                    targets, known = self._connectivity
-                    loss = loss + self.config.connectivity_weight * connectivity_loss(
-                        volumes.float(), targets, known
-                    )
             loss.backward()
             self.generator_optimizer.step()
             if self.average is not None:

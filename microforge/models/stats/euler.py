@@ -24,14 +24,10 @@ training image are comparable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
 
 import numpy as np
 
 from microforge.models.stats.axes import AXES_3D, array_axis
-
-#: A numpy array or a torch tensor: the cell complex below is written for both.
-ArrayT = TypeVar("ArrayT", bound=Any)
 
 #: Sections per axis of a volume (evenly spaced): the density's scatter between single
 #: sections of the real volumes in shared/data is 9-12 % (NMC 128^2) and 18-23 % (SOFC
@@ -215,33 +211,27 @@ def connectivity_densities(
 
 def _alternating_sum(mask: np.ndarray, where: tuple[slice, ...]) -> int:
     """V - E + F - C of the cells whose lowest corner is at ``where``."""
-    cells = cell_indicators(mask.astype(bool, copy=False))
+    cells = _cell_counts(mask)
     return sum(
         sign * sum(int(c[where].sum()) for c in kind) for sign, kind in zip((1, -1, 1, -1), cells)
     )
 
 
-def cell_indicators(mask: ArrayT) -> tuple[list[ArrayT], ...]:
+def _cell_counts(mask: np.ndarray) -> tuple[list[np.ndarray], ...]:
     """Vertices, edges (one array per axis), squares (one per plane) and cubes of the cell
-    complex on the voxels of ``mask`` (its last three axes), each as the indicator of where
-    the cell is whole.
+    complex on the voxels of ``mask``, each as the indicator of where the cell is whole."""
+    m = mask.astype(bool, copy=False)
 
-    Written with products only, so that the same code serves boolean arrays (exact counts)
-    and torch tensors of phase probabilities, where it is the multilinear extension of the
-    counts: the expected number of each cell if voxels were drawn independently, which
-    equals the count on one-hot volumes and has a gradient (the trainer's connectivity
-    term, ``microforge.models.topology``)."""
-
-    def pair(a: ArrayT, axis: int) -> ArrayT:
+    def pair(a: np.ndarray, axis: int) -> np.ndarray:
         head = [slice(None)] * 3
         tail = [slice(None)] * 3
         head[axis], tail[axis] = slice(None, -1), slice(1, None)
-        return a[(Ellipsis, *head)] * a[(Ellipsis, *tail)]
+        return a[tuple(head)] & a[tuple(tail)]
 
-    edges = [pair(mask, axis) for axis in range(3)]
+    edges = [pair(m, axis) for axis in range(3)]
     squares = [pair(edges[first], second) for first, second in ((0, 1), (0, 2), (1, 2))]
     cubes = [pair(squares[0], 2)]
-    return [mask], edges, squares, cubes
+    return [m], edges, squares, cubes
 
 
 def _blocks(image: np.ndarray) -> np.ndarray:
