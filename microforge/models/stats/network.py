@@ -4,11 +4,11 @@ Why: the Euler characteristic per voxel (``euler.connectivity_densities``) is re
 tunnels plus cavities, a small difference of large counts. In the real SOFC anode most of
 phase 1's 1,491 regions are specks of 1-3 voxels (segmentation noise), so its figure is
 specks minus tunnels, and a generator can match it with more of both: one that was pulled
-to the truth's value did so with 18-25 % more regions apart from its network and 31-35 %
-more tunnels through it; one trained on the whole volume reads far from the truth with
-the truth's tunnels and almost no specks (docs/benchmarks.md, "Specks and tunnels").
-Transport sees only the network, so its tunnels, counted on their own, are the figure to
-compare tortuosity with.
+to the truth's value did so with 18-25 % more regions apart from its network and still
+31-33 % more tunnels through it (10 % fewer than without the pull); one trained on the
+whole volume reads far from the truth with the truth's tunnels and almost no specks
+(docs/benchmarks.md, "Specks and tunnels"). Transport sees only the network, so its
+tunnels, counted on their own, are the figure to compare tortuosity with.
 
 Method: label the phase's face-connected regions (the connectivity diffusion sees) and take
 the largest. Its Betti numbers follow from the Euler characteristic of the whole region
