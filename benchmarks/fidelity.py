@@ -456,7 +456,7 @@ def volume_statistics(
     tunnels of its main network (stats/network.py).
 
     The report has no connectivity: it compares a volume with its 2D training images, and
-    no image shows it. Against a 3D truth it is what explains a tortuosity gap. ``phases``
+    no image shows it. Against a 3D truth it is where to look for a tortuosity gap. ``phases``
     are the truth's labels: a phase the volume lacks gets no entry, as in the statistics.
     """
     stats = microstructure_statistics(

@@ -233,8 +233,8 @@ def test_connectivity_density_is_free_of_edges_and_tells_particles_from_networks
 def test_the_main_network_counts_its_tunnels_apart_from_the_specks():
     from microforge.models.stats.network import network_topology
 
-    # A frame of bars (a network with tunnels) plus specks in its holes, plus one
-    # hollow cube: the specks and the cube are other regions, the cavity no tunnel.
+    # A frame of bars (a network with tunnels) plus specks in its holes: the specks are
+    # other regions, not tunnels.
     volume = np.zeros((33, 33, 33), np.int8)
     z, y, x = np.indices(volume.shape) % 8 < 2
     volume[(z.astype(int) + y + x) >= 2] = 1
