@@ -462,14 +462,13 @@ def volume_statistics(
     stats = microstructure_statistics(
         volume, kind="nphase", tortuosity=tortuosity, workers=workers, device=device
     )
-    for value, density in connectivity_densities(volume, phases).items():
+    densities = connectivity_densities(volume, phases)
+    networks = network_topology(volume, phases)
+    for value in phases:
         phase = stats["phases"].get(label_name(value))
         if phase is not None:
-            phase["connectivity"] = density
-    for value, network in network_topology(volume, phases).items():
-        phase = stats["phases"].get(label_name(value))
-        if phase is not None:
-            phase["network"] = network
+            phase["connectivity"] = densities[value]
+            phase["network"] = networks[value]
     return stats
 
 
