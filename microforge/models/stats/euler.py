@@ -189,9 +189,10 @@ def connectivity_densities(
     Euler densities above are stereological: one plane section estimates them. The number of
     tunnels is not (a network cut by a plane looks like separate islands; stereology needs
     two adjacent sections, the disector, to count connections), so a generator trained on
-    slices can match every 2D figure and still connect a phase better than the material,
-    which shows as a tortuosity that is too low (docs/benchmarks.md, "What one slice cannot
-    tell"). Face connectivity, as diffusion and the tortuosity solver see it.
+    slices can match every 2D figure and still connect a phase better than the material.
+    Face connectivity, as diffusion and the tortuosity solver see it. In real data specks
+    of a few voxels weigh in it as much as tunnels; ``network.network_topology`` counts the
+    tunnels of the main network on their own (docs/benchmarks.md, "Specks and tunnels").
 
     Method: the cell complex on the phase's voxels (a vertex per voxel, an edge per pair of
     face neighbours, a square per 2x2 block in a plane, a cube per 2x2x2 block) has the
