@@ -27,10 +27,14 @@ import redis
 import tifffile
 from click.testing import CliRunner
 from PIL import Image
+from sqlalchemy import select
 from worker_helpers import REPO_ROOT, TINY_CONFIG, two_phase_image, wait_for
 
 from microforge.cli.main import cli
 from microforge.client import MicroForgeClient, MicroForgeError
+from microforge.storage.db import create_db_engine
+from microforge.storage.job_lifecycle import ACTIVE_STATES
+from microforge.storage.tables import Job
 from microforge.worker.local_stack import free_port
 
 pytestmark = pytest.mark.slow
@@ -317,15 +321,11 @@ def test_up_restarts_a_killed_worker_and_broker_and_stops_on_sigterm(tmp_path: P
         broker_url = re.search(r"Broker: (redis://\S+)", stack.output()).group(1)
         client = MicroForgeClient(stack.url, key)
         job = client.train([image_path], config={**TINY_CONFIG, "iterations": 8})
-        wait_for(
-            lambda: (client.get_job(job["id"])["progress"].get("iteration") or 0) >= 2,
-            120,
-            "the job to train",
-        )
         worker = stack.child("microforge.worker")
         # Training must not starve the API of CPU: the worker runs at a lower priority.
         api = stack.child("uvicorn")
         assert worker.nice() == api.nice() + 10
+        _stop_mid_segment(worker, data_dir / "microforge.sqlite3", job["id"])
         worker.kill()
         worker.wait(10)
         assert client.get_job(job["id"])["state"] == "running"  # the API answers
@@ -375,6 +375,36 @@ def test_up_restarts_a_killed_worker_and_broker_and_stops_on_sigterm(tmp_path: P
         client.close()
     finally:
         assert stack.stop(signal.SIGTERM) == 0, stack.output()
+
+
+def _stop_mid_segment(worker: psutil.Process, database: Path, job_id: str) -> None:
+    """Suspend ``worker`` at a moment it holds the job's lease and a checkpoint exists.
+
+    Why: segments last half a second, so a kill at a random moment can land between two
+    of them, when the lease is free and the restarted worker simply sends the job a new
+    message; only a kill mid-segment exercises taking back a dead worker's lease. The row
+    is read again after the suspension, when it can no longer change under the test.
+    """
+    engine = create_db_engine(f"sqlite:///{database}")
+    query = select(Job.state, Job.lease_owner, Job.checkpoint_blob).where(Job.id == job_id)
+
+    def held_with_checkpoint() -> bool:
+        with engine.connect() as connection:
+            state, owner, checkpoint = connection.execute(query).one()
+        return state in ACTIVE_STATES and owner is not None and checkpoint is not None
+
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if held_with_checkpoint():
+                worker.suspend()
+                if held_with_checkpoint():
+                    return
+                worker.resume()
+            time.sleep(0.02)
+    finally:
+        engine.dispose()
+    raise AssertionError("the worker never held the active job's lease after a checkpoint")
 
 
 def _pings(client: redis.Redis) -> bool:
