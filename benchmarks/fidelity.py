@@ -53,6 +53,7 @@ from microforge.models.stats import (  # noqa: E402
 )
 from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES, slice_perpendicular  # noqa: E402
 from microforge.models.stats.euler import connectivity_densities  # noqa: E402
+from microforge.models.stats.necks import neck_figures  # noqa: E402
 from microforge.models.stats.network import network_topology  # noqa: E402
 from microforge.models.stats.phases import label_name  # noqa: E402
 from microforge.models.trainer import Trainer, TrainingError  # noqa: E402
@@ -452,8 +453,8 @@ def volume_statistics(
     workers: int | None,
     device: str,
 ) -> dict:
-    """The report's statistics, plus each phase's 3D connectivity (stats/euler.py) and the
-    tunnels of its main network (stats/network.py).
+    """The report's statistics, plus each phase's 3D connectivity (stats/euler.py), the
+    tunnels of its main network (stats/network.py) and its necks (stats/necks.py).
 
     The report has no connectivity: it compares a volume with its 2D training images, and
     no image shows it. Against a 3D truth it is where to look for a tortuosity gap. ``phases``
@@ -464,11 +465,13 @@ def volume_statistics(
     )
     densities = connectivity_densities(volume, phases)
     networks = network_topology(volume, phases)
+    necks = neck_figures(volume, phases)
     for value in phases:
         phase = stats["phases"].get(label_name(value))
         if phase is not None:
             phase["connectivity"] = densities[value]
             phase["network"] = networks[value]
+            phase["necks"] = necks[value]
     return stats
 
 
@@ -496,6 +499,7 @@ def seed_figures(stats: dict, truth_stats: dict, tortuosity: bool) -> dict:
             "euler": {a: mine.get("euler_density", {}).get(a, 0.0) for a in AXES_3D},
             "connectivity": mine.get("connectivity", 0.0),
             "network": mine.get("network", dict.fromkeys(NETWORK_FIGURES, 0.0)),
+            "necks": mine.get("necks", {"kept": 0.0, "spanning": dict.fromkeys(AXES_3D, 0.0)}),
         }
         for axis in AXES_3D:
             reference = np.asarray(theirs["tpc"][axis])
@@ -585,6 +589,21 @@ def aggregate(per_seed: list[dict], truth_stats: dict, tortuosity: bool) -> dict
                     "truth": theirs["network"][key],
                 }
                 for key in NETWORK_FIGURES
+            },
+            # How wide its paths are at their narrowest: the share of the phase left by an
+            # opening that removes one-voxel necks, and the share of it still crossing.
+            "necks": {
+                "kept": {
+                    "value": spread([s["necks"]["kept"] for s in seeds]),
+                    "truth": theirs["necks"]["kept"],
+                },
+                "spanning": {
+                    a: {
+                        "value": spread([s["necks"]["spanning"][a] for s in seeds]),
+                        "truth": theirs["necks"]["spanning"][a],
+                    }
+                    for a in AXES_3D
+                },
             },
         }
         if tortuosity:

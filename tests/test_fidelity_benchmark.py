@@ -162,6 +162,11 @@ def test_the_truth_against_itself_has_no_error_and_passes_every_target():
         for figure in phase["network"].values():
             assert figure["value"]["mean"] == figure["truth"]
         assert 0.5 < phase["network"]["share"]["truth"] <= 1.0
+        necks = phase["necks"]
+        assert necks["kept"]["value"]["mean"] == necks["kept"]["truth"]
+        assert 0.0 < necks["kept"]["truth"] < 1.0
+        for axis in "xyz":
+            assert necks["spanning"][axis]["value"]["mean"] == necks["spanning"][axis]["truth"]
     assert figures["tpb_density"]["relative_difference"]["mean"] == 0.0
     assert all(checks[name]["pass"] is True for name in ("fraction", "ssa", "s2", "tortuosity"))
     assert checks["all"] is True

@@ -266,6 +266,34 @@ def test_the_main_network_counts_its_tunnels_apart_from_the_specks():
         network_topology(ring[0], [1])
 
 
+def test_necks_one_voxel_wide_disconnect_a_phase_that_thick_bars_keep_crossing():
+    from microforge.models.stats.necks import neck_figures
+
+    # Phase 1: a 3x3 bar along x; phase 2: the same bar narrowed to its centre line for
+    # three voxels; phase 3: a one-voxel thread along y. Phase 0 fills the rest.
+    volume = np.zeros((16, 16, 16), np.int8)
+    volume[2:5, 2:5, :] = 1
+    volume[10:13, 2:5, :] = 2
+    volume[10:13, 2:5, 6:9] = 0
+    volume[11, 3, 6:9] = 2
+    volume[8, :, 12] = 3
+    result = neck_figures(volume, [0, 1, 2, 3, 4])
+    # The opening keeps the plus-shaped core of a 3x3 section (5 of 9 voxels), along the
+    # whole bar: it crosses x, and touches no face in y or z.
+    assert result[1] == {"kept": 5 / 9, "spanning": {"x": 5 / 9, "y": 0.0, "z": 0.0}}
+    # The neck is cut: the cores of 13 sections and the neck's two ends are kept (67 of
+    # 13 x 9 + 3 voxels), and neither half crosses.
+    assert result[2] == {"kept": 67 / 120, "spanning": {"x": 0.0, "y": 0.0, "z": 0.0}}
+    assert result[3] == {"kept": 0.0, "spanning": {"x": 0.0, "y": 0.0, "z": 0.0}}
+    assert result[4] == {"kept": 0.0, "spanning": {"x": 0.0, "y": 0.0, "z": 0.0}}
+    # The matrix crosses every axis, and the volume's faces do not thin it.
+    matrix = result[0]
+    assert matrix["kept"] > 0.9
+    assert all(share == pytest.approx(matrix["kept"]) for share in matrix["spanning"].values())
+    with pytest.raises(ValueError, match="3D"):
+        neck_figures(volume[0], [1])
+
+
 def test_euler_density_agrees_with_labelling_and_tells_particles_from_labyrinths():
     # Separate discs: regions minus holes counted with scipy's labelling.
     rng = np.random.default_rng(3)
