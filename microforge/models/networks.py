@@ -158,13 +158,10 @@ class LatticeFreeKernel(nn.Module):
         return kernel[tuple(keep)] / self.stride ** ((kernel.dim() - 2) / 2)
 
 
-def make_lattice_free(generator: Generator, output_layer: bool = True) -> None:
+def make_lattice_free(generator: Generator) -> None:
     """Constrain every transposed convolution of ``generator`` to :class:`LatticeFreeKernel`
-    (its parameters become the free kernels; ``plain_state_dict`` gives the usual weights);
-    with ``output_layer`` False, all but the one that writes the output voxels."""
-    for index, conv in enumerate(generator.transposed):
-        if not output_layer and index == len(generator.norms):
-            continue
+    (its parameters become the free kernels; ``plain_state_dict`` gives the usual weights)."""
+    for conv in generator.transposed:
         if not parametrize.is_parametrized(conv, "weight"):
             parametrize.register_parametrization(conv, "weight", LatticeFreeKernel(conv.stride[0]))
 
