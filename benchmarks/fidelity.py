@@ -56,6 +56,7 @@ from microforge.models.stats.euler import connectivity_densities  # noqa: E402
 from microforge.models.stats.necks import neck_figures  # noqa: E402
 from microforge.models.stats.network import network_topology  # noqa: E402
 from microforge.models.stats.phases import label_name  # noqa: E402
+from microforge.models.stats.section_clusters import region_size, section_spread  # noqa: E402
 from microforge.models.trainer import Trainer, TrainingError  # noqa: E402
 
 #: The issue's targets: what a faithful generator reaches against its 3D truth.
@@ -253,6 +254,37 @@ def training_fractions(images: Sequence[np.ndarray]) -> dict[str, float]:
     }
 
 
+def training_region_sizes(
+    truth: np.ndarray, images: Sequence[np.ndarray], train_on: str, slice_axis: str, crop: int
+) -> dict[str, dict]:
+    """Per phase, the size of its regions in the critic's crops of the training images and
+    of the truth's sections; for one slice, also where that slice ranks among the truth's
+    sections along its axis (``sections``: mean, p10, p90, rank).
+
+    Why: a generator follows its slice, and one slice of a small volume can be far from
+    typical: SOFC's middle z-slice ranks above 52 of the 62 z-sections in phase 1's
+    region size (stats/section_clusters.py).
+    """
+    phases = np.unique(truth)
+    pooled = region_size(list(images), phases, crop)
+    truth_sizes = region_size(truth, phases, crop)
+    spread_of_slice = (
+        section_spread(truth, images[0], 2 - AXES_3D.index(slice_axis), phases, crop)
+        if train_on == "slice"
+        else {}
+    )
+    result = {}
+    for value in phases:
+        entry = {"images": round(pooled[value], DIGITS), "truth": round(truth_sizes[value], DIGITS)}
+        if value in spread_of_slice:
+            figures = spread_of_slice[value]
+            entry["sections"] = {
+                key: round(figures[key], DIGITS) for key in ("mean", "p10", "p90", "rank")
+            }
+        result[label_name(value)] = entry
+    return result
+
+
 def _middle_slice(volume: np.ndarray, axis: str) -> np.ndarray:
     size = volume.shape[2 - AXES_3D.index(axis)]
     return np.ascontiguousarray(slice_perpendicular(volume, axis, size // 2))
@@ -424,6 +456,8 @@ class Context:
     workers: int | None
     out: Path
     targets: dict
+    #: The critic's crop edge: region sizes are measured in crops of that size.
+    crop: int
     _truth_stats: dict = field(default_factory=dict)
     #: (iteration, tortuosity) -> (block, volume): the best generator is the latest one of
     #: an earlier iteration, often measured already at an earlier mark.
@@ -437,7 +471,12 @@ class Context:
 
     def measure(self, volume: np.ndarray, tortuosity: bool) -> dict:
         return volume_statistics(
-            volume, np.unique(self.truth), tortuosity, workers=self.workers, device=self.device
+            volume,
+            np.unique(self.truth),
+            tortuosity,
+            workers=self.workers,
+            device=self.device,
+            crop=self.crop,
         )
 
 
@@ -452,9 +491,11 @@ def volume_statistics(
     *,
     workers: int | None,
     device: str,
+    crop: int,
 ) -> dict:
     """The report's statistics, plus each phase's 3D connectivity (stats/euler.py), the
-    tunnels of its main network (stats/network.py) and its necks (stats/necks.py).
+    tunnels of its main network (stats/network.py), its necks (stats/necks.py) and the
+    size of its regions in ``crop``-pixel crops of the sections (stats/section_clusters.py).
 
     The report has no connectivity: it compares a volume with its 2D training images, and
     no image shows it. Against a 3D truth it is where to look for a tortuosity gap. ``phases``
@@ -466,12 +507,14 @@ def volume_statistics(
     densities = connectivity_densities(volume, phases)
     networks = network_topology(volume, phases)
     necks = neck_figures(volume, phases)
+    sizes = region_size(volume, phases, crop)
     for value in phases:
         phase = stats["phases"].get(label_name(value))
         if phase is not None:
             phase["connectivity"] = densities[value]
             phase["network"] = networks[value]
             phase["necks"] = necks[value]
+            phase["region_size"] = sizes[value]
     return stats
 
 
@@ -500,6 +543,7 @@ def seed_figures(stats: dict, truth_stats: dict, tortuosity: bool) -> dict:
             "connectivity": mine.get("connectivity", 0.0),
             "network": mine.get("network", dict.fromkeys(NETWORK_FIGURES, 0.0)),
             "necks": mine.get("necks", {"kept": 0.0, "spanning": dict.fromkeys(AXES_3D, 0.0)}),
+            "region_size": mine.get("region_size", 0.0),
         }
         for axis in AXES_3D:
             reference = np.asarray(theirs["tpc"][axis])
@@ -604,6 +648,12 @@ def aggregate(per_seed: list[dict], truth_stats: dict, tortuosity: bool) -> dict
                     }
                     for a in AXES_3D
                 },
+            },
+            # How large its regions look in the crops the critic sees (stats/
+            # section_clusters.py): a generator follows its training slice here.
+            "region_size": {
+                "value": spread([s["region_size"] for s in seeds]),
+                "truth": theirs["region_size"],
             },
         }
         if tortuosity:
@@ -1016,6 +1066,7 @@ def run(args: argparse.Namespace) -> None:
         workers=args.threads,
         out=out,
         targets=targets,
+        crop=config.network_config().crop_size,
     )
     budget = default_marks(args, config)
     output = Output(out / "marks.jsonl")
@@ -1040,6 +1091,9 @@ def run(args: argparse.Namespace) -> None:
                     "layout": data.layout,
                     "image_shapes": [list(image.shape) for image in images],
                     "image_fractions": training_fractions(images),
+                    "region_size": training_region_sizes(
+                        truth, images, args.train_on, args.slice_axis, context.crop
+                    ),
                 },
                 "recipe": args.recipe,
                 "config": config.model_dump(mode="json"),

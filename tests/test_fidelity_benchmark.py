@@ -40,6 +40,10 @@ def _restore_threads():
     torch.set_num_threads(threads)
 
 
+#: The region-size crop of these tests: the tiny preset's.
+CROP = 32
+
+
 def run_main(capsys, *args: str) -> tuple[int, list[dict], str]:
     code = fidelity.main(list(args))
     captured = capsys.readouterr()
@@ -48,7 +52,9 @@ def run_main(capsys, *args: str) -> tuple[int, list[dict], str]:
 
 
 def stats_of(volume: np.ndarray, tortuosity: bool = False, phases=(0, 1, 2)) -> dict:
-    return fidelity.volume_statistics(volume, phases, tortuosity, workers=1, device="cpu")
+    return fidelity.volume_statistics(
+        volume, phases, tortuosity, workers=1, device="cpu", crop=CROP
+    )
 
 
 def compare(volume: np.ndarray, truth_stats: dict, tortuosity: bool = False) -> tuple:
@@ -75,6 +81,12 @@ def test_a_tiny_run_prints_machine_marks_and_summary(tmp_path, capsys):
     assert start["config"]["arch"] == "tiny" and start["config"]["critic_batch"] == 2
     training = dict(start["training"])
     fractions = training.pop("image_fractions")
+    sizes = training.pop("region_size")
+    assert sorted(sizes) == ["0", "1", "2"]
+    for size in sizes.values():  # the middle z-slice among the truth's 32 z-sections
+        assert size["images"] > 0 and size["truth"] > 0
+        assert size["sections"]["p10"] <= size["sections"]["mean"] <= size["sections"]["p90"]
+        assert 0 <= size["sections"]["rank"] < 1
     assert training == {
         "train_on": "slice",
         "slice_axis": "z",
@@ -162,6 +174,7 @@ def test_the_truth_against_itself_has_no_error_and_passes_every_target():
         for figure in phase["network"].values():
             assert figure["value"]["mean"] == figure["truth"]
         assert 0.5 < phase["network"]["share"]["truth"] <= 1.0
+        assert phase["region_size"]["value"]["mean"] == phase["region_size"]["truth"] > 0
         necks = phase["necks"]
         assert necks["kept"]["value"]["mean"] == necks["kept"]["truth"]
         assert 0.0 < necks["kept"]["truth"] < 1.0

@@ -294,6 +294,37 @@ def test_necks_one_voxel_wide_disconnect_a_phase_that_thick_bars_keep_crossing()
         neck_figures(volume[0], [1])
 
 
+def test_region_size_in_crops_weights_regions_by_area_and_ranks_a_slice():
+    from microforge.models.stats.section_clusters import region_size, section_spread
+
+    image = np.zeros((8, 8), np.int8)
+    image[0:2, 0:2] = 1
+    image[4:8, 4:8] = 1
+    # A random pixel of phase 1 lies in the 4-pixel region with odds 4/20, else in the 16.
+    assert region_size(image, [0, 1, 2], crop=8) == {0: 44.0, 1: (16 + 256) / 20, 2: 0.0}
+    # Crops cut regions: a 16-pixel bar seen through 8-pixel windows is 8 pixels long.
+    bar = np.zeros((16, 16), np.int8)
+    bar[0, :] = 1
+    assert region_size(bar, [1], crop=8)[1] == 8.0
+    assert region_size(bar, [1], crop=16)[1] == 16.0
+    # A 4^3 cube: a 4x4 square in each section that holds it, along every axis.
+    cube = np.zeros((8, 8, 8), np.int8)
+    cube[2:6, 2:6, 2:6] = 1
+    assert region_size(cube, [1], crop=8)[1] == 16.0
+    # Sections with squares of 1, 4, 9, ... 64 pixels: the one with 36 ranks above five.
+    stack = np.zeros((8, 8, 8), np.int8)
+    for index in range(8):
+        stack[index, : index + 1, : index + 1] = 1
+    spread = section_spread(stack, stack[5], 0, [1], crop=8)[1]
+    assert spread["image"] == 36.0 and spread["rank"] == 5 / 8
+    assert spread["mean"] == pytest.approx(np.mean([(i + 1) ** 2 for i in range(8)]))
+    assert spread["p10"] < spread["image"] < spread["p90"]
+    # Several images are pooled: the bar's pixels and the two squares' together.
+    assert region_size([bar, image], [1], crop=16)[1] == (16 * 16 + 16 + 256) / 36
+    with pytest.raises(ValueError, match="2D images or a 3D volume"):
+        region_size(cube[None], [1], crop=8)
+
+
 def test_euler_density_agrees_with_labelling_and_tells_particles_from_labyrinths():
     # Separate discs: regions minus holes counted with scipy's labelling.
     rng = np.random.default_rng(3)
