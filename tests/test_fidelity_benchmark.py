@@ -350,4 +350,7 @@ def test_real_volumes_read_and_a_one_page_stack_is_refused(shared_data, tmp_path
     assert code == 0, err
     latest = records[1]["generators"]["latest"]
     assert records[0]["training"]["layout"] == "volume"
+    # Trained on the truth itself: its region sizes are the truth's, and no slice to rank.
+    for size in records[0]["training"]["region_size"].values():
+        assert size["images"] == size["truth"] > 0 and "sections" not in size
     assert set(latest["phases"]) == {"0", "1", "2"} and latest["diversity"] is None
