@@ -13,7 +13,10 @@ whose 3D statistics are known. So the model trains on the truth's middle slice (
 orthogonal middle slices, or the whole volume), and at marks during training volumes of the
 truth's size are generated from several seeds, from the latest and the best generator, and
 measured against the truth: volume fraction, specific surface area, S2 per axis and its
-characteristic length, tortuosity, TPB density, and the diversity across seeds.
+characteristic length, tortuosity, TPB density, 3D connectivity, the tunnels of each
+phase's network, its necks and the size of its regions in the critic's crops, and the
+diversity across seeds. The start record says how typical the training slice is among the
+truth's sections (region sizes): a generator follows its slice.
 
 Output: one JSON record per line on stdout (the start record with the machine block first,
 one per mark, a final summary with the pass/fail of every target), the same lines in
