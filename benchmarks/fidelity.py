@@ -265,8 +265,8 @@ def training_region_sizes(
     sections along its axis (``sections``: mean, p10, p90, rank).
 
     Why: a generator follows its slice, and one slice of a small volume can be far from
-    typical: SOFC's middle z-slice ranks above 52 of the 62 z-sections in phase 1's
-    region size (stats/section_clusters.py).
+    typical: SOFC's middle z-slice has larger phase-1 regions than 57 of the 62
+    z-sections (stats/section_clusters.py).
     """
     phases = np.unique(truth)
     pooled = region_size(list(images), phases, crop)

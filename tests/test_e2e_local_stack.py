@@ -398,9 +398,14 @@ def _stop_mid_segment(worker: psutil.Process, database: Path, job_id: str) -> No
         while time.monotonic() < deadline:
             if held_with_checkpoint():
                 worker.suspend()
-                if held_with_checkpoint():
+                still = False
+                try:
+                    still = held_with_checkpoint()
+                finally:
+                    if not still:  # never leave it stopped on a miss or an error
+                        worker.resume()
+                if still:
                     return
-                worker.resume()
             time.sleep(0.02)
     finally:
         engine.dispose()

@@ -4,10 +4,10 @@ part thinner than three voxels is taken away.
 Why: tortuosity depends on how wide a phase's paths are at their narrowest (the
 constrictivity of transport models), not only on how many there are. In the real SOFC
 anode phase 1 holds together through necks one voxel wide: an opening with the
-6-neighbour element keeps about half of it and none of what is left crosses the volume,
-while generators with the same fraction, surface area, S2 and tunnels connect it through
-wider necks, and their phase 1 is 25-50 % too easy to cross (docs/benchmarks.md, "Specks
-and tunnels"). These figures show that where the others do not.
+6-neighbour cross keeps 61 % of it and none of what is left crosses the volume, while
+generators with the same fraction, surface area and S2, and as much kept, still cross with
+32-45 % of it, and their phase 1 is 24-49 % too easy to cross (docs/benchmarks.md, "One
+slice is a lottery"). These figures show that where the others do not.
 
 Method: a morphological opening with the 6-neighbour cross (erosion, then dilation) keeps
 the voxels of parts at least three voxels across; outside the volume counts as the phase
