@@ -272,9 +272,7 @@ def training_region_sizes(
     pooled = region_size(list(images), phases, crop)
     truth_sizes = region_size(truth, phases, crop)
     spread_of_slice = (
-        section_spread(truth, images[0], 2 - AXES_3D.index(slice_axis), phases, crop)
-        if train_on == "slice"
-        else {}
+        section_spread(truth, images[0], slice_axis, phases, crop) if train_on == "slice" else {}
     )
     result = {}
     for value in phases:

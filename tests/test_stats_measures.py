@@ -315,7 +315,7 @@ def test_region_size_in_crops_weights_regions_by_area_and_ranks_a_slice():
     stack = np.zeros((8, 8, 8), np.int8)
     for index in range(8):
         stack[index, : index + 1, : index + 1] = 1
-    spread = section_spread(stack, stack[5], 0, [1], crop=8)[1]
+    spread = section_spread(stack, stack[5], "z", [1], crop=8)[1]
     assert spread["image"] == 36.0 and spread["rank"] == 5 / 8
     assert spread["mean"] == pytest.approx(np.mean([(i + 1) ** 2 for i in range(8)]))
     assert spread["p10"] < spread["image"] < spread["p90"]

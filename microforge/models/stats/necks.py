@@ -23,10 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from microforge.models.stats.axes import AXES_3D, slice_perpendicular
 from microforge.models.stats.network import FACES
-
-#: (z, y, x) array axes of the x, y and z directions.
-AXIS_INDEX = {"x": 2, "y": 1, "z": 0}
 
 
 def opened(phase: np.ndarray) -> np.ndarray:
@@ -50,9 +48,9 @@ def neck_figures(
         regions, _ = ndimage.label(kept, FACES)
         sizes = np.bincount(regions.ravel())
         spanning = {}
-        for axis, index in AXIS_INDEX.items():
-            first = np.unique(np.take(regions, 0, axis=index))
-            last = np.unique(np.take(regions, -1, axis=index))
+        for axis in AXES_3D:
+            first = np.unique(slice_perpendicular(regions, axis, 0))
+            last = np.unique(slice_perpendicular(regions, axis, -1))
             both = np.intersect1d(first, last)
             both = both[both > 0]
             spanning[axis] = float(sizes[both].sum() / total) if total else 0.0

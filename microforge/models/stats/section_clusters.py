@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from scipy import ndimage
 
+from microforge.models.stats.axes import AXES_3D, array_axis, slice_perpendicular
+
 EDGES = ndimage.generate_binary_structure(2, 1)
 
 
@@ -40,20 +42,16 @@ def region_size(
 
 
 def section_spread(
-    volume: np.ndarray, image: np.ndarray, axis: int, phases: Sequence[int | float], crop: int
+    volume: np.ndarray, image: np.ndarray, axis: str, phases: Sequence[int | float], crop: int
 ) -> dict:
     """Per phase: ``image``'s region size against that of each section of ``volume``
-    perpendicular to ``axis`` (numpy axis): ``image``, the sections' ``mean``, ``p10``
-    and ``p90``, and ``rank``, the share of sections whose regions are smaller."""
+    perpendicular to ``axis`` ("x", "y" or "z"): ``image``, the sections' ``mean``,
+    ``p10`` and ``p90``, and ``rank``, the share of sections whose regions are smaller."""
+    sections = list(_sections(volume, [axis]))
     result = {}
     for value in phases:
         mine = _weighted_size([image], value, crop)
-        each = np.array(
-            [
-                _weighted_size([np.take(volume, i, axis=axis)], value, crop)
-                for i in range(volume.shape[axis])
-            ]
-        )
+        each = np.array([_weighted_size([section], value, crop) for section in sections])
         result[value] = {
             "image": mine,
             "mean": float(each.mean()),
@@ -64,10 +62,10 @@ def section_spread(
     return result
 
 
-def _sections(volume: np.ndarray) -> Iterator[np.ndarray]:
-    for axis in range(3):
-        for index in range(volume.shape[axis]):
-            yield np.take(volume, index, axis=axis)
+def _sections(volume: np.ndarray, axes: Sequence[str] = AXES_3D) -> Iterator[np.ndarray]:
+    for axis in axes:
+        for index in range(volume.shape[array_axis(axis, 3)]):
+            yield slice_perpendicular(volume, axis, index)
 
 
 def _weighted_size(sections: Sequence[np.ndarray], value: int | float, crop: int) -> float:
