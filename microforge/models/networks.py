@@ -158,46 +158,12 @@ class LatticeFreeKernel(nn.Module):
         return kernel[tuple(keep)] / self.stride ** ((kernel.dim() - 2) / 2)
 
 
-class BalancedKernel(nn.Module):
-    """A transposed-convolution kernel whose taps sum alike at every sub-voxel position.
-
-    The taps that write one of the s^3 sub-voxel positions are those whose index is that
-    position modulo the stride; when every position's taps sum to the same total (per
-    channel pair), a constant input gives a constant output, the one property the lattice
-    needs to be denied. Weaker than :class:`LatticeFreeKernel` (whose box filter also zeroes
-    every frequency on the planes through those points): k^3 - s^3 + 1 free taps against
-    (k - s + 1)^3, 57 against 27 for k=4, s=2.
-    """
-
-    def __init__(self, stride: int) -> None:
-        super().__init__()
-        self.stride = stride
-
-    def forward(self, kernel: torch.Tensor) -> torch.Tensor:
-        a, b, *taps = kernel.shape
-        s = self.stride
-        split = [a, b] + [n for t in taps for n in (t // s, s)]
-        grouped = kernel.reshape(split)
-        blocks = tuple(range(2, len(split), 2))  # the tap-block dims; the rest are positions
-        sums = grouped.sum(dim=blocks, keepdim=True)
-        excess = sums - sums.mean(dim=tuple(d + 1 for d in blocks), keepdim=True)
-        per_position = 1
-        for t in taps:
-            per_position *= t // s
-        return (grouped - excess / per_position).reshape(kernel.shape)
-
-    def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
-        return self.forward(kernel)
-
-
-def make_lattice_free(generator: Generator, form: str = "lattice_free") -> None:
+def make_lattice_free(generator: Generator) -> None:
     """Constrain every transposed convolution of ``generator`` to :class:`LatticeFreeKernel`
-    (its parameters become the free kernels; ``plain_state_dict`` gives the usual weights),
-    or with ``form="balanced"`` to :class:`BalancedKernel`."""
-    kind = BalancedKernel if form == "balanced" else LatticeFreeKernel
+    (its parameters become the free kernels; ``plain_state_dict`` gives the usual weights)."""
     for conv in generator.transposed:
         if not parametrize.is_parametrized(conv, "weight"):
-            parametrize.register_parametrization(conv, "weight", kind(conv.stride[0]))
+            parametrize.register_parametrization(conv, "weight", LatticeFreeKernel(conv.stride[0]))
 
 
 def make_free(generator: Generator) -> None:
