@@ -11,12 +11,13 @@ report's verdict) compare a generated volume with the 2D images it was trained o
 a "good" verdict means a faithful 3D structure can only be checked against a real volume
 whose 3D statistics are known. So the model trains on the truth's middle slice (or its three
 orthogonal middle slices, or the whole volume), and at marks during training volumes of the
-truth's size are generated from several seeds, from the latest and the best generator, and
-measured against the truth: volume fraction, specific surface area, S2 per axis and its
-characteristic length, tortuosity, TPB density, 3D connectivity, the tunnels of each
-phase's network, its necks and the size of its regions in the critic's crops, and the
-diversity across seeds. The start record says how typical the training slice is among the
-truth's sections (region sizes): a generator follows its slice.
+truth's size are generated from several seeds, from the latest and the best generator (and
+with --raw the training weights beside their moving average), and measured against the
+truth: volume fraction, specific surface area, S2 per axis and its characteristic length,
+tortuosity, TPB density, 3D connectivity, the tunnels of each phase's network, its necks
+and the size of its regions in the critic's crops, and the diversity across seeds. The
+start record says how typical the training slice is among the truth's sections (region
+sizes): a generator follows its slice.
 
 Output: one JSON record per line on stdout (the start record with the machine block first,
 one per mark, a final summary with the pass/fail of every target), the same lines in
@@ -817,7 +818,10 @@ def _most_common(verdicts: list[str | None]) -> str | None:
 
 
 def trainer_check(trainer: Trainer, which: str) -> dict | None:
-    """The trainer's own cheap fidelity check of that generator (its last one for latest)."""
+    """The trainer's own cheap fidelity check of that generator (its last one for latest;
+    none for raw, which the trainer does not check)."""
+    if which == "raw":
+        return None
     if which == "best" and trainer.best is not None:
         record = trainer.best
     elif trainer.quality_history:
@@ -837,8 +841,9 @@ def evaluate_generator(
     that measurement (and its file).
     """
     iteration = trainer.best["iteration"] if which == "best" else trainer.iteration
-    if (iteration, tortuosity) in context.measured:
-        block, volume = context.measured[iteration, tortuosity]
+    key = (which == "raw", iteration, tortuosity)  # best and latest are both sampling weights
+    if key in context.measured:
+        block, volume = context.measured[key]
         return {**block, "trainer_check": trainer_check(trainer, which)}, volume
     path = context.out / "generators" / f"{which}-{iteration:08d}.safetensors"
     trainer.export_generator(path, which=which)
@@ -862,15 +867,19 @@ def evaluate_generator(
         "generate_seconds": generated - started,
         "measure_seconds": time.perf_counter() - generated,
     }
-    context.measured[iteration, tortuosity] = block, volumes[0]
+    context.measured[key] = block, volumes[0]
     return block, volumes[0]
 
 
-def generators_to_measure(trainer: Trainer) -> list[str]:
-    """latest, and best when the trainer kept a best that is not the latest state."""
+def generators_to_measure(trainer: Trainer, raw: bool = False) -> list[str]:
+    """latest, best when the trainer kept a best that is not the latest state, and with
+    ``raw`` the training weights themselves when latest is their moving average."""
+    which = ["latest"]
     if trainer.best is not None and trainer.best["iteration"] != trainer.iteration:
-        return ["latest", "best"]
-    return ["latest"]
+        which.append("best")
+    if raw and trainer.average is not None:
+        which.append("raw")
+    return which
 
 
 # --------------------------------------------------------------------------- output
@@ -1008,6 +1017,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "TrainConfig's); it also decides which generator is the best",
     )
     parser.add_argument("--seeds", type=int, default=3, help="volumes per mark and generator")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="also measure the training weights themselves (generator 'raw') where the "
+        "recipe samples from their moving average: what the average changes",
+    )
     parser.add_argument("--tortuosity", choices=("none", "final", "all"), default="final")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads and stats workers")
@@ -1117,7 +1132,7 @@ def run(args: argparse.Namespace) -> None:
                 "generators": {},
             }
             last_volumes = {}
-            for which in generators_to_measure(trainer):
+            for which in generators_to_measure(trainer, args.raw):
                 block, volume = evaluate_generator(context, trainer, which, tortuosity)
                 record["generators"][which] = block
                 last_volumes[which] = volume

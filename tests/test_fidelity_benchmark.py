@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from safetensors.torch import load_file
 
 from microforge.models.stats import compare_with_references
 
@@ -134,6 +135,35 @@ def test_a_tiny_run_prints_machine_marks_and_summary(tmp_path, capsys):
     assert (out / "slices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "fraction err (points)" in err
     assert len([line for line in err.splitlines() if line.strip()]) >= 1 + len(marks)
+
+
+def test_raw_measures_the_training_weights_beside_their_moving_average(tmp_path, capsys):
+    common = [
+        "--synthetic", "blobs3", "--synthetic-size", "32", "--iterations", "10",
+        "--mark-iterations", "10", "--seeds", "1", "--tortuosity", "none", "--threads", "1",
+        "--raw",
+    ]  # fmt: skip
+    code, records, err = run_main(
+        capsys, *common, "--config", '{"critic_batch": 2}', "--out", str(tmp_path / "a")
+    )
+    assert code == 0, err
+    generators = records[1]["generators"]
+    assert set(generators) == {"latest", "raw"}
+    latest, raw = generators["latest"], generators["raw"]
+    assert raw["iteration"] == latest["iteration"] == 10
+    assert raw["trainer_check"] is None and latest["trainer_check"] is not None
+    weights = [load_file(block["file"]) for block in (latest, raw)]
+    assert weights[0].keys() == weights[1].keys()
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert raw["phases"] != latest["phases"]  # measured on their own volumes
+    assert "raw" in err.split("fraction err (points)")[1]  # a row of the summary table
+    # Without a moving average the training weights are what latest measures already.
+    code, records, err = run_main(
+        capsys, *common, "--config", '{"critic_batch": 2, "ema_decay": 0}',
+        "--out", str(tmp_path / "b"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert set(records[1]["generators"]) == {"latest"}
 
 
 def test_seconds_budget_stops_on_time_with_marks_on_the_way():

@@ -552,12 +552,21 @@ class Trainer:
         }
 
     def export_generator(self, path: str | Path, which: str = "latest") -> Path:
-        """One self-describing file (weights + config + phases) that loads on any device."""
+        """One self-describing file (weights + config + phases) that loads on any device.
+
+        ``which``: "latest" (what sampling uses: the moving average when there is one),
+        "best", or "raw": the training network's own weights and batch-norm statistics,
+        which is what a run without the moving average would export (to measure what the
+        average changes, docs/benchmarks.md).
+        """
         from microforge.models.export import save_generator
 
         if which == "best" and self.best is not None:
             weights = self.best["state"]
             iteration = self.best["iteration"]
+        elif which == "raw":
+            weights = plain_state_dict(self.generator)
+            iteration = self.iteration
         else:
             weights = plain_state_dict(self.sampling_generator())
             iteration = self.iteration
