@@ -25,13 +25,7 @@ def blobs(shape: tuple[int, ...], fraction: float = 0.5, seed: int = 0, smooth: 
 
 
 def narrow(arch: str) -> NetworkConfig:
-    """The preset's geometry with few channels: same index bookkeeping, fast on a CPU.
-    ``tiny-refine``: tiny with a full-resolution 3x3x3 last layer (``refine_filters``)."""
-    if arch == "tiny-refine":
-        paddings = [*PRESETS["tiny"].generator_paddings[:-1], 2]  # 34 voxels, 32 after it
-        return PRESETS["tiny"].model_copy(
-            update={"refine_filters": 6, "generator_paddings": paddings}
-        )
+    """The preset's geometry with few channels: same index bookkeeping, fast on a CPU."""
     network = PRESETS[arch]
     if arch == "tiny":
         return network

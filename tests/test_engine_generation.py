@@ -12,7 +12,7 @@ from engine_helpers import assert_chunked_equals_one_shot, random_generator
 SHAPE = (37, 45, 29)  # deliberately not multiples of any stride
 
 
-@pytest.mark.parametrize("arch", ["tiny", "paper", "reference", "tiny-refine"])
+@pytest.mark.parametrize("arch", ["tiny", "paper", "reference"])
 def test_one_shot_equals_the_plain_network(arch):
     loaded = random_generator(arch)
     plans = plan_volume(loaded.network, SHAPE, (False, False, False))
@@ -25,13 +25,13 @@ def test_one_shot_equals_the_plain_network(arch):
     torch.testing.assert_close(one_shot, full[(slice(None), *window)], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("arch", ["tiny", "paper", "reference", "tiny-refine"])
+@pytest.mark.parametrize("arch", ["tiny", "paper", "reference"])
 @pytest.mark.parametrize("chunk", [8, 13, 32])
 def test_chunked_equals_one_shot(arch, chunk):
     assert_chunked_equals_one_shot(random_generator(arch), SHAPE, chunk, seed=11)
 
 
-@pytest.mark.parametrize("arch", ["tiny", "reference", "tiny-refine"])
+@pytest.mark.parametrize("arch", ["tiny", "reference"])
 def test_single_voxel_chunks_equal_one_shot(arch):
     loaded = random_generator(arch)
     shape = (3, 4, 5)
@@ -74,7 +74,7 @@ def test_seed_decides_the_volume_whatever_the_chunking():
     assert not torch.equal(other, generate_probabilities(loaded, shape, seed=3, chunk=16))
 
 
-@pytest.mark.parametrize("arch", ["tiny", "reference", "tiny-refine"])
+@pytest.mark.parametrize("arch", ["tiny", "reference"])
 def test_periodic_axes_tile_seamlessly(arch):
     """A periodic volume repeated twice equals the volume made from the repeated latent."""
     loaded = random_generator(arch)

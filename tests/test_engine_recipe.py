@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from microforge.models import trainer as trainer_module
-from microforge.models.config import PRESETS, NetworkConfig, TrainConfig
+from microforge.models.config import PRESETS, TrainConfig
 from microforge.models.data import prepare_training_data
 from microforge.models.export import load_generator
 from microforge.models.networks import (
@@ -18,7 +18,7 @@ from microforge.models.networks import (
 )
 from microforge.models.trainer import Trainer
 
-from engine_helpers import blobs, narrow
+from engine_helpers import blobs
 
 
 def tiny_config(**changes) -> TrainConfig:
@@ -94,31 +94,6 @@ def test_plain_state_dict_is_the_network_a_generator_file_holds(isotropic, tmp_p
     net = trainer.sampling_generator()
     with torch.no_grad():
         assert torch.allclose(loaded.net(latent), net(latent), atol=1e-6)
-
-
-def test_a_full_resolution_last_layer_trains_exports_and_loads(isotropic, tmp_path):
-    network = narrow("tiny-refine")
-    trainer = Trainer(isotropic, tiny_config(network=network.model_dump()), "cpu")
-    assert trainer.network.crop_size == 32 and trainer.generator.refine is not None
-    trainer.run()
-    for which in ("latest", "raw"):
-        path = trainer.export_generator(tmp_path / f"{which}.safetensors", which=which)
-        loaded = load_generator(path, "cpu")
-        assert loaded.network.refine_filters == 6
-        assert loaded.net.refine.weight.shape == (2, 6, 3, 3, 3)  # two phases
-    net = trainer.sampling_generator()
-    latent = torch.randn(1, 8, 4, 4, 4)
-    with torch.no_grad():
-        volume = loaded.net(latent)  # the raw weights: another network than the average
-        assert volume.shape == (1, 2, 32, 32, 32)
-        assert not torch.allclose(volume, net(latent), atol=1e-3)
-        loaded = load_generator(tmp_path / "latest.safetensors", "cpu")
-        assert torch.allclose(loaded.net(latent), net(latent), atol=1e-6)
-
-
-def test_refine_filters_need_an_all_transposed_generator():
-    with pytest.raises(ValueError, match="refine_filters needs last_layer='transpose'"):
-        NetworkConfig.model_validate({**PRESETS["reference"].model_dump(), "refine_filters": 4})
 
 
 def test_free_kernels_are_still_offered(isotropic):

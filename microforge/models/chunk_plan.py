@@ -123,11 +123,9 @@ def layer_ops(network: NetworkConfig) -> list[Op]:
                     kernel=network.generator_kernels[index],
                     stride=network.generator_strides[index],
                     padding=network.generator_paddings[index],
-                    hidden=index < layers - 1 or network.refine_filters > 0,
+                    hidden=index < layers - 1,
                 )
             )
-    if network.refine_filters:
-        ops.append(Op("conv3", kernel=3))
     return ops
 
 

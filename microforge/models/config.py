@@ -42,10 +42,6 @@ class NetworkConfig(BaseModel):
     the last block is a trilinear upsample to 2(n-1) voxels per axis and a 3x3x3 convolution,
     which has a bias when ``resize_conv_bias`` is set (MicroForge trains it without one; the
     public SliceGAN code's ``rcconv`` has one, so imported generators set it).
-    With ``refine_filters`` the last transposed layer writes that many hidden channels
-    (batch norm, ReLU) and a 3x3x3 convolution at full resolution writes the image (two
-    voxels fewer per axis): the one layer after the last upsampling that can draw features
-    one voxel thin (docs/benchmarks.md, "necks").
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,9 +56,6 @@ class NetworkConfig(BaseModel):
     resize_conv_bias: bool = Field(
         default=False, description="The resize-convolution's 3x3x3 convolution has a bias."
     )
-    refine_filters: int_range(0, MAX_FILTERS) = Field(
-        default=0, description="Hidden channels before a full-resolution 3x3x3 last layer."
-    )
     critic_filters: list[int_range(1, MAX_FILTERS)] = Field(max_length=MAX_LAYERS)
     critic_kernels: list[int_range(1, MAX_KERNEL)] = Field(min_length=1, max_length=MAX_LAYERS)
     critic_strides: list[int_range(1, MAX_KERNEL)] = Field(max_length=MAX_LAYERS)
@@ -75,8 +68,6 @@ class NetworkConfig(BaseModel):
             raise ValueError("generator kernels, strides and paddings must have the same length")
         if self.resize_conv_bias and self.last_layer != "resize_conv":
             raise ValueError("resize_conv_bias needs last_layer='resize_conv'")
-        if self.refine_filters and self.last_layer != "transpose":
-            raise ValueError("refine_filters needs last_layer='transpose'")
         if len(self.generator_filters) != layers - 1:
             raise ValueError(
                 f"generator_filters must list {layers - 1} hidden layers for {layers} layers"
@@ -128,13 +119,7 @@ class NetworkConfig(BaseModel):
             else:
                 k = self.generator_kernels[index]
                 n = (n - 1) * self.generator_strides[index] - 2 * self.generator_paddings[index] + k
-        return n - 2 if self.refine_filters else n
-
-    def generator_widths(self, channels: int) -> list[int]:
-        """Channels into and out of every generator layer, from the latent to the image's
-        ``channels``: entry i feeds layer i (upsampling keeps its input's)."""
-        hidden = [*self.generator_filters, *([self.refine_filters] if self.refine_filters else [])]
-        return [self.latent_channels, *hidden, channels]
+        return n
 
     def critic_output_size(self, size: int) -> int:
         n = size

@@ -145,9 +145,8 @@ class ChunkEvaluator:
             weight = self.net.transposed[op.index].weight
             x = F.conv_transpose3d(x, weight, stride=op.stride)
         else:
-            conv = self.net.last_conv
-            assert conv is not None
-            x = F.conv3d(x, conv.weight, conv.bias)
+            assert self.net.resize_conv is not None
+            x = F.conv3d(x, self.net.resize_conv.weight, self.net.resize_conv.bias)
         for axis, ((start, _), (low, high)) in enumerate(zip(windows, targets)):
             origin = op.origin(start, self.plans[axis].periodic)
             x = x.narrow(2 + axis, low - origin, high - low)
@@ -224,7 +223,7 @@ def auto_chunk(loaded: LoadedGenerator) -> int:
 def estimate_chunk_bytes(network: NetworkConfig, channels: int, edge: int) -> int:
     """Peak bytes of one chunk: the largest (input + uncropped output) pair of any layer."""
     ops = layer_ops(network)
-    widths = network.generator_widths(channels)
+    widths = [network.latent_channels, *network.generator_filters, channels]
     plan = plan_axis(network, edge * 4, False, "z")
     needed = [(plan.offset + edge, plan.offset + 2 * edge)]
     for position in range(len(ops) - 1, -1, -1):

@@ -80,14 +80,14 @@ class GeneratorFileInfo:
 
 def expected_tensor_shapes(network: NetworkConfig, channels: int) -> dict[str, list[int]]:
     """The state-dict shapes a ``networks.Generator`` of this config has (names included)."""
-    widths = network.generator_widths(channels)
+    widths = [network.latent_channels, *network.generator_filters, channels]
     layers = len(network.generator_kernels)
     transposed = layers - 1 if network.last_layer == "resize_conv" else layers
     shapes: dict[str, list[int]] = {}
     for index in range(transposed):
         k = network.generator_kernels[index]
         shapes[f"transposed.{index}.weight"] = [widths[index], widths[index + 1], k, k, k]
-    for index in range(layers if network.refine_filters else layers - 1):
+    for index in range(layers - 1):
         width = widths[index + 1]
         for name in ("weight", "bias", "running_mean", "running_var"):
             shapes[f"norms.{index}.{name}"] = [width]
@@ -96,8 +96,6 @@ def expected_tensor_shapes(network: NetworkConfig, channels: int) -> dict[str, l
         shapes["resize_conv.weight"] = [channels, widths[-2], 3, 3, 3]
         if network.resize_conv_bias:
             shapes["resize_conv.bias"] = [channels]
-    if network.refine_filters:
-        shapes["refine.weight"] = [channels, network.refine_filters, 3, 3, 3]
     return shapes
 
 

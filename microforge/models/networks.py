@@ -30,7 +30,7 @@ class Generator(nn.Module):
         self.network = network
         self.channels = channels
         self.output_activation = output_activation
-        widths = network.generator_widths(channels)
+        widths = [network.latent_channels, *network.generator_filters, channels]
         layers = len(network.generator_kernels)
         self.transposed = nn.ModuleList()
         self.norms = nn.ModuleList()
@@ -46,21 +46,13 @@ class Generator(nn.Module):
                     bias=False,
                 )
             )
-            if index < layers - 1 or network.refine_filters:
+            if index < layers - 1:
                 self.norms.append(nn.BatchNorm3d(widths[index + 1]))
         self.resize_conv: nn.Conv3d | None = None
         if network.last_layer == "resize_conv":
             self.resize_conv = nn.Conv3d(
                 widths[-2], channels, 3, 1, 0, bias=network.resize_conv_bias
             )
-        self.refine: nn.Conv3d | None = None
-        if network.refine_filters:
-            self.refine = nn.Conv3d(network.refine_filters, channels, 3, 1, 0, bias=False)
-
-    @property
-    def last_conv(self) -> nn.Conv3d | None:
-        """The full-resolution 3x3x3 convolution that writes the image, if there is one."""
-        return self.resize_conv if self.resize_conv is not None else self.refine
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         if self.output_activation == "softmax":
@@ -83,8 +75,6 @@ class Generator(nn.Module):
             size = tuple(2 * (n - 1) for n in x.shape[2:])
             x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
             x = self.resize_conv(x)
-        if self.refine is not None:
-            x = self.refine(x)
         return self.activate(x)
 
 
