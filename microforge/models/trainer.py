@@ -564,11 +564,9 @@ class Trainer:
         if which == "best" and self.best is not None:
             weights = self.best["state"]
             iteration = self.best["iteration"]
-        elif which == "raw":
-            weights = plain_state_dict(self.generator)
-            iteration = self.iteration
         else:
-            weights = plain_state_dict(self.sampling_generator())
+            network = self.generator if which == "raw" else self.sampling_generator()
+            weights = plain_state_dict(network)
             iteration = self.iteration
         return save_generator(
             path,
