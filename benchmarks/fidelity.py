@@ -55,12 +55,21 @@ from microforge.models.stats import (  # noqa: E402
     compare_with_references,
     microstructure_statistics,
 )
-from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES, slice_perpendicular  # noqa: E402
+from microforge.models.stats.axes import (  # noqa: E402
+    AXES_3D,
+    SLICE_PLANE_AXES,
+    array_axis,
+    slice_perpendicular,
+)
 from microforge.models.stats.euler import connectivity_densities  # noqa: E402
 from microforge.models.stats.necks import neck_figures  # noqa: E402
 from microforge.models.stats.network import network_topology  # noqa: E402
 from microforge.models.stats.phases import label_name  # noqa: E402
-from microforge.models.stats.section_clusters import region_size, section_spread  # noqa: E402
+from microforge.models.stats.section_clusters import (  # noqa: E402
+    region_size,
+    section_spread,
+    typical_section,
+)
 from microforge.models.trainer import Trainer, TrainingError  # noqa: E402
 
 #: The issue's targets: what a faithful generator reaches against its 3D truth.
@@ -229,17 +238,42 @@ SYNTHETIC = {"blobs3": blobs3, "electrode3": electrode3, "spheres2": spheres2, "
 
 
 # --------------------------------------------------------------------------- training set-up
-def training_images(truth: np.ndarray, train_on: str, slice_axis: str) -> list[np.ndarray]:
+def training_images(
+    truth: np.ndarray, train_on: str, slice_axis: str, slice_index: int | None = None
+) -> list[np.ndarray]:
     """What SliceGAN sees of the truth, oriented as prepare_training_data expects.
 
-    One middle slice (isotropic), the three middle slices perpendicular to x, y, z in that
-    order (anisotropic), or the volume itself.
+    One slice (isotropic; the middle one unless ``slice_index`` says which), the three
+    middle slices perpendicular to x, y, z in that order (anisotropic), or the volume itself.
     """
     if train_on == "volume":
         return [truth]
     if train_on == "three-slices":
         return [_middle_slice(truth, axis) for axis in AXES_3D]
-    return [_middle_slice(truth, slice_axis)]
+    if slice_index is None:
+        return [_middle_slice(truth, slice_axis)]
+    return [np.ascontiguousarray(slice_perpendicular(truth, slice_axis, slice_index))]
+
+
+def resolve_slice_index(truth: np.ndarray, args: argparse.Namespace, crop: int) -> int | None:
+    """The section ``--slice-index`` asks for: a number, "typical" (the section whose phases'
+    region sizes rank nearest the median of the truth's sections along the axis: what a
+    recipe does from a representative slice, not the one a small volume's lottery dealt),
+    or None for the middle one."""
+    if args.slice_index is None:
+        return None
+    if args.train_on != "slice":
+        raise FidelityError("--slice-index needs --train-on slice")
+    count = truth.shape[array_axis(args.slice_axis, 3)]
+    if args.slice_index == "typical":
+        return typical_section(truth, args.slice_axis, np.unique(truth), crop)
+    index = int(args.slice_index)
+    if not 0 <= index < count:
+        raise FidelityError(
+            f"--slice-index {index} is outside the truth: it has {count} sections "
+            f"perpendicular to {args.slice_axis} (0 to {count - 1})"
+        )
+    return index
 
 
 def training_fractions(images: Sequence[np.ndarray]) -> dict[str, float]:
@@ -288,8 +322,14 @@ def training_region_sizes(
 
 
 def _middle_slice(volume: np.ndarray, axis: str) -> np.ndarray:
-    size = volume.shape[2 - AXES_3D.index(axis)]
-    return np.ascontiguousarray(slice_perpendicular(volume, axis, size // 2))
+    return np.ascontiguousarray(
+        slice_perpendicular(volume, axis, _slice_number(volume, axis, None))
+    )
+
+
+def _slice_number(volume: np.ndarray, axis: str, index: int | None) -> int:
+    """The section index a slice run trains on: ``index``, or the middle one."""
+    return volume.shape[array_axis(axis, 3)] // 2 if index is None else index
 
 
 #: Named starting points for --recipe; --config and the explicit flags override them.
@@ -985,6 +1025,14 @@ class Output:
 
 
 # --------------------------------------------------------------------------- main
+def _slice_index(text: str) -> str:
+    if text == "typical" or (text.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither a section number (0, 1, ...) nor 'typical'"
+    )
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -995,6 +1043,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--synthetic-size", type=int, default=64, help="edge of the cube")
     parser.add_argument("--train-on", choices=("slice", "three-slices", "volume"), default="slice")
     parser.add_argument("--slice-axis", choices=AXES_3D, default="z", help="for --train-on slice")
+    parser.add_argument(
+        "--slice-index",
+        type=_slice_index,
+        help="for --train-on slice: which section along --slice-axis (0-based; default the "
+        "middle one), or 'typical': the one whose region sizes rank nearest the median of "
+        "the truth's sections",
+    )
     parser.add_argument("--arch", help="a TrainConfig preset (default tiny)")
     parser.add_argument(
         "--recipe",
@@ -1065,7 +1120,9 @@ def run(args: argparse.Namespace) -> None:
     device = resolve(args.device)
     config = train_config(args, config_overrides(args.config))
     truth, truth_info = load_truth(args)
-    images = training_images(truth, args.train_on, args.slice_axis)
+    crop = config.network_config().crop_size
+    slice_index = resolve_slice_index(truth, args, crop)
+    images = training_images(truth, args.train_on, args.slice_axis, slice_index)
     try:
         data: TrainingData = prepare_training_data(images, "nphase")
         trainer = Trainer(data, config, str(device))
@@ -1082,7 +1139,7 @@ def run(args: argparse.Namespace) -> None:
         workers=args.threads,
         out=out,
         targets=targets,
-        crop=config.network_config().crop_size,
+        crop=crop,
     )
     budget = default_marks(args, config)
     output = Output(out / "marks.jsonl")
@@ -1104,6 +1161,9 @@ def run(args: argparse.Namespace) -> None:
                 "training": {
                     "train_on": args.train_on,
                     "slice_axis": args.slice_axis if args.train_on == "slice" else None,
+                    "slice_index": _slice_number(truth, args.slice_axis, slice_index)
+                    if args.train_on == "slice"
+                    else None,
                     "layout": data.layout,
                     "image_shapes": [list(image.shape) for image in images],
                     "image_fractions": training_fractions(images),

@@ -91,6 +91,7 @@ def test_a_tiny_run_prints_machine_marks_and_summary(tmp_path, capsys):
     assert training == {
         "train_on": "slice",
         "slice_axis": "z",
+        "slice_index": 16,
         "layout": "isotropic",
         "image_shapes": [[32, 32]],
     }
@@ -384,3 +385,42 @@ def test_real_volumes_read_and_a_one_page_stack_is_refused(shared_data, tmp_path
     for size in records[0]["training"]["region_size"].values():
         assert size["images"] == size["truth"] > 0 and "sections" not in size
     assert set(latest["phases"]) == {"0", "1", "2"} and latest["diversity"] is None
+
+
+def test_a_chosen_or_the_typical_slice_is_the_one_trained_on(shared_data, tmp_path, capsys):
+    from microforge.models.stats.section_clusters import typical_section
+
+    sofc = shared_data / "volumes" / "sofc_anode_3phase_62.tif"
+    truth = fidelity.read_truth(sofc)
+    common = ["--truth", str(sofc), "--iterations", "1", "--seeds", "1", "--tortuosity", "none",
+              "--threads", "1", "--config", '{"critic_batch": 2}']  # fmt: skip
+    # The middle z-slice ranks in the top tenth for phase 1's regions; the typical one at
+    # the median for every phase, and its fractions are that section's.
+    typical = typical_section(truth, "z", [0, 1, 2], CROP)
+    code, records, err = run_main(
+        capsys, *common, "--slice-index", "typical", "--out", str(tmp_path / "typical")
+    )
+    assert code == 0, err
+    training = records[0]["training"]
+    assert training["slice_index"] == typical != 31
+    ranks = [size["sections"]["rank"] for size in training["region_size"].values()]
+    assert all(0.3 <= rank <= 0.7 for rank in ranks), ranks
+    assert training["image_fractions"]["1"] == pytest.approx((truth[typical] == 1).mean(), abs=1e-4)
+    # A number picks that section along --slice-axis.
+    code, records, err = run_main(
+        capsys, *common, "--slice-axis", "x", "--slice-index", "5", "--out", str(tmp_path / "x5")
+    )
+    assert code == 0, err
+    training = records[0]["training"]
+    assert (training["slice_axis"], training["slice_index"]) == ("x", 5)
+    fraction = (truth[:, :, 5] == 0).mean()
+    assert training["image_fractions"]["0"] == pytest.approx(fraction, abs=1e-4)
+    # Outside the truth, or with more than one image: one line that says what to do.
+    code, records, err = run_main(capsys, *common, "--slice-index", "62")
+    assert code == 2 and records == [] and err.count("\n") == 1
+    assert "62 sections perpendicular to z (0 to 61)" in err
+    code, _, err = run_main(capsys, *common, "--train-on", "volume", "--slice-index", "3")
+    assert code == 2 and "--slice-index needs --train-on slice" in err
+    with pytest.raises(SystemExit):
+        fidelity.parse_args(["--synthetic", "rods", "--slice-index", "middle"])
+    assert "neither a section number" in capsys.readouterr().err

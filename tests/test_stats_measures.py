@@ -295,7 +295,11 @@ def test_necks_one_voxel_wide_disconnect_a_phase_that_thick_bars_keep_crossing()
 
 
 def test_region_size_in_crops_weights_regions_by_area_and_ranks_a_slice():
-    from microforge.models.stats.section_clusters import region_size, section_spread
+    from microforge.models.stats.section_clusters import (
+        region_size,
+        section_spread,
+        typical_section,
+    )
 
     image = np.zeros((8, 8), np.int8)
     image[0:2, 0:2] = 1
@@ -319,6 +323,16 @@ def test_region_size_in_crops_weights_regions_by_area_and_ranks_a_slice():
     assert spread["image"] == 36.0 and spread["rank"] == 5 / 8
     assert spread["mean"] == pytest.approx(np.mean([(i + 1) ** 2 for i in range(8)]))
     assert spread["p10"] < spread["image"] < spread["p90"]
+    # The typical section is not the middle one when the middle's squares are the largest.
+    odd = np.zeros((8, 8, 8), np.int8)
+    for index, side in enumerate([1, 2, 3, 4, 8, 5, 6, 7]):
+        odd[index, :side, :side] = 1
+    assert section_spread(odd, odd[4], "z", [1], crop=8)[1]["rank"] == 7 / 8
+    assert typical_section(odd, "z", [1], crop=8) == 3  # of equals, the first nearest
+    # The worst phase decides: phase 2's largest square in section 3 makes it atypical.
+    for index, side in enumerate([3, 2, 1, 4, 0, 2, 1, 1]):
+        odd[index, 8 - side :, 8 - side :] = 2
+    assert typical_section(odd, "z", [1, 2], crop=8) == 5
     # Several images are pooled: the bar's pixels and the two squares' together.
     assert region_size([bar, image], [1], crop=16)[1] == (16 * 16 + 16 + 256) / 36
     with pytest.raises(ValueError, match="2D images or a 3D volume"):
