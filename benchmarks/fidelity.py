@@ -596,6 +596,8 @@ def seed_figures(stats: dict, truth_stats: dict, tortuosity: bool) -> dict:
             entry["length"][axis] = mine.get("characteristic_length", {}).get(axis)
         if tortuosity:
             entry["tau"] = {a: mine.get("tortuosity", {}).get(a) for a in AXES_3D}
+            # An absent phase carries nothing: all of it (none) is stagnant.
+            entry["stagnant"] = {a: mine.get("stagnant_share", {}).get(a, 1.0) for a in AXES_3D}
         result["phases"][name] = entry
     if "triple_phase_boundary_density" in truth_stats:
         result["tpb"] = stats.get("triple_phase_boundary_density", 0.0)
@@ -701,6 +703,16 @@ def aggregate(per_seed: list[dict], truth_stats: dict, tortuosity: bool) -> dict
         if tortuosity:
             entry["tortuosity"] = {
                 a: _tortuosity_figure([s["tau"][a] for s in seeds], theirs["tortuosity"][a])
+                for a in AXES_3D
+            }
+            # The share of the phase the flow leaves alone (dead ends, specks): counted in
+            # tau's fraction, not in its flow, so fewer of them is an easier phase to cross
+            # with paths as long as the truth's (stats/tortuosity.py).
+            entry["stagnant_share"] = {
+                a: {
+                    "value": spread([s["stagnant"][a] for s in seeds]),
+                    "truth": theirs["stagnant_share"][a],
+                }
                 for a in AXES_3D
             }
         phases[name] = entry

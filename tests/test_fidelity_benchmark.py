@@ -201,6 +201,9 @@ def test_the_truth_against_itself_has_no_error_and_passes_every_target():
             tau = phase["tortuosity"][axis]
             assert tau["percolating_seeds"] == "1/1"
             assert tau["relative_difference"]["mean"] == 0.0
+            stagnant = phase["stagnant_share"][axis]
+            assert stagnant["value"]["mean"] == stagnant["truth"]
+            assert 0.0 < stagnant["truth"] < 1.0  # blobs have dead ends, and paths
         assert phase["connectivity"]["value"]["mean"] == phase["connectivity"]["truth"]
         for figure in phase["network"].values():
             assert figure["value"]["mean"] == figure["truth"]
@@ -252,6 +255,8 @@ def test_one_phase_everywhere_fails_fraction_surface_s2_and_tortuosity():
     missing = figures["phases"]["2"]
     assert missing["volume_fraction"]["value"]["mean"] == 0.0
     assert missing["tortuosity"]["z"]["value"] == fidelity.NOT_PERCOLATING
+    assert missing["stagnant_share"]["z"]["value"]["mean"] == 1.0
+    assert figures["phases"]["0"]["stagnant_share"]["z"]["value"]["mean"] == 0.0  # all flows
     assert missing["characteristic_length"]["x"]["value"] is None
     assert figures["tpb_density"]["value"]["mean"] == 0.0
     # The phase that fills the volume has S2 = 1 at every lag, a missing one S2 = 0.

@@ -133,6 +133,30 @@ def test_straight_channels_have_tortuosity_one_and_blocked_phase_is_reported():
     assert result["y"].percolates is False and result["y"].tortuosity is None
     stats = microstructure_statistics(labels, voxel_size=None)
     assert stats["phases"]["1"]["percolates"] == {"x": True, "y": False, "z": True}
+    assert stats["phases"]["1"]["stagnant_share"] == {"x": 0.0, "y": 1.0, "z": 0.0}
+
+
+def test_the_stagnant_share_is_the_dead_ends_of_a_path():
+    from microforge.models.stats.tortuosity import stagnant_share
+
+    # A straight channel along x (12 voxels) with a dead-end branch of 5 voxels along y
+    # and a speck apart: only the channel carries flow, so 6 of 18 voxels are stagnant.
+    labels = np.zeros((5, 9, 12), np.uint8)
+    labels[2, 2, :] = 1
+    labels[2, 3:8, 6] = 1
+    labels[0, 7, 1] = 1
+    result = phase_tortuosity(labels, 1, device="cpu")
+    assert result["x"].tortuosity == pytest.approx(18 / 12, rel=0.02)  # fraction / D_rel
+    assert result["x"].stagnant_share == pytest.approx(6 / 18)
+    assert result["y"].percolates is False and result["y"].stagnant_share == 1.0
+    # By hand: a linear field carries flow in every voxel of the channel, a flat one none.
+    mask = np.ones((4, 3, 3), bool)
+    linear = np.broadcast_to(np.arange(4.0)[:, None, None] / 4, mask.shape)
+    assert stagnant_share(mask, linear, 1 / 4) == 0.0
+    assert stagnant_share(mask, np.zeros(mask.shape), 1 / 4) == 1.0
+    # A twentieth of a channel's drop is below the line (a tenth), a fifth above it.
+    assert stagnant_share(mask, linear / 20, 1 / 4) == 1.0
+    assert stagnant_share(mask, linear / 5, 1 / 4) == 0.0
 
 
 def test_fractions_keep_original_labels():

@@ -123,6 +123,7 @@ def _phase_statistics(
             entry["tortuosity"] = {a: r.tortuosity for a, r in solved.items()}
             entry["effective_diffusivity"] = {a: r.effective_diffusivity for a, r in solved.items()}
             entry["percolates"] = {a: r.percolates for a, r in solved.items()}
+            entry["stagnant_share"] = {a: r.stagnant_share for a, r in solved.items()}
             entry["tortuosity_converged"] = all(r.converged for r in solved.values())
         result["phases"][label_name(value)] = entry
     if len(phases) == 3:

@@ -5,6 +5,13 @@ faces normal to the flow axis and no flux elsewhere; tau = fraction / (D_eff / D
 It runs on CUDA when available (much faster) and on CPU otherwise. Percolation is checked
 first with a connected-component labelling (faces shared = connected), so a phase with no
 path from one face to the other is reported as not percolating instead of being solved.
+
+Beside tau, the solved field says how much of the phase carries the flow: the stagnant
+share is the part where no face carries a tenth of what a face of a straight channel does
+(dead ends, bulges beside the path, isolated specks). tau = fraction / D_rel counts that
+volume in the fraction and not in the flow, so it is where two phases of the same
+fraction and equally long paths differ: SOFC's phase 1 is half stagnant, the generators'
+a third (docs/benchmarks.md, "Dead ends").
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ class AxisTortuosity:
     effective_diffusivity: float
     percolates: bool
     converged: bool
+    #: The share of the phase that carries (almost) none of the flow along this axis.
+    stagnant_share: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -61,9 +70,9 @@ def phase_tortuosity(
 
 def _solve_axis(mask: np.ndarray, axis: int, device: str | None, iter_limit: int) -> AxisTortuosity:
     if not percolates(mask, axis):
-        return AxisTortuosity(None, 0.0, percolates=False, converged=True)
+        return AxisTortuosity(None, 0.0, percolates=False, converged=True, stagnant_share=1.0)
     if mask.all():
-        return AxisTortuosity(1.0, 1.0, percolates=True, converged=True)
+        return AxisTortuosity(1.0, 1.0, percolates=True, converged=True, stagnant_share=0.0)
     import taufactor  # heavy (torch); only needed when a solve is actually required
     import torch
 
@@ -76,6 +85,32 @@ def _solve_axis(mask: np.ndarray, axis: int, device: str | None, iter_limit: int
         solver.solve(iter_limit=iter_limit, verbose=False)
     tau = float(np.asarray(solver.tau).reshape(-1)[0])
     relative = float(np.asarray(solver.D_rel).reshape(-1)[0])
+    converged = bool(solver.converged)
     if not np.isfinite(tau) or tau <= 0:
-        return AxisTortuosity(None, 0.0, percolates=False, converged=bool(solver.converged))
-    return AxisTortuosity(tau, relative, percolates=True, converged=bool(solver.converged))
+        return AxisTortuosity(None, 0.0, False, converged, stagnant_share=1.0)
+    # The solved concentration inside the volume (taufactor pads one layer on every side).
+    field = solver.field[0, 1:-1, 1:-1, 1:-1].cpu().numpy()
+    channel_drop = abs(solver.bot_bc - solver.top_bc) / flow_first.shape[0]
+    stagnant = stagnant_share(flow_first.astype(bool), field, channel_drop)
+    return AxisTortuosity(tau, relative, True, converged, stagnant_share=stagnant)
+
+
+#: A voxel whose faces all carry less than this share of a straight channel's flux is
+#: stagnant. The truth-against-generator contrast it shows holds from 0.01 to 0.3.
+STAGNANT_BELOW = 0.1
+
+
+def stagnant_share(mask: np.ndarray, field: np.ndarray, channel_drop: float) -> float:
+    """The share of ``mask`` where no face to a neighbour of the phase carries
+    ``STAGNANT_BELOW`` of ``channel_drop``, the concentration drop across one face of a
+    straight channel along the flow (the flux of a face is its drop: unit diffusivity)."""
+    busiest = np.zeros(mask.shape)
+    for axis in range(3):
+        inside = np.swapaxes(mask, 0, axis)
+        values = np.swapaxes(field, 0, axis)
+        drop = np.abs(values[1:] - values[:-1]) * (inside[1:] & inside[:-1])
+        most = np.swapaxes(busiest, 0, axis)  # a view: writes land in busiest
+        np.maximum(most[1:], drop, out=most[1:])
+        np.maximum(most[:-1], drop, out=most[:-1])
+    carrying = (busiest >= STAGNANT_BELOW * channel_drop) & mask
+    return float(1.0 - carrying.sum() / mask.sum())
