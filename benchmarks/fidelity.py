@@ -1038,7 +1038,7 @@ class Output:
 
 # --------------------------------------------------------------------------- main
 def _slice_index(text: str) -> str:
-    if text == "typical" or (text.isdigit()):
+    if text == "typical" or text.isdigit():
         return text
     raise argparse.ArgumentTypeError(
         f"{text!r} is neither a section number (0, 1, ...) nor 'typical'"
