@@ -11,7 +11,7 @@ share is the part where no face carries a tenth of what a face of a straight cha
 (dead ends, bulges beside the path, isolated specks). tau = fraction / D_rel counts that
 volume in the fraction and not in the flow, so it is where two phases of the same
 fraction and equally long paths differ: SOFC's phase 1 is half stagnant, the generators'
-a third (docs/benchmarks.md, "Dead ends").
+a fifth to two fifths (docs/benchmarks.md, "Dead ends").
 """
 
 from __future__ import annotations
