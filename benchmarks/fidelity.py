@@ -239,31 +239,31 @@ SYNTHETIC = {"blobs3": blobs3, "electrode3": electrode3, "spheres2": spheres2, "
 
 # --------------------------------------------------------------------------- training set-up
 def training_images(
-    truth: np.ndarray, train_on: str, slice_axis: str, slice_index: int | None = None
+    truth: np.ndarray, train_on: str, slice_axis: str, slice_index: int | None
 ) -> list[np.ndarray]:
     """What SliceGAN sees of the truth, oriented as prepare_training_data expects.
 
-    One slice (isotropic; the middle one unless ``slice_index`` says which), the three
+    The section ``slice_index`` perpendicular to ``slice_axis`` (isotropic), the three
     middle slices perpendicular to x, y, z in that order (anisotropic), or the volume itself.
     """
     if train_on == "volume":
         return [truth]
     if train_on == "three-slices":
         return [_middle_slice(truth, axis) for axis in AXES_3D]
-    if slice_index is None:
-        return [_middle_slice(truth, slice_axis)]
     return [np.ascontiguousarray(slice_perpendicular(truth, slice_axis, slice_index))]
 
 
 def resolve_slice_index(truth: np.ndarray, args: argparse.Namespace, crop: int) -> int | None:
-    """The section ``--slice-index`` asks for: a number, "typical" (the section whose phases'
-    region sizes rank nearest the median of the truth's sections along the axis: what a
-    recipe does from a representative slice, not the one a small volume's lottery dealt),
-    or None for the middle one."""
-    if args.slice_index is None:
-        return None
+    """The section a slice run trains on: ``--slice-index``'s number, "typical" (the section
+    whose phases' region sizes rank nearest the median of the truth's sections along the
+    axis: what a recipe does from a representative slice, not the one a small volume's
+    lottery dealt), or the middle one; None when the run does not train on one slice."""
     if args.train_on != "slice":
-        raise FidelityError("--slice-index needs --train-on slice")
+        if args.slice_index is not None:
+            raise FidelityError("--slice-index needs --train-on slice")
+        return None
+    if args.slice_index is None:
+        return _middle_index(truth, args.slice_axis)
     count = truth.shape[array_axis(args.slice_axis, 3)]
     if args.slice_index == "typical":
         return typical_section(truth, args.slice_axis, np.unique(truth), crop)
@@ -322,14 +322,11 @@ def training_region_sizes(
 
 
 def _middle_slice(volume: np.ndarray, axis: str) -> np.ndarray:
-    return np.ascontiguousarray(
-        slice_perpendicular(volume, axis, _slice_number(volume, axis, None))
-    )
+    return np.ascontiguousarray(slice_perpendicular(volume, axis, _middle_index(volume, axis)))
 
 
-def _slice_number(volume: np.ndarray, axis: str, index: int | None) -> int:
-    """The section index a slice run trains on: ``index``, or the middle one."""
-    return volume.shape[array_axis(axis, 3)] // 2 if index is None else index
+def _middle_index(volume: np.ndarray, axis: str) -> int:
+    return volume.shape[array_axis(axis, 3)] // 2
 
 
 #: Named starting points for --recipe; --config and the explicit flags override them.
@@ -1173,9 +1170,7 @@ def run(args: argparse.Namespace) -> None:
                 "training": {
                     "train_on": args.train_on,
                     "slice_axis": args.slice_axis if args.train_on == "slice" else None,
-                    "slice_index": _slice_number(truth, args.slice_axis, slice_index)
-                    if args.train_on == "slice"
-                    else None,
+                    "slice_index": slice_index,
                     "layout": data.layout,
                     "image_shapes": [list(image.shape) for image in images],
                     "image_fractions": training_fractions(images),
