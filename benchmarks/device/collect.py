@@ -13,15 +13,50 @@ from pathlib import Path
 
 
 def load(path: Path) -> object:
+    """One JSON document (.json), or one per line (.jsonl: a run killed by its timeout keeps
+    its whole records, and a line it was cut in comes back as text); else the text itself."""
     text = path.read_text(errors="replace")
+    if path.suffix == ".jsonl":
+        return [record(line) for line in text.splitlines() if line.strip()]
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
 
 
+def record(line: str) -> object:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return {"unreadable": line}
+
+
 def gib(value: object) -> str:
     return "-" if not isinstance(value, int | float) else f"{value / 2**30:.2f} GiB"
+
+
+def fidelity_lines(name: str, records: list[dict]) -> list[str]:
+    """Iterations run, and each generator's targets at the last mark (pass, or the worst miss)."""
+    summary = next((r for r in records if r.get("record") == "summary"), None)
+    if summary is None:
+        marks = [r for r in records if r.get("record") == "mark"]
+        return [f"{name}: no summary ({len(marks)} marks measured)"]
+    lines = [
+        f"{name}: {summary['iterations']} iterations in {summary['train_seconds']:.0f} s "
+        f"({1000 * summary['mean_seconds_per_iteration']:.1f} ms/it)"
+    ]
+    targets = summary["targets"]
+    for which, verdicts in targets.items():
+        if which == "limits":
+            continue
+        cells = []
+        for target, verdict in verdicts.items():
+            if isinstance(verdict, dict):
+                worst = verdict.get("worst") or {}
+                miss = ", ".join(f"{k} {v}" for k, v in worst.items() if k != "share_of_limit")
+                cells.append(f"{target} {'pass' if verdict.get('pass') else 'FAIL'} ({miss})")
+        lines.append(f"  {which}: " + "; ".join(cells))
+    return lines
 
 
 def table(parts: dict[str, object]) -> list[str]:
@@ -50,6 +85,9 @@ def table(parts: dict[str, object]) -> list[str]:
     if isinstance(stats, dict):
         keys = [k for k in stats if k.endswith("_s") and "tortuosity" in k or k.startswith("cpu_w")]
         lines.append("stats: " + ", ".join(f"{k}={stats[k]}" for k in keys))
+    for name, records in parts.items():
+        if name.startswith("fidelity-") and isinstance(records, list):
+            lines += fidelity_lines(name, records)
     tests = parts.get("cuda-tests")
     if isinstance(tests, str):
         lines.append("cuda tests: " + (tests.strip().splitlines() or ["(no output)"])[-1])
@@ -58,7 +96,7 @@ def table(parts: dict[str, object]) -> list[str]:
 
 def main() -> None:
     work, out = Path(sys.argv[1]), Path(sys.argv[2])
-    parts = {path.stem: load(path) for path in sorted(work.glob("*.json"))}
+    parts = {path.stem: load(path) for path in sorted(work.glob("*.json*"))}
     (out / "results.json").write_text(json.dumps(parts, indent=1))
     with (out / "logs.txt").open("w") as logs:
         for path in sorted(work.glob("*.log")) + sorted(work.glob("*.txt")):
