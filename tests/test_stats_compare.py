@@ -114,9 +114,16 @@ def test_cli_table_with_tortuosity_and_errors(tmp_path):
     from microforge.cli.main import cli
 
     _write_volume(tmp_path / "volume.tif")
-    result = CliRunner().invoke(cli, ["stats", str(tmp_path / "volume.tif")])
+    wide = {"COLUMNS": "220"}  # one line per phase, whatever the terminal
+    result = CliRunner().invoke(cli, ["stats", str(tmp_path / "volume.tif")], env=wide)
     assert result.exit_code == 0, result.output
-    assert "255" in result.output
+    measured = CliRunner().invoke(cli, ["stats", str(tmp_path / "volume.tif"), "--json"])
+    phases = json.loads(measured.output)["phases"]
+    assert "no flow x/y/z" in result.output
+    for name, phase in phases.items():  # tortuosity and the share that carries no flow
+        row = next(line for line in result.output.splitlines() if line.startswith(f"│ {name} "))
+        shares = " / ".join(f"{phase['stagnant_share'][a]:.0%}" for a in "xyz")
+        assert f"{phase['tortuosity']['x']:.3g}" in row and shares in row, (row, shares)
     bad = CliRunner().invoke(cli, ["stats", str(tmp_path / "volume.tif"), "--voxel-size", "-1"])
     assert bad.exit_code != 0 and "positive" in bad.output
 

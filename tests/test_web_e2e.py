@@ -15,6 +15,7 @@ log are saved under the test's tmp dir (the path is printed).
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -161,7 +162,15 @@ def test_browser_walkthrough(browser, shared_data: Path, tmp_path: Path):
         page.wait_for_selector("text=Two-point correlation S2 of phase 0", timeout=60_000)
         assert page.locator(".verdict-line .badge").count() == 1
         page.wait_for_selector("h3:text-is('Tortuosity')")
-        assert page.locator("table:has(caption:text-is('Tortuosity per phase'))").count() == 1
+        tortuosity = page.locator("table:has(caption:text-is('Tortuosity per phase'))")
+        assert tortuosity.count() == 1
+        assert "Carries no flow x / y / z" in tortuosity.locator("thead").inner_text()
+        no_flow = [
+            row.locator("td").last.inner_text() for row in tortuosity.locator("tbody tr").all()
+        ]
+        for cell in no_flow:  # a share per axis (100 % where the phase has no path)
+            assert re.fullmatch(r"(\d+(\.\d)?\s?%|—)( / (\d+(\.\d)?\s?%|—)){2}", cell), cell
+        assert any("%" in cell for cell in no_flow), no_flow
         assert page.locator(".phase-legend li").count() == 2  # phases 0 and 255, in colour
 
         # Download the TIFF and read it back.

@@ -25,7 +25,7 @@ def print_statistics_table(output: dict, title: str) -> None:
     else:
         table = Table(title=f"{title}: {shape}, lengths in {output['length_unit']}")
         columns = ("phase", "fraction", "surface area", "corr. length x/y/z", "Euler/area x/y/z")
-        for column in (*columns, "tau x/y/z"):
+        for column in (*columns, "tau x/y/z", "no flow x/y/z"):
             table.add_column(column)
         for name, phase in output["phases"].items():
             table.add_row(
@@ -33,10 +33,15 @@ def print_statistics_table(output: dict, title: str) -> None:
                 f"{phase['volume_fraction']:.4f}",
                 f"{phase['specific_surface_area']:.4g}",
                 _axes_text(phase["characteristic_length"]),
-                # Reports made before the Euler density was measured have none.
+                # Reports made before the Euler density (or the stagnant share) was
+                # measured have none.
                 _axes_text(phase.get("euler_density", {})) or "-",
                 _axes_text(phase["tortuosity"], missing="no path")
                 if "tortuosity" in phase
+                else "-",
+                # The share of the phase that carries no flow along the axis (dead ends).
+                " / ".join(f"{share:.0%}" for share in phase["stagnant_share"].values())
+                if "stagnant_share" in phase
                 else "-",
             )
         console.print(table)

@@ -295,7 +295,9 @@ async function fillReport(ctx, v, box) {
 
 /** Tortuosity per phase and axis when the report has it: a GPU worker solves it
  * (MICROFORGE_REPORT_TORTUOSITY=auto); on a CPU worker it would dominate the job, so say
- * where to get it. */
+ * where to get it. Beside it, the share of the phase that carries no flow along the axis:
+ * generators tend to join what the material leaves as dead ends, which makes a phase too
+ * easy to cross, and this column is where that shows. */
 function tortuosity(phases) {
   const solved = phases.filter(([, p]) => p.tortuosity);
   if (!solved.length) {
@@ -305,7 +307,11 @@ function tortuosity(phases) {
     { label: "Phase", cell: ([value]) => value, class: "num" },
     ...["x", "y", "z"].map((a) => ({ label: `along ${a}`, class: "num",
       cell: ([, p]) => (p.percolates?.[a] === false ? "no path" : num(p.tortuosity?.[a], 3)) })),
-  ], solved, { caption: "Tortuosity per phase" })];
+    // Reports made before the share was measured have none: a dash.
+    { label: "Carries no flow x / y / z", class: "num",
+      cell: ([, p]) => ["x", "y", "z"].map((a) => percent(p.stagnant_share?.[a])).join(" / ") },
+  ], solved, { caption: "Tortuosity per phase" }),
+  h("p", { class: "muted" }, "Carries no flow: the share of the phase where no face carries a tenth of a straight channel's flux (dead ends, bulges, specks). Tortuosity counts that volume in the phase's fraction but not in its paths.")];
 }
 
 function trainingFraction(comparison, value) {
