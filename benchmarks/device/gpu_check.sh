@@ -9,7 +9,9 @@
 #    for 300 s with the paper and the reference presets, both at once (so each has about half
 #    the GPU; the records say how many iterations each ran).
 # ONLY="part ..." runs the named parts alone (fidelity is one part), e.g. what a short lease
-# did not reach last time.
+# did not reach last time. FIDELITY_RUNS="NAME=ARCH[@CONFIG.json] ..." sets the fidelity runs
+# (e.g. "paper=paper paper-lr5e-4=paper@benchmarks/device/lr5e-4.json"), FIDELITY_SECONDS
+# their training time (300; the stage's limit follows).
 # Each part is bounded by its own timeout and by its stage's budget, so one slow part cannot
 # eat the rest, and its JSON/log reaches $OUT whatever happens to the others.
 #
@@ -39,19 +41,20 @@ if [ -n "${DRY_RUN:-}" ]; then
     STATS="--size 64 --tortuosity-size 16 --repeats 1" TESTS="tests/test_cuda.py"
     # tiny on the small SOFC anode: the real presets take minutes per iteration here, and
     # tortuosity of 128^3 volumes minutes more (the real presets need 64+ voxels a side)
-    FIDELITY_ARCHES="tiny" FIDELITY_TRUTH=sofc_anode_3phase_62.tif
+    FIDELITY_RUNS=${FIDELITY_RUNS:-"tiny=tiny"} FIDELITY_TRUTH=sofc_anode_3phase_62.tif
     FIDELITY_BUDGET="--iterations 4 --mark-iterations 2 --seeds 1"
 else
     DEVICE=cuda TRAIN_ARCH="reference paper" CHANNELS_LAST_ARCH="reference" BATCHES="8" PRECISIONS="tf32 bf16" TRAIN_ITERS=""
     GEN_BIG="reference --sizes 1000 2155" GEN_ONE_SHOT="reference --sizes 640" GEN_SMALL="reference --sizes 448"
     STATS="--size 256 --tortuosity-size 32 --repeats 1" TESTS="tests/test_cuda.py"
-    FIDELITY_ARCHES="paper reference" FIDELITY_TRUTH=nmc_binary_128.tif
-    FIDELITY_BUDGET="--seconds 300 --mark-seconds 150 --seeds 2"
+    FIDELITY_RUNS=${FIDELITY_RUNS:-"paper=paper reference=reference"} FIDELITY_TRUTH=nmc_binary_128.tif
+    FIDELITY_SECONDS=${FIDELITY_SECONDS:-300}
+    FIDELITY_BUDGET="--seconds $FIDELITY_SECONDS --mark-seconds $((FIDELITY_SECONDS / 2)) --seeds 2"
 fi
 TRUTH=${TRUTH:-.truth/$FIDELITY_TRUTH}  # prepare.sh copies it there; here, also:
 [ -f "$TRUTH" ] || TRUTH=../shared/data/volumes/$FIDELITY_TRUTH
 ONLY=${ONLY:-}
-SPEED_BUDGET=${SPEED_BUDGET:-190} FIDELITY_LIMIT=${FIDELITY_LIMIT:-375}
+SPEED_BUDGET=${SPEED_BUDGET:-190} FIDELITY_LIMIT=${FIDELITY_LIMIT:-$((${FIDELITY_SECONDS:-300} + 75))}
 
 wanted() {  # wanted NAME: whether ONLY is empty or names it
     [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]
@@ -95,20 +98,25 @@ rm -rf "$SCRATCH"
 # Fidelity: the runs share the GPU and the CPU cores; each gets its own folder and timeout.
 if wanted fidelity; then
     began=$SECONDS
-    threads=$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))
-    for arch in $FIDELITY_ARCHES; do
+    runs=($FIDELITY_RUNS)
+    threads=$(( $(nproc) / ${#runs[@]} > 1 ? $(nproc) / ${#runs[@]} : 1 ))
+    for run in "${runs[@]}"; do
+        name=${run%%=*} spec=${run#*=}
+        config=()
+        [[ $spec == *@* ]] && config=(--config "@${spec#*@}")
         # shellcheck disable=SC2086
-        timeout "$FIDELITY_LIMIT" "$PYTHON" benchmarks/fidelity.py --truth "$TRUTH" --arch "$arch" \
-            $FIDELITY_BUDGET --seed 1 --tortuosity final --device $DEVICE --threads "$threads" \
-            --label "gpu_check $arch" --out "$WORK/fidelity-$arch" \
-            >"$WORK/fidelity-$arch.jsonl" 2>"$WORK/fidelity-$arch.log" &
+        timeout "$FIDELITY_LIMIT" "$PYTHON" benchmarks/fidelity.py --truth "$TRUTH" \
+            --arch "${spec%%@*}" "${config[@]}" $FIDELITY_BUDGET --seed 1 --tortuosity final \
+            --device $DEVICE --threads "$threads" --label "gpu_check $run" \
+            --out "$WORK/fidelity-$name" >"$WORK/fidelity-$name.jsonl" 2>"$WORK/fidelity-$name.log" &
     done
     wait
-    echo "== fidelity ($FIDELITY_ARCHES): done after $((SECONDS - began)) s (limit $FIDELITY_LIMIT s)" \
+    echo "== fidelity ($FIDELITY_RUNS): done after $((SECONDS - began)) s (limit $FIDELITY_LIMIT s)" \
         | tee -a "$WORK/summary.txt"
-    for arch in $FIDELITY_ARCHES; do
-        tail -n 3 "$WORK/fidelity-$arch.log"
-        [ -f "$WORK/fidelity-$arch/slices.png" ] && cp "$WORK/fidelity-$arch/slices.png" "$OUT/fidelity-$arch.png"
+    for run in "${runs[@]}"; do
+        name=${run%%=*}
+        tail -n 3 "$WORK/fidelity-$name.log"
+        [ -f "$WORK/fidelity-$name/slices.png" ] && cp "$WORK/fidelity-$name/slices.png" "$OUT/fidelity-$name.png"
     done
 fi
 "$PYTHON" benchmarks/device/collect.py "$WORK" "$OUT"
