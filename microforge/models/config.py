@@ -288,7 +288,7 @@ class TrainConfig(BaseModel):
         default=False,
         description="Channels-last memory layout for the networks and their inputs "
         "(NDHWC/NHWC). Same results up to rounding. On an H200 (cuDNN 9.19) it made training "
-        "over twice as slow, so it stays off there.",
+        "over twice as slow: leave it off there.",
     )
 
     def network_config(self) -> NetworkConfig:
