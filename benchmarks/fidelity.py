@@ -253,6 +253,23 @@ def training_images(
     return [np.ascontiguousarray(slice_perpendicular(truth, slice_axis, slice_index))]
 
 
+def check_truth_holds_crops(
+    truth: np.ndarray, args: argparse.Namespace, crop: int, preset: str | None
+) -> None:
+    """The trainer's own message for a too-small image suggests a scale factor, which this
+    benchmark cannot take (it compares voxel for voxel); say what can be done here instead."""
+    skipped = array_axis(args.slice_axis, 3) if args.train_on == "slice" else None
+    edges = [n for index, n in enumerate(truth.shape) if index != skipped]
+    if min(edges) >= crop:
+        return
+    net = f"the {preset} preset" if preset else "this network"
+    raise FidelityError(
+        f"the truth is {'x'.join(map(str, truth.shape))} voxels, and {net} trains on "
+        f"{crop}-pixel crops: use a truth at least {crop} voxels a side where it is sliced, "
+        "or a smaller network (--arch tiny trains on 32-pixel crops)"
+    )
+
+
 def resolve_slice_index(truth: np.ndarray, args: argparse.Namespace, crop: int) -> int | None:
     """The section a slice run trains on: ``--slice-index``'s number, "typical" (the section
     whose phases' region sizes rank nearest the median of the truth's sections along the
@@ -1130,6 +1147,7 @@ def run(args: argparse.Namespace) -> None:
     config = train_config(args, config_overrides(args.config))
     truth, truth_info = load_truth(args)
     crop = config.network_config().crop_size
+    check_truth_holds_crops(truth, args, crop, config.arch if config.network is None else None)
     slice_index = resolve_slice_index(truth, args, crop)
     images = training_images(truth, args.train_on, args.slice_axis, slice_index)
     try:

@@ -6,6 +6,7 @@ The benchmark is a script, not a package module, so it is imported by path. Runs
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -353,6 +354,29 @@ def test_a_2d_truth_and_an_unknown_config_field_are_one_line_errors(tmp_path, ca
     assert err.startswith("error: training config: no_such_field")
     code, _, err = run_main(capsys, "--synthetic", "rods")
     assert code == 2 and "budget" in err
+
+
+def test_a_truth_smaller_than_the_crops_says_what_to_use(tmp_path, capsys):
+    thin = tmp_path / "thin.tif"
+    tifffile.imwrite(thin, (np.indices((20, 40, 40)).sum(0) % 2).astype(np.uint8))
+    code, records, err = run_main(
+        capsys, "--truth", str(thin), "--arch", "paper", "--iterations", "2"
+    )
+    assert code == 2 and records == []
+    assert err == (
+        "error: the truth is 20x40x40 voxels, and the paper preset trains on 64-pixel crops: "
+        "use a truth at least 64 voxels a side where it is sliced, or a smaller network "
+        "(--arch tiny trains on 32-pixel crops)\n"
+    )
+    # Sliced across z, its 40x40 sections hold tiny's crops; sliced across x, 20 rows do not.
+    across_z = argparse.Namespace(train_on="slice", slice_axis="z")
+    fidelity.check_truth_holds_crops(np.zeros((20, 40, 40)), across_z, 32, "tiny")
+    code, _, err = run_main(capsys, "--truth", str(thin), "--slice-axis", "x", "--iterations", "2")
+    assert code == 2 and "the tiny preset trains on 32-pixel crops" in err
+    code, _, err = run_main(
+        capsys, "--truth", str(thin), "--train-on", "volume", "--iterations", "2"
+    )
+    assert code == 2 and "20x40x40" in err
 
 
 def test_the_synthetic_truths_have_their_known_statistics():
