@@ -46,7 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, resolve, rounded  # noqa: E402
 from stats_speed import synthetic_volume  # noqa: E402
 
-from microforge.models.config import MAX_ITERATIONS, ConfigError, TrainConfig  # noqa: E402
+from microforge.models.config import (  # noqa: E402
+    MAX_ITERATIONS,
+    PRESETS,
+    ConfigError,
+    TrainConfig,
+)
 from microforge.models.data import DataError, TrainingData, prepare_training_data  # noqa: E402
 from microforge.models.export import load_generator  # noqa: E402
 from microforge.models.generation import generate_array  # noqa: E402
@@ -263,10 +268,12 @@ def check_truth_holds_crops(
     if min(edges) >= crop:
         return
     net = f"the {preset} preset" if preset else "this network"
+    smallest = PRESETS["tiny"].crop_size
+    smaller = f", or a smaller network (--arch tiny trains on {smallest}-pixel crops)"
     raise FidelityError(
         f"the truth is {'x'.join(map(str, truth.shape))} voxels, and {net} trains on "
-        f"{crop}-pixel crops: use a truth at least {crop} voxels a side where it is sliced, "
-        "or a smaller network (--arch tiny trains on 32-pixel crops)"
+        f"{crop}-pixel crops: use a truth at least {crop} voxels a side where it is sliced"
+        + (smaller if crop > smallest else "")
     )
 
 
