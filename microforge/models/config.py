@@ -284,14 +284,6 @@ class TrainConfig(BaseModel):
         "pattern SliceGAN generators otherwise repeat whatever the seed); free: any kernel, "
         "as the paper and the public code. The exported network is the same either way.",
     )
-    oblique_critic: bool = Field(
-        default=False,
-        description="Isotropic training only: a further critic judges the generated volume's "
-        "diagonal planes (rows along one axis, columns along the diagonal of the other two, "
-        "sqrt(2) voxels apart) against crops of the image taken with the same spacing, so "
-        "that structure along the diagonals, which no x-, y- or z-section shows, is judged "
-        "too.",
-    )
     channels_last: bool = Field(
         default=False,
         description="Channels-last memory layout for the networks and their inputs "

@@ -8,7 +8,6 @@ critic see every position of the image.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -168,32 +167,6 @@ class CropSampler:
         else:
             source = self.tensors[axis if len(self.tensors) == 3 else 0]
             image = self._crops(source, batch, generator)
-        if self.nphase:
-            return F.one_hot(image, self.phases).movedim(-1, 1).float()
-        return image
-
-    def sample_oblique(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        """(batch, C, crop, crop) crops whose columns lie sqrt(2) pixels apart (the nearest
-        pixel to each), rows or columns of the image at random: what a diagonal plane of an
-        isotropic volume would show. Isotropic 2D training only."""
-        source = self.tensors[0]
-        columns = torch.round(self.offsets * math.sqrt(2)).long()
-        wide = int(columns[-1]) + 1
-        height, width = source.shape[-2:]
-        picks = []
-        for image, (h, w) in (
-            (source, (height, width)),
-            (source.transpose(-1, -2), (width, height)),
-        ):
-            rows = self._random(h - self.crop + 1, batch, generator)[:, None] + self.offsets
-            cols = self._random(w - wide + 1, batch, generator)[:, None] + columns
-            if self.nphase:
-                picks.append(image[rows[:, :, None], cols[:, None, :]])
-            else:
-                picks.append(image[:, rows[:, :, None], cols[:, None, :]].movedim(1, 0))
-        turned = torch.rand((batch,), generator=generator, device=self.device) < 0.5
-        shape = (batch,) + (1,) * (picks[0].dim() - 1)
-        image = torch.where(turned.view(shape), picks[1], picks[0])
         if self.nphase:
             return F.one_hot(image, self.phases).movedim(-1, 1).float()
         return image

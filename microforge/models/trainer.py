@@ -85,19 +85,6 @@ class Progress:
         return values
 
 
-def diagonal_planes(volume: torch.Tensor) -> torch.Tensor:
-    """(N, C, D, H, W) cube -> its six diagonal planes as (6N, C, D, D) images.
-
-    For each axis, the two planes through the diagonals of the other two axes (points
-    i, i and i, D - 1 - i): rows along that axis, columns along the diagonal.
-    """
-    planes = []
-    for first, second in ((3, 4), (2, 4), (2, 3)):
-        for cube in (volume, volume.flip(second)):
-            planes.append(torch.diagonal(cube, dim1=first, dim2=second))
-    return torch.cat(planes)
-
-
 def slices_along(volume: torch.Tensor, axis: int) -> torch.Tensor:
     """(N, C, D, H, W) -> every 2D slice perpendicular to axis (0=x, 1=y, 2=z) as images.
 
@@ -131,14 +118,6 @@ class Trainer:
             torch.manual_seed(self.seed)
             self.generator = Generator(self.network, data.channels, activation)
             critic_count = 1 if data.layout == "isotropic" else 3
-            if config.oblique_critic:
-                if data.layout != "isotropic":
-                    raise TrainingError(
-                        "oblique_critic_needs_isotropic",
-                        "oblique_critic compares diagonal planes with one isotropic image: "
-                        "train on a single image, or turn it off",
-                    )
-                critic_count = 2
             self.critics = nn.ModuleList(
                 Critic(self.network, data.channels) for _ in range(critic_count)
             )
@@ -205,15 +184,8 @@ class Trainer:
             return images.contiguous(memory_format=torch.channels_last)
         return images
 
-    def _axes(self) -> range:
-        """0-2: x, y and z sections; 3: the diagonal planes, when there is an oblique critic."""
-        return range(4 if self.config.oblique_critic else 3)
-
     def _critic_for(self, axis: int) -> tuple[Critic, torch.optim.Optimizer]:
-        if axis == 3:
-            index = len(self.critics) - 1
-        else:
-            index = axis if len(self.critics) == 3 else 0
+        index = axis if len(self.critics) == 3 else 0
         return self.critics[index], self.critic_optimizers[index]  # type: ignore[return-value]
 
     def _gradient_penalty(
@@ -235,14 +207,10 @@ class Trainer:
         critic_loss = torch.zeros((), device=self.device)
         wasserstein = torch.zeros((), device=self.device)
         penalty = torch.zeros((), device=self.device)
-        for axis in self._axes():
+        for axis in range(3):
             critic, optimizer = self._critic_for(axis)
-            if axis == 3:
-                real = self._images(self.sampler.sample_oblique(batch, self.rng))
-                fake = self._images(diagonal_planes(fake_volumes))
-            else:
-                real = self._images(self.sampler.sample(axis, batch, self.rng))
-                fake = self._images(slices_along(fake_volumes, axis))
+            real = self._images(self.sampler.sample(axis, batch, self.rng))
+            fake = self._images(slices_along(fake_volumes, axis))
             picks = torch.randint(
                 0, fake.shape[0], (batch,), generator=self.rng, device=self.device
             )
@@ -260,8 +228,7 @@ class Trainer:
             critic_loss += loss.detach()
             wasserstein += (score_real - score_fake).detach()
             penalty += gp.detach()
-        n = len(self._axes())
-        self._last.update(critic_loss=critic_loss / n, wasserstein=wasserstein / n, gp=penalty / n)
+        self._last.update(critic_loss=critic_loss / 3, wasserstein=wasserstein / 3, gp=penalty / 3)
 
     def _generator_step(self) -> None:
         for critic in self.critics:
@@ -271,12 +238,9 @@ class Trainer:
             with self._autocast():
                 volumes = self.generator(self._noise(self.config.resolved_generator_batch))
                 loss = torch.zeros((), device=self.device)
-                for axis in self._axes():
+                for axis in range(3):
                     critic, _ = self._critic_for(axis)
-                    if axis == 3:
-                        slices = self._images(diagonal_planes(volumes))
-                    else:
-                        slices = self._images(slices_along(volumes, axis))
+                    slices = self._images(slices_along(volumes, axis))
                     loss = loss - critic(slices).float().mean()
             loss.backward()
             self.generator_optimizer.step()
