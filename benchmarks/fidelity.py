@@ -1005,6 +1005,38 @@ def summary_table(marks: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def tortuosity_table(marks: list[dict]) -> str | None:
+    """Where tortuosity was measured: each phase's error along x / y / z against the truth,
+    and the share of it that carries no flow beside the truth's (the dead ends that made
+    the difference in every run so far, docs/benchmarks.md "Dead ends"). None otherwise."""
+    lines = [
+        f"{'mark':>4} {'gen':<6} {'phase':<6} {'tortuosity rel err x / y / z':<30}"
+        "no flow x / y / z (truth)"
+    ]
+    for record in marks:
+        for which, block in record["generators"].items():
+            for name, phase in block["phases"].items():
+                if "tortuosity" not in phase:
+                    continue
+                errors = " / ".join(_tortuosity_error(phase["tortuosity"][a]) for a in AXES_3D)
+                stagnant = phase["stagnant_share"]
+                shares = " / ".join(f"{_mean(stagnant[a]['value']):.2f}" for a in AXES_3D)
+                truths = " / ".join(f"{stagnant[a]['truth']:.2f}" for a in AXES_3D)
+                lines.append(
+                    f"{record['mark']:>4} {which:<6} {name:<6} {errors:<30}{shares} ({truths})"
+                )
+    return "\n".join(lines) if len(lines) > 1 else None
+
+
+def _tortuosity_error(figure: dict) -> str:
+    """'-34 %', or why there is no error: one side does not percolate."""
+    if figure["value"] == NOT_PERCOLATING:
+        return "none flows"
+    if figure["relative_difference"] is None:
+        return "truth none"
+    return f"{100 * figure['relative_difference']['mean']:+.0f} %"
+
+
 def _mean(figure: dict | None) -> float:
     return float("nan") if figure is None else figure["mean"]
 
@@ -1250,6 +1282,9 @@ def run(args: argparse.Namespace) -> None:
     finally:
         output.close()
     print(summary_table(marks), file=sys.stderr)
+    tortuosity = tortuosity_table(marks)
+    if tortuosity:
+        print(tortuosity, file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -136,6 +136,7 @@ def test_a_tiny_run_prints_machine_marks_and_summary(tmp_path, capsys):
     assert [json.loads(line) for line in lines] == records
     assert (out / "slices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "fraction err (points)" in err
+    assert "no flow" not in err  # no tortuosity measured, no tortuosity table
     assert len([line for line in err.splitlines() if line.strip()]) >= 1 + len(marks)
 
 
@@ -265,6 +266,30 @@ def test_one_phase_everywhere_fails_fraction_surface_s2_and_tortuosity():
         truth_curve = np.asarray(truth_stats["phases"][name]["tpc"]["x"])
         expected = np.abs(level - truth_curve).mean()
         assert figures["phases"][name]["s2_mae"]["x"]["mean"] == pytest.approx(expected)
+
+
+def test_the_tortuosity_table_shows_each_phases_error_and_its_dead_ends():
+    truth, _ = fidelity.blobs3(24)
+    truth_stats = stats_of(truth, tortuosity=True)
+    itself, _ = compare(truth, truth_stats, tortuosity=True)
+    one_phase, _ = compare(np.zeros_like(truth), truth_stats, tortuosity=True)
+    marks = [{"mark": 3, "generators": {"latest": itself, "best": one_phase}}]
+    header, *rows = fidelity.tortuosity_table(marks).splitlines()
+    assert "tortuosity rel err x / y / z" in header and "no flow" in header
+    assert [row.split()[:3] for row in rows] == [
+        ["3", which, phase] for which in ("latest", "best") for phase in ("0", "1", "2")
+    ]
+    for name, row in zip("012", rows[:3], strict=True):
+        truths = " / ".join(
+            f"{truth_stats['phases'][name]['stagnant_share'][a]:.2f}" for a in "xyz"
+        )
+        assert "+0 % / +0 % / +0 %" in row and row.endswith(f"{truths} ({truths})")
+    fills, _, missing = rows[3:]
+    assert "none flows / none flows / none flows" in missing
+    assert "1.00 / 1.00 / 1.00 (" in missing  # all of an absent phase counts as stagnant
+    assert "0.00 / 0.00 / 0.00 (" in fills and "-" in fills.split()[3]  # straight: easier
+    without, _ = compare(truth, stats_of(truth))
+    assert fidelity.tortuosity_table([{"mark": 0, "generators": {"latest": without}}]) is None
 
 
 def test_a_shuffled_volume_keeps_its_fractions_but_fails_surface_and_s2():
