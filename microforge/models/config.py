@@ -17,7 +17,7 @@ from microforge.bounds import SEED_MAX, int_range
 Arch = Literal["paper", "reference", "tiny"]
 LastLayer = Literal["transpose", "resize_conv"]
 Precision = Literal["fp32", "tf32", "bf16"]
-TransposedKernels = Literal["lattice_free", "lattice_free_linear", "free"]
+TransposedKernels = Literal["lattice_free", "free"]
 
 
 #: The most iterations a training run may ask for (a sanity bound, weeks on a GPU).

@@ -129,25 +129,22 @@ class LatticeFreeKernel(nn.Module):
     an ordinary transposed convolution (same layers, same files, same chunked generation).
     """
 
-    def __init__(self, stride: int, boxes: int = 1) -> None:
+    def __init__(self, stride: int) -> None:
         super().__init__()
         self.stride = stride
-        self.boxes = boxes
 
     def forward(self, free: torch.Tensor) -> torch.Tensor:
         # The box is separable: along each axis, the sum of ``stride`` shifted copies.
         # (A convolution with a box kernel per channel pair is 100x slower on the CPU.)
-        # Two boxes (the second divided by the stride) make a tent: linear interpolation.
         kernel = free
-        for box in range(self.boxes):
-            for dim in range(2, free.dim()):
-                taps = kernel.shape[dim]
-                shape = list(kernel.shape)
-                shape[dim] = taps + self.stride - 1
-                summed = kernel.new_zeros(shape)
-                for shift in range(self.stride):
-                    summed.narrow(dim, shift, taps).add_(kernel)
-                kernel = summed if box == 0 else summed / self.stride
+        for dim in range(2, free.dim()):
+            taps = kernel.shape[dim]
+            shape = list(kernel.shape)
+            shape[dim] = taps + self.stride - 1
+            summed = kernel.new_zeros(shape)
+            for shift in range(self.stride):
+                summed.narrow(dim, shift, taps).add_(kernel)
+            kernel = summed
         if not free.is_contiguous() and free.is_contiguous(memory_format=torch.channels_last_3d):
             return kernel.contiguous(memory_format=torch.channels_last_3d)  # keep the layout
         return kernel
@@ -155,19 +152,18 @@ class LatticeFreeKernel(nn.Module):
     def right_inverse(self, kernel: torch.Tensor) -> torch.Tensor:
         """The free kernel to start from: the leading taps of a freshly initialised kernel,
         scaled so that the composed kernel's inner taps keep its spread."""
-        extra = self.boxes * (self.stride - 1)
-        keep = [slice(None), slice(None)] + [slice(0, n - extra) for n in kernel.shape[2:]]
+        keep = [slice(None), slice(None)] + [
+            slice(0, n - self.stride + 1) for n in kernel.shape[2:]
+        ]
         return kernel[tuple(keep)] / self.stride ** ((kernel.dim() - 2) / 2)
 
 
-def make_lattice_free(generator: Generator, boxes: int = 1) -> None:
+def make_lattice_free(generator: Generator) -> None:
     """Constrain every transposed convolution of ``generator`` to :class:`LatticeFreeKernel`
     (its parameters become the free kernels; ``plain_state_dict`` gives the usual weights)."""
     for conv in generator.transposed:
         if not parametrize.is_parametrized(conv, "weight"):
-            parametrize.register_parametrization(
-                conv, "weight", LatticeFreeKernel(conv.stride[0], boxes)
-            )
+            parametrize.register_parametrization(conv, "weight", LatticeFreeKernel(conv.stride[0]))
 
 
 def make_free(generator: Generator) -> None:

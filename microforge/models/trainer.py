@@ -124,10 +124,8 @@ class Trainer:
             if config.init == "dcgan":
                 self.generator.apply(init_weights)
                 self.critics.apply(init_weights)
-        if config.transposed_kernels != "free":
-            make_lattice_free(
-                self.generator, 2 if config.transposed_kernels.endswith("linear") else 1
-            )
+        if config.transposed_kernels == "lattice_free":
+            make_lattice_free(self.generator)
         self.generator.to(self.device)
         self.critics.to(self.device)
         if config.channels_last:
