@@ -51,6 +51,15 @@ def test_train_config_defaults_and_unknown_fields():
         TrainConfig(critic_batch=0)
 
 
+def test_learning_rates_default_to_the_presets_and_a_config_overrides_them():
+    tiny = TrainConfig(arch="tiny")
+    assert (tiny.resolved_lr_generator, tiny.resolved_lr_critic) == (5e-4, 1e-3)
+    paper = TrainConfig(arch="paper")
+    assert (paper.resolved_lr_generator, paper.resolved_lr_critic) == (1e-4, 1e-4)
+    chosen = TrainConfig(arch="tiny", lr_generator=2e-4, lr_critic=3e-4)
+    assert (chosen.resolved_lr_generator, chosen.resolved_lr_critic) == (2e-4, 3e-4)
+
+
 def test_custom_network_overrides_the_preset():
     custom = PRESETS["tiny"].model_copy(update={"generator_filters": [8, 8, 8]})
     assert TrainConfig(arch="paper", network=custom).network_config() == custom
