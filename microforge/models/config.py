@@ -211,9 +211,9 @@ PRESETS: dict[str, NetworkConfig] = {
 #: paper and reference keep 1e-4 until the GPU check measures them.
 PRESET_LEARNING_RATES: dict[str, float] = {"paper": 1e-4, "reference": 1e-4, "tiny": 5e-4}
 #: The critics' when a config sets none. tiny's learn twice as fast as its generator: they
-#: then see the joins between particles that tiny's generators otherwise draw, and the
-#: volumes have more of the truth's dead ends and tortuosity on both real test volumes at
-#: no cost (docs/benchmarks.md, "A critic that learns twice as fast").
+#: then see more of the joins between particles that tiny's generators otherwise draw: the
+#: volumes come nearer the truth's tortuosity on both real test volumes (and its dead ends
+#: on NMC) at no cost (docs/benchmarks.md, "A critic that learns twice as fast").
 PRESET_CRITIC_LEARNING_RATES: dict[str, float] = {"paper": 1e-4, "reference": 1e-4, "tiny": 1e-3}
 
 
