@@ -236,12 +236,6 @@ class TrainConfig(BaseModel):
     generator_batch: int_range(1, 1024) | None = Field(
         default=None, description="Default: 2 x critic_batch."
     )
-    real_batch: int_range(1, 1024) | None = Field(
-        default=None,
-        description="Real crops per axis at each critic step; default: critic_batch. The "
-        "critic judges every slice of the critic_batch fake volumes (critic_batch x the crop "
-        "size per axis) against these.",
-    )
     lr_generator: float | None = Field(
         default=None, gt=0, le=1.0, description="Adam learning rate; default: the preset's."
     )
@@ -312,10 +306,6 @@ class TrainConfig(BaseModel):
     @property
     def resolved_lr_critic(self) -> float:
         return self.lr_critic or PRESET_CRITIC_LEARNING_RATES[self.arch]
-
-    @property
-    def resolved_real_batch(self) -> int:
-        return self.real_batch or self.critic_batch
 
     @property
     def resolved_generator_batch(self) -> int:

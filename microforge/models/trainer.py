@@ -209,9 +209,7 @@ class Trainer:
         penalty = torch.zeros((), device=self.device)
         for axis in range(3):
             critic, optimizer = self._critic_for(axis)
-            real = self._images(
-                self.sampler.sample(axis, self.config.resolved_real_batch, self.rng)
-            )
+            real = self._images(self.sampler.sample(axis, batch, self.rng))
             fake = self._images(slices_along(fake_volumes, axis))
             picks = torch.randint(
                 0, fake.shape[0], (batch,), generator=self.rng, device=self.device
@@ -223,7 +221,7 @@ class Trainer:
                 scores = critic(torch.cat((real, fake))).float()
             score_real = scores[: real.shape[0]].mean()
             score_fake = scores[real.shape[0] :].mean()
-            gp = self._gradient_penalty(critic, real[:batch], fake[picks])
+            gp = self._gradient_penalty(critic, real, fake[picks])
             loss = score_fake - score_real + gp
             loss.backward()
             optimizer.step()
