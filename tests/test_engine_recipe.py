@@ -162,3 +162,35 @@ def test_a_checkpoint_without_a_moving_average_starts_one_from_its_weights(isotr
         assert torch.equal(mean, value)
     resumed.run()
     assert resumed.iteration == 8
+
+
+def test_a_checkpoint_from_tinys_narrower_critic_resumes_with_the_critic_it_trained(
+    isotropic, tmp_path
+):
+    # tiny's critic had 8-16-32 filters before 2026-12-04; a run begun then must go on.
+    narrow = PRESETS["tiny"].model_copy(update={"critic_filters": [8, 16, 32]})
+    straight = Trainer(isotropic, tiny_config(network=narrow), "cpu")
+    straight.run()
+    first = Trainer(isotropic, tiny_config(network=narrow), "cpu")
+    first.run(until=3)
+    state = first.state()
+    state["config"]["network"] = None  # what tiny wrote then: the preset, not a network
+    torch.save(state, tmp_path / "old.pt")
+    resumed = Trainer(isotropic, tiny_config(), "cpu")
+    assert resumed.critics[0].convs[0].out_channels == PRESETS["tiny"].critic_filters[0] != 8
+    resumed.load_checkpoint(tmp_path / "old.pt")
+    assert [conv.out_channels for conv in resumed.critics[0].convs] == [8, 16, 32, 1]
+    resumed.run()
+    for a, b in zip(straight.critics.parameters(), resumed.critics.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(
+        plain_state_dict(straight.generator).values(),
+        plain_state_dict(resumed.generator).values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+    # and its next checkpoint resumes the same way
+    again = Trainer(isotropic, tiny_config(iterations=8), "cpu")
+    again.load_checkpoint(resumed.save_checkpoint(tmp_path / "next.pt"))
+    again.run()
+    assert again.iteration == 8

@@ -477,6 +477,7 @@ class Trainer:
                 f"arch it was trained with ({state['config']['arch']})",
             )
         self._match_kernel_form(state)
+        self._match_critic_widths(state)
         self.generator.load_state_dict(state["generator"])
         self.average = self._new_average()  # the generator's kernel form may have changed
         self._average_measured_at = None
@@ -513,6 +514,25 @@ class Trainer:
         self.generator_optimizer = self._adam(self.generator, self.config.resolved_lr_generator)
         form = "lattice_free" if saved_lattice_free else "free"
         self.config = self.config.model_copy(update={"transposed_kernels": form})
+
+    def _match_critic_widths(self, state: dict[str, Any]) -> None:
+        """Resume with the critic widths the checkpoint was trained with: tiny's critic grew
+        from 8-16-32 filters to 16-32-64 (docs/benchmarks.md, "A wider critic at the
+        issue's budget"), and a run begun before must go on with the critic it trained."""
+        saved = state["critics"][0]
+        layers = len(self.network.critic_filters)
+        widths = [int(saved[f"convs.{i}.weight"].shape[0]) for i in range(layers)]
+        if widths == list(self.network.critic_filters):
+            return
+        network = self.network.model_copy(update={"critic_filters": widths})
+        self.critics = nn.ModuleList(
+            Critic(network, self.data.channels) for _ in range(len(self.critics))
+        ).to(self.device)
+        if self.config.channels_last:
+            self.critics.to(memory_format=torch.channels_last)
+        self.critic_optimizers = [
+            self._adam(critic, self.config.resolved_lr_critic) for critic in self.critics
+        ]
 
     def _restore_rng(self, saved: dict[str, Any]) -> None:
         """Continue the saved random stream, or a new one when the device type changed.
