@@ -190,7 +190,7 @@ PRESETS: dict[str, NetworkConfig] = {
         critic_paddings=[1, 1, 1, 1, 0],
     ),
     # Small and fast: 32-voxel crops, the preset for a CPU. Its critic is twice as wide as
-    # first set (8-16-32): at 1.4x the cost per iteration it met every target on the NMC
+    # it first was (8-16-32): at 1.4x the cost per iteration it met every target on the NMC
     # volume in 30 minutes, which the narrow one did not on twice the cores
     # (docs/benchmarks.md, "A wider critic at the budget").
     "tiny": NetworkConfig(
