@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from microforge.models.config import TrainConfig
+from microforge.models.config import NetworkConfig, TrainConfig
 from microforge.models.data import CropSampler, TrainingData
 from microforge.models.devices import configure_precision, resolve_device
 from microforge.models.networks import (
@@ -118,25 +118,19 @@ class Trainer:
             torch.manual_seed(self.seed)
             self.generator = Generator(self.network, data.channels, activation)
             critic_count = 1 if data.layout == "isotropic" else 3
-            self.critics = nn.ModuleList(
-                Critic(self.network, data.channels) for _ in range(critic_count)
-            )
+            critics = self._new_critics(self.network, critic_count)
             if config.init == "dcgan":
                 self.generator.apply(init_weights)
-                self.critics.apply(init_weights)
+                critics.apply(init_weights)
         if config.transposed_kernels == "lattice_free":
             make_lattice_free(self.generator)
         self.generator.to(self.device)
-        self.critics.to(self.device)
         if config.channels_last:
             self.generator.to(memory_format=torch.channels_last_3d)
-            self.critics.to(memory_format=torch.channels_last)
         self.average = self._new_average()
         self._average_measured_at: int | None = None
         self.generator_optimizer = self._adam(self.generator, config.resolved_lr_generator)
-        self.critic_optimizers = [
-            self._adam(critic, config.resolved_lr_critic) for critic in self.critics
-        ]
+        self._adopt_critics(critics)
         self.rng = torch.Generator(device=self.device)
         self.rng.manual_seed(self.seed)
         self.iteration = 0
@@ -155,6 +149,18 @@ class Trainer:
         return torch.optim.Adam(
             module.parameters(), lr=lr, betas=betas, fused=self.device.type == "cuda"
         )
+
+    def _new_critics(self, network: NetworkConfig, count: int) -> nn.ModuleList:
+        return nn.ModuleList(Critic(network, self.data.channels) for _ in range(count))
+
+    def _adopt_critics(self, critics: nn.ModuleList) -> None:
+        """Train these critics: on the device, in the configured layout, with new optimisers."""
+        self.critics = critics.to(self.device)
+        if self.config.channels_last:
+            self.critics.to(memory_format=torch.channels_last)
+        self.critic_optimizers = [
+            self._adam(critic, self.config.resolved_lr_critic) for critic in self.critics
+        ]
 
     def _new_average(self) -> Generator | None:
         """A copy of the generator whose weights follow theirs as a moving average."""
@@ -525,14 +531,7 @@ class Trainer:
         if widths == list(self.network.critic_filters):
             return
         network = self.network.model_copy(update={"critic_filters": widths})
-        self.critics = nn.ModuleList(
-            Critic(network, self.data.channels) for _ in range(len(self.critics))
-        ).to(self.device)
-        if self.config.channels_last:
-            self.critics.to(memory_format=torch.channels_last)
-        self.critic_optimizers = [
-            self._adam(critic, self.config.resolved_lr_critic) for critic in self.critics
-        ]
+        self._adopt_critics(self._new_critics(network, len(self.critics)))
 
     def _restore_rng(self, saved: dict[str, Any]) -> None:
         """Continue the saved random stream, or a new one when the device type changed.
