@@ -292,11 +292,6 @@ class TrainConfig(BaseModel):
         "pattern SliceGAN generators otherwise repeat whatever the seed); free: any kernel, "
         "as the paper and the public code. The exported network is the same either way.",
     )
-    transpose_real: bool = Field(
-        default=False,
-        description="Show the critic each real crop of an isotropic image transposed at "
-        "random, so that no axis of the volume is judged against only the image's rows.",
-    )
     channels_last: bool = Field(
         default=False,
         description="Channels-last memory layout for the networks and their inputs "

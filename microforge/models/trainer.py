@@ -109,7 +109,7 @@ class Trainer:
         configure_precision(self.device, config.precision)
         self.network = config.network_config()
         self.crop = self.network.crop_size
-        self.sampler = CropSampler(data, self.crop, self.device, config.transpose_real)
+        self.sampler = CropSampler(data, self.crop, self.device)
         self.seed = (
             config.seed if config.seed is not None else random.SystemRandom().getrandbits(62)
         )
