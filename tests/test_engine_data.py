@@ -82,22 +82,6 @@ def test_crops_come_from_the_image_in_the_documented_orientation():
         np.testing.assert_allclose(crop[:, 0, 1] - crop[:, 0, 0], col_step * step, rtol=1e-2)
 
 
-def test_transposed_real_crops_for_one_isotropic_image_only():
-    ramp = np.arange(70 * 80, dtype=np.float32).reshape(70, 80)
-    rng = torch.Generator().manual_seed(0)
-
-    def row_steps(images, transpose):
-        data = prepare_training_data(images, "grayscale")
-        crops = CropSampler(data, 32, torch.device("cpu"), transpose).sample(0, 64, rng)
-        step = crops[:, 0, 1, 0] - crops[:, 0, 0, 0]
-        unit = float(data.arrays[0][0].ravel()[1] - data.arrays[0][0].ravel()[0])
-        return set(torch.round(step / unit).int().tolist())
-
-    assert row_steps([ramp], transpose=False) == {80}
-    assert row_steps([ramp], transpose=True) == {1, 80}
-    assert row_steps([ramp, ramp, ramp], transpose=True) == {80}
-
-
 def test_nphase_crops_are_one_hot():
     data = prepare_training_data([blobs((70, 70)) * 255])
     crops = CropSampler(data, 32, torch.device("cpu")).sample(0, 4, torch.Generator())

@@ -141,25 +141,6 @@ def test_slices_along_each_axis_match_the_crop_orientation():
     assert torch.equal(slices_along(volume, 2)[4, 0], volume[1, 0, 1, :, :])
 
 
-def test_cyclic_slices_run_every_axis_once_along_rows_and_once_along_columns(isotropic):
-    """With one image, (z, y), (x, z), (y, x) slices: z, x and y each lead one plane."""
-    volume = torch.arange(4**3, dtype=torch.float32).reshape(1, 1, 4, 4, 4)
-    cyclic = Trainer(isotropic, tiny_config(cyclic_slices=True))
-    plain = Trainer(isotropic, tiny_config())
-    assert torch.equal(cyclic._fake_slices(volume, 1)[2, 0], volume[0, 0, :, 2, :].T)
-    for axis in (0, 2):
-        assert torch.equal(cyclic._fake_slices(volume, axis), slices_along(volume, axis))
-    assert torch.equal(plain._fake_slices(volume, 1), slices_along(volume, 1))
-    rows = {
-        axis: cyclic._fake_slices(volume, axis)[0, 0, 1, 0] - volume[0, 0, 0, 0, 0]
-        for axis in range(3)
-    }
-    # one step down the rows of each plane: z (16 per voxel), x (1), y (4)
-    assert sorted(float(step) for step in rows.values()) == [1.0, 4.0, 16.0]
-    cyclic.step()
-    assert cyclic.iteration == 1
-
-
 def test_fidelity_checks_record_history_keep_the_best_and_can_stop_early(isotropic, tmp_path):
     config = tiny_config(iterations=40, quality_every=2, early_stop_checks=2)
     trainer = Trainer(isotropic, config, "cpu")

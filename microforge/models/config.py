@@ -292,17 +292,6 @@ class TrainConfig(BaseModel):
         "pattern SliceGAN generators otherwise repeat whatever the seed); free: any kernel, "
         "as the paper and the public code. The exported network is the same either way.",
     )
-    transpose_real: bool = Field(
-        default=False,
-        description="Show the critic each real crop of an isotropic image transposed at "
-        "random, so that no axis of the volume is judged against only the image's rows.",
-    )
-    cyclic_slices: bool = Field(
-        default=False,
-        description="With one isotropic image, show the critic the volume's y-slices as "
-        "(x, z) images instead of (z, x): each axis of the volume is then judged once along "
-        "the image's rows and once along its columns, where otherwise z meets only rows.",
-    )
     channels_last: bool = Field(
         default=False,
         description="Channels-last memory layout for the networks and their inputs "

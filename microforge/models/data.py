@@ -140,15 +140,9 @@ class CropSampler:
     3D volume, axis i draws a random slice perpendicular to axis i, then a crop of it.
     """
 
-    def __init__(
-        self, data: TrainingData, crop: int, device: torch.device, transpose: bool = False
-    ) -> None:
+    def __init__(self, data: TrainingData, crop: int, device: torch.device) -> None:
         self.crop = crop
         self.device = device
-        # One isotropic image judges every axis, always with its rows along the same
-        # volume axis (z for the x and y slices): a random transpose lets no axis inherit
-        # the image's rows or columns. Anisotropic data keep their orientation.
-        self.transpose = transpose and data.layout == "isotropic"
         self.nphase = data.image_type == "nphase"
         self.phases = len(data.phases)
         self.volume = data.layout == "volume"
@@ -173,10 +167,6 @@ class CropSampler:
         else:
             source = self.tensors[axis if len(self.tensors) == 3 else 0]
             image = self._crops(source, batch, generator)
-        if self.transpose:
-            flip = torch.rand(batch, generator=generator, device=self.device) < 0.5
-            flip = flip.view(-1, *[1] * (image.dim() - 1))
-            image = torch.where(flip, image.transpose(-1, -2), image)
         if self.nphase:
             return F.one_hot(image, self.phases).movedim(-1, 1).float()
         return image

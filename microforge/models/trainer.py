@@ -109,8 +109,7 @@ class Trainer:
         configure_precision(self.device, config.precision)
         self.network = config.network_config()
         self.crop = self.network.crop_size
-        self.sampler = CropSampler(data, self.crop, self.device, config.transpose_real)
-        self.cyclic_slices = config.cyclic_slices and data.layout == "isotropic"
+        self.sampler = CropSampler(data, self.crop, self.device)
         self.seed = (
             config.seed if config.seed is not None else random.SystemRandom().getrandbits(62)
         )
@@ -185,20 +184,6 @@ class Trainer:
             return noise.contiguous(memory_format=torch.channels_last_3d)
         return noise
 
-    def _fake_slices(self, volumes: torch.Tensor, axis: int) -> torch.Tensor:
-        """The critic's images of generated volumes along one axis.
-
-        Why cyclic: slices perpendicular to x are (z, y), to y (z, x), to z (y, x), so with
-        one image for all three the volume's z is only ever compared with the image's rows
-        and x with its columns, and any difference between the image's rows and columns
-        becomes one between the volume's axes. Turning the y-slices to (x, z) gives every
-        axis one plane where it runs along the rows and one where it runs along the columns.
-        """
-        slices = slices_along(volumes, axis)
-        if self.cyclic_slices and axis == 1:
-            slices = slices.transpose(-1, -2)
-        return self._images(slices)
-
     def _images(self, images: torch.Tensor) -> torch.Tensor:
         """Critic input in the configured layout (slices of a volume arrive strided)."""
         if self.config.channels_last:
@@ -231,7 +216,7 @@ class Trainer:
         for axis in range(3):
             critic, optimizer = self._critic_for(axis)
             real = self._images(self.sampler.sample(axis, batch, self.rng))
-            fake = self._fake_slices(fake_volumes, axis)
+            fake = self._images(slices_along(fake_volumes, axis))
             picks = torch.randint(
                 0, fake.shape[0], (batch,), generator=self.rng, device=self.device
             )
@@ -261,7 +246,7 @@ class Trainer:
                 loss = torch.zeros((), device=self.device)
                 for axis in range(3):
                     critic, _ = self._critic_for(axis)
-                    slices = self._fake_slices(volumes, axis)
+                    slices = self._images(slices_along(volumes, axis))
                     loss = loss - critic(slices).float().mean()
             loss.backward()
             self.generator_optimizer.step()
