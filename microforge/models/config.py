@@ -279,13 +279,6 @@ class TrainConfig(BaseModel):
         "about the last 100 steps), with batch-norm statistics measured for it; 0 = the "
         "latest weights, as the public code.",
     )
-    confidence_weight: float = Field(
-        default=0.0,
-        ge=0,
-        description="Weight of the mean entropy of the generator's softmax in its loss: a "
-        "confident generator cannot hide a join between two regions in voxels that are "
-        "half one phase, which the critic sees faint and the argmax makes whole.",
-    )
     init: Literal["dcgan", "pytorch"] = Field(
         default="dcgan",
         description="Weight initialisation: dcgan = N(0, 0.02) convolutions, N(1, 0.02) batch "

@@ -248,11 +248,6 @@ class Trainer:
                     critic, _ = self._critic_for(axis)
                     slices = self._images(slices_along(volumes, axis))
                     loss = loss - critic(slices).float().mean()
-                if self.config.confidence_weight and self.generator.output_activation == "softmax":
-                    probs = volumes.float()
-                    entropy = -(probs * probs.clamp_min(1e-8).log()).sum(1).mean()
-                    loss = loss + self.config.confidence_weight * entropy
-                    self._last["entropy"] = entropy.detach()
             loss.backward()
             self.generator_optimizer.step()
             if self.average is not None:
