@@ -104,6 +104,11 @@ def cases(data: Path, generated: list[Path]) -> Iterator[tuple[str, np.ndarray, 
     yield "labyrinth vs its middle slice", maze, [maze[48]]
     yield "labyrinth at 2x pixels vs 2x spheres slice", upscaled(maze[:48]), [upscaled(balls[48])]
     yield "nmc-fraction labyrinth vs the nmc middle slice", labyrinth(128, 2.0, 0.42), [nmc[64]]
+    half = nmc.copy()
+    half[:, 64:, :] = labyrinth(128, 2.0, float((nmc == 1).mean()))[:, 64:, :]
+    yield "nmc, far half along y a labyrinth, vs the nmc middle slice", half, [nmc[64]]
+    three = [nmc[64], nmc[64].copy(), nmc[64].copy()]
+    yield "nmc, far half along y a labyrinth, vs the middle slice as 3", half, three
     for path in generated:
         volume = np.load(path) if path.suffix == ".npy" else tifffile.imread(path)
         yield f"generated {path.name} vs the nmc middle slice", volume, [nmc[64]]

@@ -30,6 +30,7 @@ from microforge.models.stats.agreement import (
     euler_error,
     euler_term,
     integral_range_along,
+    one_image_per_axis,
     pooled_uncertainty,
     s2_error,
     s2_uncertainty,
@@ -37,7 +38,7 @@ from microforge.models.stats.agreement import (
 )
 from microforge.models.stats.axes import AXES_3D, SLICE_PLANE_AXES, array_axis, axis_names
 from microforge.models.stats.correlation import lag_for
-from microforge.models.stats.euler import IMAGE_KEY, measured_area
+from microforge.models.stats.euler import IMAGE_KEY, dispersion_samples, measured_area
 from microforge.models.stats.phases import label_counts
 from microforge.models.stats.summary import microstructure_statistics
 from microforge.models.stats.surface import slice_perimeters
@@ -215,7 +216,13 @@ def _compare_phases(
                 )[axis][ref_name]
             volume_perimeter = 0.0 if name is None else perimeters[axis][name]
             euler = _euler_comparison(
-                mine, theirs, axis, (volume.shape, reference.shape), reference_perimeter, voxel_size
+                mine,
+                theirs,
+                axis,
+                (volume.shape, reference.shape),
+                reference_perimeter,
+                voxel_size,
+                per_axis_image=one_image_per_axis(r for r, _ in per_axis.values()),
             )
             euler_gaps.append(euler["error"])
             if euler["error"] is not None:
@@ -346,6 +353,8 @@ def _euler_comparison(
     shapes: tuple[Sequence[int], Sequence[int]],
     reference_perimeter: float,
     voxel_size: float | None,
+    *,
+    per_axis_image: bool,
 ) -> dict:
     """The Euler densities of a phase's sections perpendicular to ``axis`` against the
     reference's, with the reference's disk-equivalent count density n* (its perimeter per
@@ -366,6 +375,8 @@ def _euler_comparison(
         theirs["volume_fraction"],
         measured_area(reference_shape, key, voxel_size, _integral_range(theirs, key)),
         measured_area(volume_shape, axis, voxel_size, _integral_range(mine, axis)),
+        reference_samples=dispersion_samples(reference_shape, key),
+        per_axis_image=per_axis_image,
     )
     return _difference(volume[0], reference[0]) | term
 

@@ -27,31 +27,43 @@ disagree by more than that. The S2 thresholds likewise by the S2 uncertainty.
 
 The Euler thresholds are widened by two standard errors: sqrt(threshold^2 + (2 u_E)^2),
 u_E the mean over phases and axes of the Euler gap's standard error in n* units
-(``agreement.euler_uncertainty``): the image's (its density's scatter over sqrt(its
-area)) and the volume's own (the spread between its sections over sqrt(the number of
-independent ones, sections closer than the integral range of the S2 along the axis
-counting as one)), in quadrature as for fractions. Why two: a 128^2 slice holds a few
-hundred particles, a 62^2 one a few dozen, and single sections of a real material scatter
-by 10-40 % of n*; one image of the separator, whose sections drift along x, sits 1.6 of
-its sections' standard deviations from their mean. Why the volume's own: a 32x64x64
-corner of that separator is itself a small sample of a drifting material (sections
-perpendicular to x are independent only 9 voxels apart, 7 of them in 64, and their mean
-density is known to +-0.35-0.77 n*); without it the trainer called the truth's corner
-"fair". Calibration (``benchmarks/euler_calibration.py``, docs/benchmarks.md, "Shapes S2
-does not see"), Euler error / u_E / widened "good" limit, report | trainer score of a
-64^3 corner: every real volume against its own middle slice(s) NMC 0.045 / 0.16 / 0.33 |
-0.039 / 0.14 / 0.30, SOFC 0.24 / 0.44 / 0.88 (three slices 0.38 / 0.44 / 0.89, the same
-in the score: 62^3 is its own corner), separator (three slices) 0.93 / 0.61 / 1.23 |
-0.78 / 0.48 / 0.97; NMC against any of 5 z slices at most 0.15 / 0.15 / 0.32, SOFC 0.72
-(z = 20) / 0.40 / 0.81; NMC 64^3 corners 0.04-0.06 / 0.14 / 0.30. Today's NMC labyrinth
-generators (tiny recipe, 1100 and 2200 iterations, 128^3, two seeds): 0.38-0.42 /
-0.15 / 0.31 ("fair"; their fraction and S2 errors are "good"); in the trainer's score of
-their 64^3 corners 0.43-0.48 against 0.29-0.31 ("fair"), except one, 0.304 against 0.309
-("good" by a hair: the corner is a small sample, and its score still ranks it 0.04 worse
-than the truth); a thresholded Gaussian field with the NMC fraction 0.86 ("poor"). Base
-0.10 with two standard errors separates the generators' volumes from every real volume
-in the report; a base above 0.24 calls a generator's volume good, 1.5 standard errors
-the separator fair (0.78 against 0.73 in the score).
+(``agreement.euler_uncertainty``): the image's (the material's scatter of the density,
+as the image's blocks measure it, over sqrt(its area)) and the volume's own (the spread
+between its sections over sqrt(the number of independent ones, sections closer than the
+integral range of the S2 along the axis counting as one)), in quadrature as for
+fractions. Why two: a 128^2 slice holds a few hundred particles, a 62^2 one a few dozen,
+and single sections of a real material scatter by 10-40 % of n*. The blocks' scatter is
+raised by its own standard error (9 blocks of a 62^2 image say it to +-25 %); with three
+images, one per axis, the volume's sections' scatter counts when larger, since such an
+image cannot see the material vary along its own normal (one image of the separator,
+whose sections drift along x, sits 1.6 of its sections' standard deviations from their
+mean). Not with one image for every axis: it declares the material the same in every
+direction, its blocks see how it varies along any, and a volume whose sections scatter
+more is further from the material; counting that scatter widened a coarse volume's own
+limit (a 2200-iteration NMC generator's: 0.45, and it passed with 0.39; half NMC, half
+labyrinth: 0.46, passed with 0.41). Why the volume's own: a
+32x64x64 corner of the separator is itself a small sample of a drifting material
+(sections perpendicular to x are independent only 9 voxels apart, 7 of them in 64, and
+their mean density is known to +-0.35-0.77 n*); without it the trainer called the
+truth's corner "fair".
+
+Calibration (``benchmarks/euler_calibration.py``, docs/benchmarks.md, "The Euler limit
+of a volume that varies along an axis"), Euler error / u_E / widened "good" limit, report
+| trainer score of a 64^3 corner: every real volume against its own middle slice(s) NMC
+0.045 / 0.14 / 0.31 | 0.039 / 0.15 / 0.32, SOFC 0.24 / 0.45 / 0.91 (three slices 0.38 /
+0.50 / 1.01, the same in the score: 62^3 is its own corner), separator (three slices)
+0.93 / 0.61 / 1.23 | 0.78 / 0.48 / 0.97; NMC against any of 5 z slices at most 0.15 /
+0.13 / 0.27, SOFC 0.72 (z = 20) / 0.46 / 0.92, 0.68 (z = 50) / 0.38 / 0.76; NMC 64^3
+corners 0.04-0.06 / 0.15 / 0.32. Today's NMC generators at 2200 iterations (tiny, 128^3,
+two seeds, two volumes each) 0.39-0.45 / 0.15 / 0.30-0.31 ("fair"; their fraction and S2
+errors are "good"), at 1100 iterations 0.58-0.79 ("poor"); the NMC truth with its far
+half along y a labyrinth 0.41 / 0.15 / 0.32 ("fair"); a thresholded Gaussian field with
+the NMC fraction 0.86 ("poor"). In the trainer's score of the generators' 64^3 corners,
+one is "good" (0.310 against 0.329): a corner is a small sample, and its score still
+ranks it 0.03 worse than the truth's. Base 0.10 with two standard errors separates the
+generators' volumes from every real volume in the report; a base above 0.25 calls a
+generator's volume good, 1.5 standard errors the separator fair (0.78 against 0.73 in
+the score).
 """
 
 from __future__ import annotations
