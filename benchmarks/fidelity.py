@@ -19,10 +19,15 @@ and the size of its regions in the critic's crops, and the diversity across seed
 start record says how typical the training slice is among the truth's sections (region
 sizes): a generator follows its slice.
 
+Each generator's report verdict is checked against the truth (``verdict_agreement``): a
+"good" volume that misses a target the report can see, or a "poor" one that meets every
+target, is a disagreement, marked "!" in the table.
+
 Output: one JSON record per line on stdout (the start record with the machine block first,
-one per mark, a final summary with the pass/fail of every target), the same lines in
-DIR/marks.jsonl, DIR/slices.png (middle slices of the truth and of the last mark's volumes),
-the exported generators in DIR/generators/, and a human table on stderr at the end.
+one per mark, a final summary with the pass/fail of every target and the report's
+agreement), the same lines in DIR/marks.jsonl, DIR/slices.png (middle slices of the truth
+and of the last mark's volumes), the exported generators in DIR/generators/, and a human
+table on stderr at the end.
 """
 
 from __future__ import annotations
@@ -880,6 +885,38 @@ def report_verdicts(volumes: list[np.ndarray], stats: list[dict], images: list[n
     return result
 
 
+#: The targets whose figures the report's verdict can see in 2D images: fractions, and the
+#: S2 curves whose slope at 0 is the interface density. Tortuosity is 3D connectivity,
+#: which no slice shows.
+SEEN_BY_THE_REPORT = ("fraction", "ssa", "s2")
+
+
+def verdict_agreement(verdict: str | None, targets: dict) -> dict:
+    """Whether the report's verdict says what the truth says (issue #12: "if a generator
+    the report calls good is off by 10 points in a fraction, the report is wrong"). A
+    "good" volume must meet the targets the report can see (``SEEN_BY_THE_REPORT``); a
+    "poor" one must miss some target; "fair" agrees either way. A missed tortuosity under
+    "good" is listed as unseen, not counted as a disagreement. ``agrees`` None: no verdict
+    (the report could not compare), or "poor" where every target measured is met but one
+    was not measured (tortuosity off)."""
+    checks = {name: check["pass"] for name, check in targets.items() if name != "all"}
+    failed = [name for name, passed in checks.items() if passed is False]
+    seen = [name for name in failed if name in SEEN_BY_THE_REPORT]
+    if verdict is None:
+        agrees = None
+    elif verdict == "good":
+        agrees = not seen
+    elif verdict == "poor":
+        agrees = True if failed else (None if None in checks.values() else False)
+    else:
+        agrees = True
+    return {
+        "agrees": agrees,
+        "failed_seen": seen,
+        "failed_unseen": [name for name in failed if name not in SEEN_BY_THE_REPORT],
+    }
+
+
 def _most_common(verdicts: list[str | None]) -> str | None:
     """The most frequent verdict; a tie goes to the worse one."""
     order = {"poor": 0, "fair": 1, "good": 2}
@@ -940,6 +977,7 @@ def evaluate_generator(
         "generate_seconds": generated - started,
         "measure_seconds": time.perf_counter() - generated,
     }
+    block["report"]["agreement"] = verdict_agreement(block["report"]["verdict"], block["targets"])
     context.measured[key] = block, volumes[0]
     return block, volumes[0]
 
@@ -975,7 +1013,7 @@ def summary_table(marks: list[dict]) -> str:
     """Per mark and generator: the figures a person scans to see where training went."""
     header = (
         f"{'mark':>4} {'gen':<6} {'iter':>7} {'train s':>8}  {'fraction err (points)':<24}"
-        f"{'SSA rel err':<24}{'S2 MAE max':>10} {'divers.':>7} {'verdict':<7} targets"
+        f"{'SSA rel err':<24}{'S2 MAE max':>10} {'divers.':>7} {'verdict':<11} targets"
     )
     lines = [header]
     for record in marks:
@@ -1000,9 +1038,17 @@ def summary_table(marks: list[dict]) -> str:
             lines.append(
                 f"{record['mark']:>4} {which:<6} {block['iteration']:>7} "
                 f"{record['train_seconds']:>8.1f}  {fractions:<24}{ssa:<24}{s2:>10.4f} "
-                f"{div:>7.3f} {block['report']['verdict'] or 'n/a':<7} {passed}"
+                f"{div:>7.3f} {_verdict_text(block['report']):<11} {passed}"
             )
     return "\n".join(lines)
+
+
+def _verdict_text(report: dict) -> str:
+    """The report's verdict, marked "!" where the truth contradicts it (``verdict_agreement``)."""
+    if report["verdict"] is None:
+        return "n/a"
+    agreement = report.get("agreement") or {}
+    return report["verdict"] + (" !" if agreement.get("agrees") is False else "")
 
 
 def tortuosity_table(marks: list[dict]) -> str | None:
@@ -1276,6 +1322,10 @@ def run(args: argparse.Namespace) -> None:
                 "targets": {
                     "limits": targets,
                     **{which: block["targets"] for which, block in final["generators"].items()},
+                },
+                "report_agreement": {
+                    which: block["report"]["agreement"]
+                    for which, block in final["generators"].items()
                 },
             }
         )

@@ -109,6 +109,9 @@ def test_a_tiny_run_prints_machine_marks_and_summary(tmp_path, capsys):
         assert latest["trainer_check"]["iteration"] == mark["iteration"]
         assert latest["report"]["verdict"] in ("good", "fair", "poor", None)
         assert len(latest["report"]["verdicts"]) == 2
+        assert latest["report"]["agreement"] == fidelity.verdict_agreement(
+            latest["report"]["verdict"], latest["targets"]
+        )
         if latest["report"]["verdict"] is not None:  # the three errors the verdict is made of
             for error in ("fraction_error", "s2_error", "euler_error"):
                 assert latest["report"][error]["mean"] >= 0, error
@@ -132,6 +135,10 @@ def test_a_tiny_run_prints_machine_marks_and_summary(tmp_path, capsys):
     targets = summary["targets"]
     assert targets["limits"] == fidelity.DEFAULT_TARGETS
     assert isinstance(targets["latest"]["fraction"]["pass"], bool)
+    assert (
+        summary["report_agreement"]["latest"]
+        == marks[-1]["generators"]["latest"]["report"]["agreement"]
+    )
     lines = (out / "marks.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == records
     assert (out / "slices.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -220,6 +227,34 @@ def test_the_truth_against_itself_has_no_error_and_passes_every_target():
     assert all(checks[name]["pass"] is True for name in ("fraction", "ssa", "s2", "tortuosity"))
     assert checks["all"] is True
     assert checks["tortuosity"]["generated_not_percolating"] == []
+
+
+def test_the_verdict_is_checked_against_the_truth():
+    """A "good" volume that misses a target the report can see is a disagreement; a missed
+    tortuosity is listed as unseen (no slice shows 3D connectivity); "poor" must miss one."""
+    truth, _ = fidelity.blobs3(24)
+    truth_stats = stats_of(truth, tortuosity=True)
+    _, meets = compare(truth, truth_stats, tortuosity=True)
+    empty = np.full_like(truth, truth.max())
+    _, misses = compare(empty, truth_stats, tortuosity=True)
+    assert misses["fraction"]["pass"] is False and misses["tortuosity"]["pass"] is False
+    agreement = fidelity.verdict_agreement
+    assert agreement("good", meets) == {"agrees": True, "failed_seen": [], "failed_unseen": []}
+    assert agreement("poor", meets)["agrees"] is False
+    assert agreement("fair", meets)["agrees"] is True
+    wrong = agreement("good", misses)
+    assert wrong["agrees"] is False and "fraction" in wrong["failed_seen"]
+    assert wrong["failed_unseen"] == ["tortuosity"]
+    assert agreement("poor", misses)["agrees"] is True
+    unseen = {**meets, "tortuosity": {**meets["tortuosity"], "pass": False}, "all": False}
+    assert agreement("good", unseen) == {
+        "agrees": True,
+        "failed_seen": [],
+        "failed_unseen": ["tortuosity"],
+    }
+    assert agreement(None, misses)["agrees"] is None
+    unmeasured = {**meets, "tortuosity": {**meets["tortuosity"], "pass": None}}
+    assert agreement("poor", unmeasured)["agrees"] is None  # tortuosity might have failed
 
 
 def test_the_figures_agree_with_compare_with_references_on_a_3d_truth():
