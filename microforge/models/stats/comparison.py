@@ -181,6 +181,7 @@ def _compare_phases(
     fraction_errors, uncertainties, s2_errors, s2_uncertainties = [], [], [], []
     euler_gaps: list[float | None] = []
     euler_uncertainties: list[float] = []
+    per_axis_image = one_image_per_axis(reference for reference, _ in per_axis.values())
     for key in keys:
         pooled, image_errors = _pooled_fraction(volume, per_axis, entries[key])
         phases[key]["fraction"] = pooled
@@ -222,7 +223,7 @@ def _compare_phases(
                 (volume.shape, reference.shape),
                 reference_perimeter,
                 voxel_size,
-                per_axis_image=one_image_per_axis(r for r, _ in per_axis.values()),
+                per_axis_image=per_axis_image,
             )
             euler_gaps.append(euler["error"])
             if euler["error"] is not None:
