@@ -74,6 +74,10 @@ from microforge.models.stats.axes import (  # noqa: E402
 from microforge.models.stats.euler import connectivity_densities  # noqa: E402
 from microforge.models.stats.necks import neck_figures  # noqa: E402
 from microforge.models.stats.network import network_topology  # noqa: E402
+from microforge.models.stats.orientation import (  # noqa: E402
+    orientation,
+    orientation_difference,
+)
 from microforge.models.stats.phases import label_name  # noqa: E402
 from microforge.models.stats.section_clusters import (  # noqa: E402
     region_size,
@@ -548,6 +552,9 @@ class Context:
         )
 
 
+#: The orientation of a phase the volume lacks: none to compare.
+ROUND = {"anisotropy": None, "angle": None}
+
 #: The figures of ``network_topology`` recorded per phase.
 NETWORK_FIGURES = ("tunnels", "share", "other_regions")
 
@@ -562,8 +569,9 @@ def volume_statistics(
     crop: int,
 ) -> dict:
     """The report's statistics, plus each phase's 3D connectivity (stats/euler.py), the
-    tunnels of its main network (stats/network.py), its necks (stats/necks.py) and the
-    size of its regions in ``crop``-pixel crops of the sections (stats/section_clusters.py).
+    tunnels of its main network (stats/network.py), its necks (stats/necks.py), the
+    size of its regions in ``crop``-pixel crops of the sections (stats/section_clusters.py)
+    and the orientation of its features in the sections (stats/orientation.py).
 
     The report has no connectivity: it compares a volume with its 2D training images, and
     no image shows it. Against a 3D truth it is where to look for a tortuosity gap. ``phases``
@@ -576,6 +584,7 @@ def volume_statistics(
     networks = network_topology(volume, phases)
     necks = neck_figures(volume, phases)
     sizes = region_size(volume, phases, crop)
+    orientations = orientation(volume, phases)
     for value in phases:
         phase = stats["phases"].get(label_name(value))
         if phase is not None:
@@ -583,6 +592,7 @@ def volume_statistics(
             phase["network"] = networks[value]
             phase["necks"] = necks[value]
             phase["region_size"] = sizes[value]
+            phase["orientation"] = orientations[value]
     return stats
 
 
@@ -612,6 +622,15 @@ def seed_figures(stats: dict, truth_stats: dict, tortuosity: bool) -> dict:
             "network": mine.get("network", dict.fromkeys(NETWORK_FIGURES, 0.0)),
             "necks": mine.get("necks", {"kept": 0.0, "spanning": dict.fromkeys(AXES_3D, 0.0)}),
             "region_size": mine.get("region_size", 0.0),
+            "orientation": {
+                a: {
+                    **mine.get("orientation", {}).get(a, ROUND),
+                    "difference": orientation_difference(
+                        mine.get("orientation", {}).get(a, ROUND), theirs["orientation"][a]
+                    ),
+                }
+                for a in AXES_3D
+            },
         }
         for axis in AXES_3D:
             reference = np.asarray(theirs["tpc"][axis])
@@ -724,6 +743,18 @@ def aggregate(per_seed: list[dict], truth_stats: dict, tortuosity: bool) -> dict
             "region_size": {
                 "value": spread([s["region_size"] for s in seeds]),
                 "truth": theirs["region_size"],
+            },
+            # Whether its features lean one way in the sections, at any angle, where S2
+            # along the axes sees round ones (stats/orientation.py): the anisotropy, each
+            # seed's angle, and the distance of the two orientations.
+            "orientation": {
+                a: {
+                    "anisotropy": spread([s["orientation"][a]["anisotropy"] for s in seeds]),
+                    "angles": [s["orientation"][a]["angle"] for s in seeds],
+                    "truth": theirs["orientation"][a],
+                    "difference": spread([s["orientation"][a]["difference"] for s in seeds]),
+                }
+                for a in AXES_3D
             },
         }
         if tortuosity:

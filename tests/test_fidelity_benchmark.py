@@ -218,6 +218,10 @@ def test_the_truth_against_itself_has_no_error_and_passes_every_target():
             assert figure["value"]["mean"] == figure["truth"]
         assert 0.5 < phase["network"]["share"]["truth"] <= 1.0
         assert phase["region_size"]["value"]["mean"] == phase["region_size"]["truth"] > 0
+        for axis in "xyz":
+            leaning = phase["orientation"][axis]
+            assert leaning["anisotropy"]["mean"] == leaning["truth"]["anisotropy"]
+            assert leaning["difference"]["mean"] == 0.0
         necks = phase["necks"]
         assert necks["kept"]["value"]["mean"] == necks["kept"]["truth"]
         assert 0.0 < necks["kept"]["truth"] < 1.0
@@ -295,6 +299,7 @@ def test_one_phase_everywhere_fails_fraction_surface_s2_and_tortuosity():
     assert missing["stagnant_share"]["z"]["value"]["mean"] == 1.0
     assert figures["phases"]["0"]["stagnant_share"]["z"]["value"]["mean"] == 0.0  # all flows
     assert missing["characteristic_length"]["x"]["value"] is None
+    assert missing["orientation"]["x"]["difference"] is None  # no features, no leaning
     assert figures["tpb_density"]["value"]["mean"] == 0.0
     # The phase that fills the volume has S2 = 1 at every lag, a missing one S2 = 0.
     for name, level in (("0", 1.0), ("2", 0.0)):
