@@ -3,7 +3,7 @@ anisotropy of the sections' two-point correlation near the origin, at any angle.
 
 Why: S2 is measured along the axes, and a structure elongated along a diagonal of a
 plane has the same S2 along both of that plane's axes as round features. Generators
-draw such streaks (docs/benchmarks.md, "Fewer upsampling layers"), and neither
+draw such streaks (docs/benchmarks.md, "Features that lean"), and neither
 fractions, surface area, S2 nor the Euler number of the sections sees them.
 
 For a phase p and the sections perpendicular to one axis: rho(d), the normalised
