@@ -608,6 +608,7 @@ def seed_figures(stats: dict, truth_stats: dict, tortuosity: bool) -> dict:
     result: dict = {"phases": {}}
     for name, theirs in truth_stats["phases"].items():
         mine = stats["phases"].get(name, {})
+        leaning = mine.get("orientation", {})
         fraction = mine.get("volume_fraction", 0.0)
         ssa = mine.get("specific_surface_area", 0.0)
         entry = {
@@ -624,9 +625,9 @@ def seed_figures(stats: dict, truth_stats: dict, tortuosity: bool) -> dict:
             "region_size": mine.get("region_size", 0.0),
             "orientation": {
                 a: {
-                    **mine.get("orientation", {}).get(a, ROUND),
+                    **leaning.get(a, ROUND),
                     "difference": orientation_difference(
-                        mine.get("orientation", {}).get(a, ROUND), theirs["orientation"][a]
+                        leaning.get(a, ROUND), theirs["orientation"][a]
                     ),
                 }
                 for a in AXES_3D
